@@ -1,0 +1,284 @@
+//! Circuit breaker (SPEC.md §8): CLOSED → OPEN after consecutive failures,
+//! OPEN → HALF_OPEN when the cooldown ends, HALF_OPEN → CLOSED after enough
+//! probe successes, or back to OPEN on a probe failure.
+//!
+//! Every transition, every HALF_OPEN success and every `force_state` emits a
+//! telemetry event, so recoveries and manual overrides are never hidden.
+
+use std::sync::{Arc, Mutex};
+
+use leyline::{BreakerState, TelemetryEvent, TelemetryLevel};
+
+use crate::{Clock, TelemetrySink};
+
+/// Thresholds of one breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker (≥ 1).
+    pub failure_threshold: u32,
+    /// How long it stays OPEN before probing, ms.
+    pub cooldown_ms: u64,
+    /// Probe successes in HALF_OPEN that close it (≥ 1).
+    pub half_open_successes: u32,
+}
+
+/// What `allow()` decided. Never a bare bool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerDecision {
+    /// CLOSED: go ahead.
+    Allowed,
+    /// OPEN: refused; retry after the remaining cooldown.
+    Denied {
+        /// Milliseconds until the breaker starts probing.
+        remaining_cooldown_ms: u64,
+    },
+    /// HALF_OPEN: go ahead as a probe; report the result.
+    Probing,
+}
+
+impl BreakerDecision {
+    /// Whether the caller may proceed (allowed or probing).
+    pub const fn may_proceed(self) -> bool {
+        !matches!(self, BreakerDecision::Denied { .. })
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: BreakerState,
+    consecutive_failures: u32,
+    half_open_successes: u32,
+    opened_at_ms: u64,
+    transitions: u64,
+}
+
+/// A named circuit breaker. Thread-safe; cheap to share in an `Arc`.
+pub struct CircuitBreaker {
+    name: String,
+    config: BreakerConfig,
+    clock: Arc<dyn Clock>,
+    sink: Arc<dyn TelemetrySink>,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreaker").field("name", &self.name).field("state", &self.state()).finish()
+    }
+}
+
+impl CircuitBreaker {
+    /// A CLOSED breaker. Zero thresholds are raised to 1 (settings validation
+    /// refuses zeros before they get here; this keeps the invariant local).
+    pub fn new(name: impl Into<String>, config: BreakerConfig, clock: Arc<dyn Clock>, sink: Arc<dyn TelemetrySink>) -> Self {
+        let config = BreakerConfig {
+            failure_threshold: config.failure_threshold.max(1),
+            half_open_successes: config.half_open_successes.max(1),
+            ..config
+        };
+        CircuitBreaker {
+            name: name.into(),
+            config,
+            clock,
+            sink,
+            inner: Mutex::new(Inner {
+                state: BreakerState::Closed,
+                consecutive_failures: 0,
+                half_open_successes: 0,
+                opened_at_ms: 0,
+                transitions: 0,
+            }),
+        }
+    }
+
+    /// The breaker's name (`fetch`, `isolation`, …).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Current state (an OPEN breaker whose cooldown has ended reports
+    /// HALF_OPEN only once `allow()` has moved it there).
+    pub fn state(&self) -> BreakerState {
+        self.lock().state
+    }
+
+    /// Number of state transitions so far.
+    pub fn transitions(&self) -> u64 {
+        self.lock().transitions
+    }
+
+    /// Asks whether a call may go ahead.
+    pub fn allow(&self) -> BreakerDecision {
+        let now = self.clock.now_ms();
+        let mut inner = self.lock();
+        match inner.state {
+            BreakerState::Closed => BreakerDecision::Allowed,
+            BreakerState::HalfOpen => BreakerDecision::Probing,
+            BreakerState::Open => {
+                let elapsed = now.saturating_sub(inner.opened_at_ms);
+                if elapsed >= self.config.cooldown_ms {
+                    self.transition(&mut inner, BreakerState::HalfOpen, "cooldown elapsed", now);
+                    BreakerDecision::Probing
+                } else {
+                    BreakerDecision::Denied { remaining_cooldown_ms: self.config.cooldown_ms - elapsed }
+                }
+            }
+        }
+    }
+
+    /// Reports a successful call.
+    pub fn record_success(&self) {
+        let now = self.clock.now_ms();
+        let mut inner = self.lock();
+        inner.consecutive_failures = 0;
+        if inner.state == BreakerState::HalfOpen {
+            inner.half_open_successes += 1;
+            self.sink.emit(
+                self.event("kasmina.breaker.half_open_success", TelemetryLevel::Info, "probe succeeded", now)
+                    .attr("successes", u64::from(inner.half_open_successes))
+                    .attr("needed", u64::from(self.config.half_open_successes)),
+            );
+            if inner.half_open_successes >= self.config.half_open_successes {
+                self.transition(&mut inner, BreakerState::Closed, "probes succeeded", now);
+            }
+        }
+    }
+
+    /// Reports a failed call.
+    pub fn record_failure(&self, reason: &str) {
+        let now = self.clock.now_ms();
+        let mut inner = self.lock();
+        inner.consecutive_failures = inner.consecutive_failures.saturating_add(1);
+        match inner.state {
+            BreakerState::Closed if inner.consecutive_failures >= self.config.failure_threshold => {
+                self.transition(&mut inner, BreakerState::Open, reason, now);
+            }
+            BreakerState::HalfOpen => self.transition(&mut inner, BreakerState::Open, reason, now),
+            // OPEN: a failure reported by a call admitted before opening just counts.
+            _ => {}
+        }
+    }
+
+    /// Forces a state (operator or controller override); always emits a
+    /// WARNING event naming the rationale, even if the state is unchanged.
+    pub fn force_state(&self, state: BreakerState, rationale: &str) {
+        let now = self.clock.now_ms();
+        let mut inner = self.lock();
+        let from = inner.state;
+        self.sink.emit(
+            self.event("kasmina.breaker.forced", TelemetryLevel::Warning, "breaker state forced", now)
+                .attr("from", from.as_str())
+                .attr("to", state.as_str())
+                .attr("rationale", rationale),
+        );
+        if from != state {
+            self.transition(&mut inner, state, rationale, now);
+        }
+        inner.consecutive_failures = 0;
+    }
+
+    fn transition(&self, inner: &mut Inner, to: BreakerState, reason: &str, now: u64) {
+        let from = inner.state;
+        inner.state = to;
+        inner.transitions += 1;
+        inner.half_open_successes = 0;
+        if to == BreakerState::Open {
+            inner.opened_at_ms = now;
+        }
+        if to == BreakerState::Closed {
+            inner.consecutive_failures = 0;
+        }
+        let level = if to == BreakerState::Open { TelemetryLevel::Error } else { TelemetryLevel::Info };
+        self.sink.emit(
+            self.event("kasmina.breaker.transition", level, format!("breaker {} {} -> {}", self.name, from.as_str(), to.as_str()), now)
+                .attr("from", from.as_str())
+                .attr("to", to.as_str())
+                .attr("reason", reason),
+        );
+    }
+
+    fn event(&self, name: &str, level: TelemetryLevel, message: impl Into<String>, now: u64) -> TelemetryEvent {
+        TelemetryEvent::new(name, level, message, now).attr("breaker", self.name.as_str())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Inner holds plain counters: still consistent after a panic elsewhere.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ManualClock, MemorySink};
+
+    fn breaker() -> (CircuitBreaker, Arc<ManualClock>, Arc<MemorySink>) {
+        let clock = Arc::new(ManualClock::new(0));
+        let sink = Arc::new(MemorySink::new(100));
+        let cfg = BreakerConfig { failure_threshold: 2, cooldown_ms: 1_000, half_open_successes: 2 };
+        (CircuitBreaker::new("fetch", cfg, clock.clone(), sink.clone()), clock, sink)
+    }
+
+    #[test]
+    fn opens_after_threshold_and_denies_with_remaining_cooldown() {
+        let (b, clock, sink) = breaker();
+        b.record_failure("digest_mismatch");
+        assert_eq!(b.allow(), BreakerDecision::Allowed);
+        b.record_failure("digest_mismatch");
+        assert_eq!(b.state(), BreakerState::Open);
+        clock.advance_ms(400);
+        assert_eq!(b.allow(), BreakerDecision::Denied { remaining_cooldown_ms: 600 });
+        let t = sink.named("kasmina.breaker.transition");
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].level, TelemetryLevel::Error);
+    }
+
+    #[test]
+    fn success_resets_the_consecutive_count() {
+        let (b, _, _) = breaker();
+        b.record_failure("x");
+        b.record_success();
+        b.record_failure("x");
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn half_open_probes_close_it_with_an_event_per_success() {
+        let (b, clock, sink) = breaker();
+        b.record_failure("x");
+        b.record_failure("x");
+        clock.advance_ms(1_000);
+        assert_eq!(b.allow(), BreakerDecision::Probing);
+        b.record_success();
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        b.record_success();
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(sink.named("kasmina.breaker.half_open_success").len(), 2);
+        // CLOSED->OPEN, OPEN->HALF_OPEN, HALF_OPEN->CLOSED
+        assert_eq!(sink.named("kasmina.breaker.transition").len(), 3);
+        assert_eq!(b.transitions(), 3);
+    }
+
+    #[test]
+    fn probe_failure_reopens() {
+        let (b, clock, _) = breaker();
+        b.record_failure("x");
+        b.record_failure("x");
+        clock.advance_ms(1_500);
+        assert!(b.allow().may_proceed());
+        b.record_failure("still broken");
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(!b.allow().may_proceed());
+    }
+
+    #[test]
+    fn force_state_always_emits() {
+        let (b, _, sink) = breaker();
+        b.force_state(BreakerState::Closed, "no-op override");
+        b.force_state(BreakerState::Open, "operator drill");
+        assert_eq!(b.state(), BreakerState::Open);
+        let forced = sink.named("kasmina.breaker.forced");
+        assert_eq!(forced.len(), 2);
+        assert_eq!(forced[1].attributes.get("rationale").map(ToString::to_string).as_deref(), Some("operator drill"));
+    }
+}

@@ -1,0 +1,40 @@
+//! Leyline: the contract every Kasmina component and client shares.
+//!
+//! Module map, in the order a command meets them:
+//! - [`command`]: the signed [`AdaptationCommand`] with one typed payload per
+//!   command type, and [`command::canonical_bytes`], the deterministic
+//!   encoding the HMAC is computed over (signature excluded);
+//! - [`outcome`]: the structured accepted/rejected result every validation
+//!   step returns, with machine-readable reason codes;
+//! - [`lifecycle`]: the eleven seed stages plus bootstrap, the one transition
+//!   table (an exhaustive `match`) and the gate that guards each edge;
+//! - [`blueprint`]: blueprint descriptors (tier, parameter bounds, kernel
+//!   interface) as Urza publishes them;
+//! - [`prefetch`]: kernel prefetch request/ready/error messages;
+//! - [`seed`]: the exported state of one seed;
+//! - [`telemetry`]: levels, events, metrics, per-step packets, health;
+//! - [`enums`]: small shared enums (breaker states, blend modes, priorities).
+//!
+//! This crate depends on serde, postcard and thiserror only, so clients can
+//! use the contract without pulling in wasmtime or libtorch.
+
+pub mod blueprint;
+pub mod command;
+pub mod enums;
+pub mod lifecycle;
+pub mod outcome;
+pub mod prefetch;
+pub mod seed;
+pub mod telemetry;
+
+pub use blueprint::{BlueprintDescriptor, BlueprintTier, DType, Dim, KernelInterface, ParameterBounds, TensorSpec};
+pub use command::{AdaptationCommand, CommandPayload, CommandType, SeedCommand, SeedOperation};
+pub use enums::{BlendMode, BreakerState, MessagePriority};
+pub use lifecycle::{GateId, SeedStage, TransitionError};
+pub use outcome::{Outcome, ReasonCode};
+pub use seed::SeedState;
+pub use telemetry::{AttrValue, HealthStatus, Metric, TelemetryEvent, TelemetryLevel, TelemetryPacket};
+
+/// Version of this contract. Bumped on any change to a wire type; frozen
+/// versions are never edited.
+pub const CONTRACT_VERSION: u32 = 1;

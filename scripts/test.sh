@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The README's second command: set up (if needed) and run the whole test suite.
+#
+#   scripts/test.sh [extra cargo test args]
+#
+# Builds the host crates, the wasm32-wasip2 policy plugins (via the
+# kasmina-plugin-artifacts build script) and runs every test on real libtorch
+# and real wasmtime. Cold on 2 cores: see BENCHMARKS.md for measured times.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+bash scripts/setup.sh
+# The contract crate must stay light enough for any client to depend on.
+if cargo tree --locked -p leyline -e normal,build --prefix none | grep -qE '^(wasmtime|tch|torch-sys) '; then
+    echo "[test] FAIL: leyline depends on wasmtime or tch (cargo tree -p leyline)" >&2
+    exit 1
+fi
+echo "[test] cargo test --workspace (first run compiles libtorch bindings and wasmtime: several minutes)" >&2
+exec cargo test --workspace --locked "$@"
