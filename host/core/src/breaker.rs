@@ -48,6 +48,8 @@ struct Inner {
     state: BreakerState,
     consecutive_failures: u32,
     half_open_successes: u32,
+    /// Probes handed out in HALF_OPEN and not yet reported.
+    probes_in_flight: u32,
     opened_at_ms: u64,
     transitions: u64,
 }
@@ -85,6 +87,7 @@ impl CircuitBreaker {
                 state: BreakerState::Closed,
                 consecutive_failures: 0,
                 half_open_successes: 0,
+                probes_in_flight: 0,
                 opened_at_ms: 0,
                 transitions: 0,
             }),
@@ -107,81 +110,112 @@ impl CircuitBreaker {
         self.lock().transitions
     }
 
-    /// Asks whether a call may go ahead.
+    /// Asks whether a call may go ahead. In HALF_OPEN at most
+    /// `half_open_successes` probes are out at once; further callers are
+    /// denied (with no cooldown left) until a probe reports back.
     pub fn allow(&self) -> BreakerDecision {
         let now = self.clock.now_ms();
-        let mut inner = self.lock();
-        match inner.state {
-            BreakerState::Closed => BreakerDecision::Allowed,
-            BreakerState::HalfOpen => BreakerDecision::Probing,
-            BreakerState::Open => {
-                let elapsed = now.saturating_sub(inner.opened_at_ms);
-                if elapsed >= self.config.cooldown_ms {
-                    self.transition(&mut inner, BreakerState::HalfOpen, "cooldown elapsed", now);
-                    BreakerDecision::Probing
-                } else {
-                    BreakerDecision::Denied { remaining_cooldown_ms: self.config.cooldown_ms - elapsed }
+        let mut events = Vec::new();
+        let decision = {
+            let mut inner = self.lock();
+            match inner.state {
+                BreakerState::Closed => BreakerDecision::Allowed,
+                BreakerState::HalfOpen => self.probe(&mut inner),
+                BreakerState::Open => {
+                    let elapsed = now.saturating_sub(inner.opened_at_ms);
+                    if elapsed >= self.config.cooldown_ms {
+                        events.push(self.transition(&mut inner, BreakerState::HalfOpen, "cooldown elapsed", now));
+                        self.probe(&mut inner)
+                    } else {
+                        BreakerDecision::Denied { remaining_cooldown_ms: self.config.cooldown_ms - elapsed }
+                    }
                 }
             }
+        };
+        self.emit_all(events);
+        decision
+    }
+
+    fn probe(&self, inner: &mut Inner) -> BreakerDecision {
+        if inner.probes_in_flight >= self.config.half_open_successes {
+            return BreakerDecision::Denied { remaining_cooldown_ms: 0 };
         }
+        inner.probes_in_flight += 1;
+        BreakerDecision::Probing
     }
 
     /// Reports a successful call.
     pub fn record_success(&self) {
         let now = self.clock.now_ms();
-        let mut inner = self.lock();
-        inner.consecutive_failures = 0;
-        if inner.state == BreakerState::HalfOpen {
-            inner.half_open_successes += 1;
-            self.sink.emit(
-                self.event("kasmina.breaker.half_open_success", TelemetryLevel::Info, "probe succeeded", now)
-                    .attr("successes", u64::from(inner.half_open_successes))
-                    .attr("needed", u64::from(self.config.half_open_successes)),
-            );
-            if inner.half_open_successes >= self.config.half_open_successes {
-                self.transition(&mut inner, BreakerState::Closed, "probes succeeded", now);
+        let mut events = Vec::new();
+        {
+            let mut inner = self.lock();
+            inner.consecutive_failures = 0;
+            if inner.state == BreakerState::HalfOpen {
+                inner.probes_in_flight = inner.probes_in_flight.saturating_sub(1);
+                inner.half_open_successes += 1;
+                events.push(
+                    self.event("kasmina.breaker.half_open_success", TelemetryLevel::Info, "probe succeeded", now)
+                        .attr("successes", u64::from(inner.half_open_successes))
+                        .attr("needed", u64::from(self.config.half_open_successes)),
+                );
+                if inner.half_open_successes >= self.config.half_open_successes {
+                    events.push(self.transition(&mut inner, BreakerState::Closed, "probes succeeded", now));
+                }
             }
         }
+        self.emit_all(events);
     }
 
     /// Reports a failed call.
     pub fn record_failure(&self, reason: &str) {
         let now = self.clock.now_ms();
-        let mut inner = self.lock();
-        inner.consecutive_failures = inner.consecutive_failures.saturating_add(1);
-        match inner.state {
-            BreakerState::Closed if inner.consecutive_failures >= self.config.failure_threshold => {
-                self.transition(&mut inner, BreakerState::Open, reason, now);
+        let event = {
+            let mut inner = self.lock();
+            inner.consecutive_failures = inner.consecutive_failures.saturating_add(1);
+            match inner.state {
+                BreakerState::Closed if inner.consecutive_failures >= self.config.failure_threshold => {
+                    Some(self.transition(&mut inner, BreakerState::Open, reason, now))
+                }
+                BreakerState::HalfOpen => Some(self.transition(&mut inner, BreakerState::Open, reason, now)),
+                // OPEN: a failure reported by a call admitted before opening just counts.
+                _ => None,
             }
-            BreakerState::HalfOpen => self.transition(&mut inner, BreakerState::Open, reason, now),
-            // OPEN: a failure reported by a call admitted before opening just counts.
-            _ => {}
-        }
+        };
+        self.emit_all(event);
     }
 
     /// Forces a state (operator or controller override); always emits a
     /// WARNING event naming the rationale, even if the state is unchanged.
     pub fn force_state(&self, state: BreakerState, rationale: &str) {
         let now = self.clock.now_ms();
-        let mut inner = self.lock();
-        let from = inner.state;
-        self.sink.emit(
-            self.event("kasmina.breaker.forced", TelemetryLevel::Warning, "breaker state forced", now)
-                .attr("from", from.as_str())
-                .attr("to", state.as_str())
-                .attr("rationale", rationale),
-        );
-        if from != state {
-            self.transition(&mut inner, state, rationale, now);
+        let mut events = Vec::new();
+        {
+            let mut inner = self.lock();
+            let from = inner.state;
+            events.push(
+                self.event("kasmina.breaker.forced", TelemetryLevel::Warning, "breaker state forced", now)
+                    .attr("from", from.as_str())
+                    .attr("to", state.as_str())
+                    .attr("rationale", rationale),
+            );
+            if from != state {
+                events.push(self.transition(&mut inner, state, rationale, now));
+            }
+            inner.consecutive_failures = 0;
         }
-        inner.consecutive_failures = 0;
+        self.emit_all(events);
     }
 
-    fn transition(&self, inner: &mut Inner, to: BreakerState, reason: &str, now: u64) {
+    /// Applies a transition under the lock and returns its event; callers
+    /// emit after unlocking, so a slow or re-entrant sink cannot stall or
+    /// deadlock the breaker.
+    fn transition(&self, inner: &mut Inner, to: BreakerState, reason: &str, now: u64) -> TelemetryEvent {
         let from = inner.state;
         inner.state = to;
         inner.transitions += 1;
         inner.half_open_successes = 0;
+        inner.probes_in_flight = 0;
         if to == BreakerState::Open {
             inner.opened_at_ms = now;
         }
@@ -189,12 +223,16 @@ impl CircuitBreaker {
             inner.consecutive_failures = 0;
         }
         let level = if to == BreakerState::Open { TelemetryLevel::Error } else { TelemetryLevel::Info };
-        self.sink.emit(
-            self.event("kasmina.breaker.transition", level, format!("breaker {} {} -> {}", self.name, from.as_str(), to.as_str()), now)
-                .attr("from", from.as_str())
-                .attr("to", to.as_str())
-                .attr("reason", reason),
-        );
+        self.event("kasmina.breaker.transition", level, format!("breaker {} {} -> {}", self.name, from.as_str(), to.as_str()), now)
+            .attr("from", from.as_str())
+            .attr("to", to.as_str())
+            .attr("reason", reason)
+    }
+
+    fn emit_all(&self, events: impl IntoIterator<Item = TelemetryEvent>) {
+        for event in events {
+            self.sink.emit(event);
+        }
     }
 
     fn event(&self, name: &str, level: TelemetryLevel, message: impl Into<String>, now: u64) -> TelemetryEvent {
@@ -257,6 +295,41 @@ mod tests {
         // CLOSED->OPEN, OPEN->HALF_OPEN, HALF_OPEN->CLOSED
         assert_eq!(sink.named("kasmina.breaker.transition").len(), 3);
         assert_eq!(b.transitions(), 3);
+    }
+
+    #[test]
+    fn half_open_limits_concurrent_probes() {
+        let (b, clock, _) = breaker();
+        b.record_failure("x");
+        b.record_failure("x");
+        clock.advance_ms(1_000);
+        // half_open_successes = 2: two probes may be out, the third waits.
+        assert_eq!(b.allow(), BreakerDecision::Probing);
+        assert_eq!(b.allow(), BreakerDecision::Probing);
+        assert_eq!(b.allow(), BreakerDecision::Denied { remaining_cooldown_ms: 0 });
+        b.record_success();
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert_eq!(b.allow(), BreakerDecision::Probing);
+    }
+
+    /// A sink that calls back into the breaker must not deadlock it.
+    #[test]
+    fn reentrant_sink_does_not_deadlock() {
+        struct Reentrant(std::sync::OnceLock<Arc<CircuitBreaker>>);
+        impl TelemetrySink for Reentrant {
+            fn emit(&self, _event: TelemetryEvent) {
+                if let Some(b) = self.0.get() {
+                    let _ = b.state();
+                }
+            }
+        }
+        let sink = Arc::new(Reentrant(std::sync::OnceLock::new()));
+        let cfg = BreakerConfig { failure_threshold: 1, cooldown_ms: 10, half_open_successes: 1 };
+        let b = Arc::new(CircuitBreaker::new("fetch", cfg, Arc::new(ManualClock::new(0)), sink.clone()));
+        assert!(sink.0.set(Arc::clone(&b)).is_ok());
+        b.record_failure("boom");
+        b.force_state(BreakerState::Closed, "drill");
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[test]

@@ -256,6 +256,12 @@ pub struct PluginSettings {
     pub memory_bytes: u64,
     /// Fuel per call; 0 disables fuel metering.
     pub fuel: u64,
+    /// Instance isolation: `per-call` (fresh store per evaluation) or
+    /// `reuse` (one instance, replaced after any failure).
+    pub isolation: String,
+    /// Directory of precompiled plugin artifacts; default
+    /// `$KASMINA_CACHE/plugin-cache` (`~/.cache/kasmina/plugin-cache`).
+    pub cache_dir: Option<PathBuf>,
     /// Gate plugin, pinned.
     pub gates: Option<PluginRef>,
     /// Annotation parser plugin, pinned.
@@ -270,6 +276,8 @@ impl Default for PluginSettings {
             deadline_ms: d::PLUGIN_DEADLINE_MS,
             memory_bytes: d::PLUGIN_MEMORY_BYTES,
             fuel: d::PLUGIN_FUEL,
+            isolation: d::PLUGIN_ISOLATION.to_owned(),
+            cache_dir: None,
             gates: None,
             annotations: None,
             blueprint_policy: None,
@@ -392,6 +400,16 @@ impl Settings {
         nonzero("security.nonce_capacity", s.nonce_capacity as u64)?;
         nonzero("security.nonce_purge_interval_s", s.nonce_purge_interval_s)?;
         nonzero("security.freshness_window_s", s.freshness_window_s)?;
+        if s.freshness_window_s.saturating_add(s.future_skew_s) >= s.nonce_ttl_s {
+            // Otherwise a command still fresh when its nonce expires could be replayed.
+            return invalid(
+                "security.freshness_window_s",
+                format!(
+                    "freshness window {} s + future skew {} s must be below security.nonce_ttl_s {} s",
+                    s.freshness_window_s, s.future_skew_s, s.nonce_ttl_s
+                ),
+            );
+        }
         if s.key_env.is_empty() {
             return invalid("security.key_env", "must name an environment variable");
         }
@@ -424,6 +442,9 @@ impl Settings {
         let p = &self.plugins;
         nonzero("plugins.deadline_ms", p.deadline_ms)?;
         nonzero("plugins.memory_bytes", p.memory_bytes)?;
+        if !matches!(p.isolation.as_str(), "per-call" | "reuse") {
+            return invalid("plugins.isolation", format!("{:?} is not `per-call` or `reuse`", p.isolation));
+        }
         for (key, plugin) in [
             ("plugins.gates.sha256", &p.gates),
             ("plugins.annotations.sha256", &p.annotations),
@@ -530,6 +551,8 @@ mod tests {
             ("[distillation]\nweight = 1.5", "distillation.weight"),
             ("[isolation]\ncosine_threshold = -0.1", "isolation.cosine_threshold"),
             ("[rollback]\nfast_sla_ms = 20000", "rollback.fast_sla_ms"),
+            ("[plugins]\nisolation = \"shared\"", "plugins.isolation"),
+            ("[security]\nfreshness_window_s = 296", "security.freshness_window_s"),
         ] {
             let err = Settings::from_toml(toml).unwrap_err().to_string();
             assert!(err.contains(key), "{toml}: {err}");

@@ -1,6 +1,8 @@
 //! Leyline: the contract every Kasmina component and client shares.
 //!
 //! Module map, in the order a command meets them:
+//! - [`api`]: the [`api::KasminaApi`] trait (embedded host and daemon serve
+//!   the same one), graft directives, step reports, kernel artifacts;
 //! - [`command`]: the signed [`AdaptationCommand`] with one typed payload per
 //!   command type, and [`command::canonical_bytes`], the deterministic
 //!   encoding the HMAC is computed over (signature excluded);
@@ -11,6 +13,7 @@
 //! - [`blueprint`]: blueprint descriptors (tier, parameter bounds, kernel
 //!   interface) as Urza publishes them;
 //! - [`prefetch`]: kernel prefetch request/ready/error messages;
+//! - [`protocol`]: daemon wire frames (hello, requests, responses, pushes);
 //! - [`seed`]: the exported state of one seed;
 //! - [`telemetry`]: levels, events, metrics, per-step packets, health;
 //! - [`enums`]: small shared enums (breaker states, blend modes, priorities).
@@ -18,12 +21,14 @@
 //! This crate depends on serde, postcard and thiserror only, so clients can
 //! use the contract without pulling in wasmtime or libtorch.
 
+pub mod api;
 pub mod blueprint;
 pub mod command;
 pub mod enums;
 pub mod lifecycle;
 pub mod outcome;
 pub mod prefetch;
+pub mod protocol;
 pub mod seed;
 pub mod telemetry;
 

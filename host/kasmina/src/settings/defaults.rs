@@ -54,6 +54,8 @@ pub const PLUGIN_DEADLINE_MS: u64 = 10;
 pub const PLUGIN_MEMORY_BYTES: u64 = 16 << 20;
 /// Plugin fuel budget per call (0 disables fuel; epochs still bound time).
 pub const PLUGIN_FUEL: u64 = 0;
+/// Plugin instance isolation: a fresh store per evaluation.
+pub const PLUGIN_ISOLATION: &str = "per-call";
 /// Rollback readiness: fast path SLA (SPEC.md §8).
 pub const ROLLBACK_FAST_SLA_MS: u64 = 500;
 /// Rollback readiness: full path SLA (SPEC.md §8).

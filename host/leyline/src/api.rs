@@ -1,0 +1,238 @@
+//! The one API between a trainer/controller and the control plane.
+//!
+//! The embedded host implements [`KasminaApi`] in-process; the daemon serves
+//! the same trait over a socket and its client implements it again, so a
+//! trainer switches between the two with one flag. The control plane never
+//! touches tensors: it sends [`GraftDirective`]s and receives
+//! [`StepReport`]s; the trainer's seed slots do the tensor work.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{AdaptationCommand, BlendMode, BlueprintDescriptor, Dim, Outcome, SeedStage, SeedState, TelemetryEvent};
+
+/// How a seed's output is blended; parsed from annotations and re-validated
+/// by the host before it reaches a trainer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlendSpec {
+    /// Blend mode.
+    pub mode: BlendMode,
+    /// Per-channel α (CHANNEL only), each in [0, 1].
+    pub alpha_vec: Vec<f32>,
+    /// Gate steepness k (CONFIDENCE).
+    pub gate_k: f64,
+    /// Gate margin τ (CONFIDENCE).
+    pub gate_tau: f64,
+    /// Lower clamp of the effective α (CONFIDENCE).
+    pub alpha_lo: f64,
+    /// Upper clamp of the effective α (CONFIDENCE).
+    pub alpha_hi: f64,
+}
+
+/// One seed site a host model exposes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteSpec {
+    /// Site name (a layer name, e.g. `hidden`).
+    pub name: String,
+    /// Shape of the features at the site, batch dimension first.
+    pub feature_shape: Vec<Dim>,
+}
+
+/// A seed slot: a seed id the controller may target, bound to one site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotSpec {
+    /// Seed id (what commands name as `target_seed_id`).
+    pub seed_id: String,
+    /// Site the seed grafts at; must be one of the registered sites.
+    pub site: String,
+}
+
+/// A trainer announces its model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRegistration {
+    /// Training run this trainer executes.
+    pub training_run_id: String,
+    /// Sites, in forward order.
+    pub sites: Vec<SiteSpec>,
+    /// Seed slots; a command for a seed id not listed here is refused.
+    pub slots: Vec<SlotSpec>,
+}
+
+/// A verified kernel artifact, as served to a trainer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelArtifact {
+    /// Blueprint id.
+    pub blueprint_id: String,
+    /// SHA-256 (hex) the bytes were verified against.
+    pub sha256: String,
+    /// TorchScript bytes.
+    pub bytes: Vec<u8>,
+    /// The blueprint's descriptor.
+    pub descriptor: BlueprintDescriptor,
+}
+
+/// What the control plane tells the trainer to do before its next step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum GraftDirective {
+    /// Load the named verified kernel and graft it at `site`.
+    Attach {
+        /// Seed id.
+        seed_id: String,
+        /// Site to graft at.
+        site: String,
+        /// Blueprint to load (fetch with [`KasminaApi::fetch_kernel`]).
+        blueprint_id: String,
+        /// Digest the artifact must have.
+        artifact_sha256: String,
+        /// How to blend once blending starts.
+        blend: BlendSpec,
+    },
+    /// Run the seed in `stage` with blend weight `alpha` from now on.
+    Stage {
+        /// Seed id.
+        seed_id: String,
+        /// Stage to run in.
+        stage: SeedStage,
+        /// Blend α for the next step.
+        alpha: f64,
+    },
+    /// Remove the seed from the model (culled or reset).
+    Detach {
+        /// Seed id.
+        seed_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Drop the knowledge-distillation teacher (EMERGENCY with include_teacher).
+    DropTeacher,
+    /// Apply optimizer hyperparameters (OPTIMIZER command).
+    Optimizer {
+        /// Optimizer id.
+        optimizer_id: String,
+        /// Hyperparameters by name.
+        hyperparameters: std::collections::BTreeMap<String, f64>,
+    },
+    /// Swap the seed out of (or back into) the forward path.
+    Pause {
+        /// Seed id.
+        seed_id: String,
+        /// `true` to pause, `false` to resume.
+        paused: bool,
+    },
+}
+
+/// What one seed did during one training step, as the trainer measured it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedStepReport {
+    /// Seed id.
+    pub seed_id: String,
+    /// Stage the trainer ran the seed in (the "reported" stage for gates).
+    pub stage: SeedStage,
+    /// Whether a kernel is attached.
+    pub kernel_attached: bool,
+    /// Digest of the attached kernel, if any.
+    pub kernel_sha256: Option<String>,
+    /// Seed-side loss this step, if measured.
+    pub loss: Option<f64>,
+    /// Whether every seed output value was finite.
+    pub outputs_finite: bool,
+    /// Whether the seed output matched the site's shape.
+    pub output_shape_ok: bool,
+    /// Kernel forward latency, µs.
+    pub kernel_latency_us: u64,
+    /// Isolation violations counted this step.
+    pub isolation_violations: u32,
+    /// Largest host/seed gradient cosine this step.
+    pub max_gradient_cosine: f64,
+    /// Whether anything but the seed's own verified kernel ran.
+    pub fallback_used: bool,
+    /// α actually applied.
+    pub alpha: f64,
+}
+
+/// Everything the trainer reports after one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// Training step just completed.
+    pub step: u64,
+    /// Training run.
+    pub training_run_id: String,
+    /// Task loss of the host model.
+    pub task_loss: f64,
+    /// Global metric (e.g. validation accuracy), when measured this step.
+    pub global_metric: Option<f64>,
+    /// Per-seed reports.
+    pub seeds: Vec<SeedStepReport>,
+}
+
+/// Health summary of a host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostStatus {
+    /// Contract version.
+    pub contract_version: u32,
+    /// Registered training run, if any.
+    pub training_run_id: Option<String>,
+    /// Seeds known.
+    pub seeds: u64,
+    /// Commands accepted since start.
+    pub commands_accepted: u64,
+    /// Commands rejected since start.
+    pub commands_rejected: u64,
+    /// Last step reported.
+    pub last_step: Option<u64>,
+}
+
+/// An API call failed before it could produce a domain answer (transport,
+/// protocol, or a host-side fault). Domain refusals are [`Outcome`]s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ApiError {
+    /// Category.
+    pub code: ApiErrorCode,
+    /// Detail for the operator.
+    pub message: String,
+}
+
+/// Categories of [`ApiError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApiErrorCode {
+    /// The request was malformed or not allowed for this role.
+    BadRequest,
+    /// The named thing does not exist.
+    NotFound,
+    /// The kernel could not be supplied (see message).
+    KernelUnavailable,
+    /// The host has not been registered yet.
+    NotRegistered,
+    /// Transport failure (daemon mode).
+    Transport,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// A bug on the host side.
+    Internal,
+}
+
+impl ApiError {
+    /// Builds an error.
+    pub fn new(code: ApiErrorCode, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into() }
+    }
+}
+
+/// The control plane as trainers and controllers see it.
+pub trait KasminaApi: Send + Sync {
+    /// Verifies, parses, admits and executes a signed command.
+    fn submit_command(&self, command: AdaptationCommand) -> Result<Outcome, ApiError>;
+    /// Registers the trainer's model and its sites.
+    fn register_host(&self, registration: HostRegistration) -> Result<(), ApiError>;
+    /// Returns the verified kernel artifact of a blueprint.
+    fn fetch_kernel(&self, blueprint_id: &str) -> Result<KernelArtifact, ApiError>;
+    /// Reports a finished step; returns what to change before the next one.
+    fn step_report(&self, report: StepReport) -> Result<Vec<GraftDirective>, ApiError>;
+    /// Every seed's state.
+    fn seed_states(&self) -> Result<Vec<SeedState>, ApiError>;
+    /// Host summary.
+    fn status(&self) -> Result<HostStatus, ApiError>;
+    /// Telemetry events emitted since the last call (embedded hosts buffer
+    /// them; daemons stream them to observers instead).
+    fn drain_telemetry(&self) -> Result<Vec<TelemetryEvent>, ApiError>;
+}
