@@ -12,12 +12,24 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use sha2::{Digest, Sha256};
+
 /// (cargo package, constant name) of every plugin component the host builds.
 /// Add a line here when adding a plugin crate to the workspace.
 const PLUGINS: &[(&str, &str)] = &[
     ("kasmina-gates-plugin", "GATES"),
     ("kasmina-annotations-plugin", "ANNOTATIONS"),
     ("kasmina-blueprint-policy-plugin", "BLUEPRINT_POLICY"),
+    ("kasmina-example-custom-gate", "EXAMPLE_CUSTOM_GATE"),
+    ("kasmina-fixture-loop", "FIXTURE_LOOP"),
+    ("kasmina-fixture-alloc", "FIXTURE_ALLOC"),
+    ("kasmina-fixture-panic", "FIXTURE_PANIC"),
+    ("kasmina-fixture-stack", "FIXTURE_STACK"),
+    ("kasmina-fixture-huge-reason", "FIXTURE_HUGE_REASON"),
+    ("kasmina-fixture-many-attributes", "FIXTURE_MANY_ATTRIBUTES"),
+    ("kasmina-fixture-wrong-version", "FIXTURE_WRONG_VERSION"),
+    ("kasmina-fixture-lying-gate", "FIXTURE_LYING_GATE"),
+    ("kasmina-fixture-clock", "FIXTURE_CLOCK"),
 ];
 
 /// Directories whose changes require a rebuild of the components.
@@ -92,7 +104,13 @@ fn run() -> Result<(), String> {
             return Err(format!("expected component {} was not produced", file.display()));
         }
         let path = file.display().to_string();
+        let bytes = std::fs::read(&file).map_err(|e| format!("cannot read {path}: {e}"))?;
+        let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
         let _ = writeln!(generated, "/// Path of the `{package}` component.\npub const {constant}: &str = {path:?};");
+        let _ = writeln!(
+            generated,
+            "/// SHA-256 of the `{package}` component as built (its pin).\npub const {constant}_SHA256: &str = {digest:?};"
+        );
         let _ = writeln!(all, "    ({package:?}, {constant}),");
     }
     all.push_str("];\n");

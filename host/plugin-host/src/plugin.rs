@@ -1,0 +1,235 @@
+//! The world-independent core of a loaded plugin: pre-instantiation, the
+//! `info()` check, and the call machinery (deadline, memory cap, fuel,
+//! isolation mode, failure classification). The typed wrappers in
+//! [`crate::gate`], [`crate::annotation`] and [`crate::blueprint`] add their
+//! conversions and output validation on top.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
+use crate::bindings::wit_types;
+use crate::error::{FailureKind, PluginError, PluginFailure};
+use crate::inspect::API_VERSION;
+use crate::kind::PluginKind;
+use crate::limits::{Isolation, PluginLimits};
+use crate::runtime::{PluginRuntime, PluginSpec};
+use crate::store::StoreState;
+
+/// What a plugin declares about itself (its `info()` export).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    /// Plugin name.
+    pub name: String,
+    /// Plugin version.
+    pub version: String,
+    /// WIT API version it was built against.
+    pub api_version: String,
+    /// What it implements.
+    pub kind: PluginKind,
+}
+
+/// Identity of a loaded plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginIdentity {
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// SHA-256 of that file (hex).
+    pub sha256: String,
+    /// Its declared info.
+    pub info: PluginInfo,
+    /// Its component imports.
+    pub imports: Vec<String>,
+    /// Its component exports.
+    pub exports: Vec<String>,
+}
+
+/// Binds a generated world to the generic machinery.
+pub(crate) trait World: 'static {
+    const KIND: PluginKind;
+    type Pre: Clone + Send + Sync + 'static;
+    type Instance: Send + 'static;
+    fn pre(instance_pre: InstancePre<StoreState>) -> wasmtime::Result<Self::Pre>;
+    fn instantiate(pre: &Self::Pre, store: &mut Store<StoreState>) -> wasmtime::Result<Self::Instance>;
+    fn info(instance: &Self::Instance, store: &mut Store<StoreState>) -> wasmtime::Result<wit_types::PluginInfo>;
+}
+
+type Reused<W> = Option<(Store<StoreState>, <W as World>::Instance)>;
+
+pub(crate) struct Core<W: World> {
+    runtime: PluginRuntime,
+    pre: W::Pre,
+    identity: Arc<PluginIdentity>,
+    label: Arc<str>,
+    limits: PluginLimits,
+    reused: Mutex<Reused<W>>,
+}
+
+fn validate_limits(runtime: &PluginRuntime, limits: &PluginLimits) -> Result<(), String> {
+    if limits.deadline.is_zero() {
+        return Err("deadline must be positive".into());
+    }
+    if limits.memory_bytes == 0 {
+        return Err("memory cap must be positive".into());
+    }
+    match (runtime.inner.config.fuel_metering, limits.fuel) {
+        (true, None) => Err("the runtime meters fuel: set a fuel limit".into()),
+        (false, Some(_)) => Err("a fuel limit needs a runtime with fuel_metering on".into()),
+        (true, Some(0)) => Err("fuel limit must be positive".into()),
+        _ => Ok(()),
+    }
+}
+
+impl<W: World> Core<W> {
+    pub(crate) fn load(runtime: &PluginRuntime, spec: &PluginSpec) -> Result<Self, PluginError> {
+        validate_limits(runtime, &spec.limits)
+            .map_err(|detail| PluginError::Link { path: spec.path.clone(), kind: W::KIND, detail })?;
+        let prepared = runtime.prepare(&spec.path, &spec.pin)?;
+        let path = prepared.path.clone();
+        if prepared.shape.kind != W::KIND {
+            return Err(PluginError::KindMismatch { path, expected: W::KIND, found: prepared.shape.kind });
+        }
+        let link = |e: wasmtime::Error| PluginError::Link { path: path.clone(), kind: W::KIND, detail: e.to_string() };
+        let pre = W::pre(prepared.linker.instantiate_pre(&prepared.component).map_err(link)?).map_err(link)?;
+        let label: Arc<str> = Arc::from(path.display().to_string());
+        let mut core = Core {
+            runtime: runtime.clone(),
+            pre,
+            identity: Arc::new(PluginIdentity {
+                path: path.clone(),
+                sha256: prepared.sha256,
+                info: PluginInfo { name: String::new(), version: String::new(), api_version: String::new(), kind: W::KIND },
+                imports: prepared.shape.imports,
+                exports: prepared.shape.exports,
+            }),
+            label,
+            limits: spec.limits.clone(),
+            reused: Mutex::new(None),
+        };
+        let info = core.call_validated(W::info, Ok).map_err(|failure| PluginError::Info { path: path.clone(), failure })?;
+        let info = core.check_info(info).map_err(|failure| PluginError::Info { path: path.clone(), failure })?;
+        if info.kind != W::KIND {
+            return Err(PluginError::KindMismatch { path, expected: W::KIND, found: info.kind });
+        }
+        if let Some(identity) = Arc::get_mut(&mut core.identity) {
+            identity.info = info;
+        }
+        // `info` ran on the reused instance in `reuse` mode; start clean.
+        core.reset();
+        Ok(core)
+    }
+
+    fn check_info(&self, raw: wit_types::PluginInfo) -> Result<PluginInfo, PluginFailure> {
+        let cap = self.runtime.output_caps().name_bytes;
+        for (field, value) in [("name", &raw.name), ("version", &raw.version), ("api-version", &raw.api_version)] {
+            if value.is_empty() || value.len() > cap {
+                return Err(PluginFailure::bad_output(format!("info {field} is {} bytes (1..={cap} allowed)", value.len())));
+            }
+        }
+        if raw.api_version != API_VERSION {
+            return Err(PluginFailure::new(
+                FailureKind::VersionMismatch,
+                format!("info declares api-version {}, this host serves {API_VERSION}", raw.api_version),
+            ));
+        }
+        Ok(PluginInfo { name: raw.name, version: raw.version, api_version: raw.api_version, kind: PluginKind::from_wit(raw.kind) })
+    }
+
+    /// A second handle on the same compiled plugin with other limits
+    /// (shares the pre-instantiation; has its own reused instance).
+    pub(crate) fn with_limits(&self, limits: PluginLimits) -> Result<Self, PluginError> {
+        validate_limits(&self.runtime, &limits)
+            .map_err(|detail| PluginError::Link { path: self.identity.path.clone(), kind: W::KIND, detail })?;
+        Ok(Core {
+            runtime: self.runtime.clone(),
+            pre: self.pre.clone(),
+            identity: Arc::clone(&self.identity),
+            label: Arc::clone(&self.label),
+            limits,
+            reused: Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn identity(&self) -> &PluginIdentity {
+        &self.identity
+    }
+
+    pub(crate) fn limits(&self) -> &PluginLimits {
+        &self.limits
+    }
+
+    pub(crate) fn output_caps(&self) -> &crate::limits::OutputCaps {
+        self.runtime.output_caps()
+    }
+
+    /// Drops the reused instance (next call instantiates afresh).
+    pub(crate) fn reset(&self) {
+        *self.reused.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+    }
+
+    fn new_store(&self) -> Store<StoreState> {
+        let mut store =
+            Store::new(&self.runtime.inner.engine, StoreState::new(Arc::clone(&self.label), self.limits.memory_bytes));
+        store.limiter(|state| state.limiter());
+        store
+    }
+
+    /// Arms the deadline (and fuel) for one call.
+    fn arm(&self, store: &mut Store<StoreState>) -> Result<(), PluginFailure> {
+        let tick = self.runtime.inner.config.epoch_tick.as_nanos().max(1);
+        // +1: the next tick may land right away, so round the deadline up.
+        let ticks = self.limits.deadline.as_nanos().div_ceil(tick) + 1;
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+        if let Some(fuel) = self.limits.fuel {
+            store.set_fuel(fuel).map_err(|e| PluginFailure::new(FailureKind::Trap, e.to_string()))?;
+        }
+        store.data_mut().begin_call();
+        Ok(())
+    }
+
+    /// Calls into the plugin and validates the result, with the isolation
+    /// mode's instance handling. Any failure (including bad output) in
+    /// `reuse` mode discards the instance.
+    pub(crate) fn call_validated<R, T>(
+        &self,
+        call: impl FnOnce(&W::Instance, &mut Store<StoreState>) -> wasmtime::Result<R>,
+        validate: impl FnOnce(R) -> Result<T, PluginFailure>,
+    ) -> Result<T, PluginFailure> {
+        let deadline_ms = self.limits.deadline.as_millis();
+        let span = tracing::trace_span!("kasmina.plugin.call", plugin = &*self.label, kind = %W::KIND);
+        let _entered = span.enter();
+        match self.limits.isolation {
+            Isolation::PerCall => {
+                let mut store = self.new_store();
+                self.arm(&mut store)?;
+                let instance =
+                    W::instantiate(&self.pre, &mut store).map_err(|e| store.data().classify(&e, deadline_ms))?;
+                let raw = call(&instance, &mut store).map_err(|e| store.data().classify(&e, deadline_ms))?;
+                validate(raw)
+            }
+            Isolation::Reuse => {
+                let mut guard = self.reused.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let (store, instance) = match guard.take() {
+                    Some(pair) => pair,
+                    None => {
+                        let mut store = self.new_store();
+                        self.arm(&mut store)?;
+                        let instance =
+                            W::instantiate(&self.pre, &mut store).map_err(|e| store.data().classify(&e, deadline_ms))?;
+                        (store, instance)
+                    }
+                };
+                let mut store = store;
+                self.arm(&mut store)?;
+                let raw = call(&instance, &mut store).map_err(|e| store.data().classify(&e, deadline_ms))?;
+                let result = validate(raw)?;
+                // Only a fully successful call puts the instance back.
+                *guard = Some((store, instance));
+                Ok(result)
+            }
+        }
+    }
+}
