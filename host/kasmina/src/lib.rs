@@ -13,14 +13,25 @@
 //!   queue, CRITICAL fast path, per-seed packets and health.
 //! - [`rollback`]: rollback points recorded on gate failure and retire, with
 //!   readiness latency measured against the SLA.
+//! - [`gates`]: the gate service — builds `GateInputs` from real seed state,
+//!   checks stage order and the safety invariants itself, asks the gate plugin.
+//! - [`seeds`]: the seed manager — executes commands (verify → validate →
+//!   parse → admit → act) and drives stages from step reports through G1–G5.
+//! - [`host`]: the embedded host — one builder assembling everything
+//!   in-process, serving `leyline::api::KasminaApi` like the daemon does.
 
+pub mod gates;
+pub mod host;
 pub mod rollback;
 pub mod security;
+pub mod seeds;
 pub mod settings;
 pub mod telemetry;
 pub mod validator;
 
+pub use host::{EmbeddedHost, HostBuilder, HostError};
 pub use rollback::{RollbackLedger, RollbackPoint};
+pub use seeds::SeedManager;
 pub use security::{CommandVerifier, HmacKey, NonceLedger, VerifiedCommand};
 pub use settings::Settings;
 pub use telemetry::TelemetryHub;

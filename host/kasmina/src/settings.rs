@@ -115,6 +115,9 @@ impl Default for SecuritySettings {
 pub struct LifecycleSettings {
     /// Embargo after a cull, seconds.
     pub embargo_s: u64,
+    /// Steps a germinated seed waits for the trainer's attach confirmation
+    /// before G1 is asked anyway.
+    pub attach_timeout_steps: u64,
     /// Steps in TRAINING before G2.
     pub training_steps: u64,
     /// Steps of the α ramp in BLENDING before G3.
@@ -131,6 +134,7 @@ impl Default for LifecycleSettings {
     fn default() -> Self {
         LifecycleSettings {
             embargo_s: d::EMBARGO_S,
+            attach_timeout_steps: d::ATTACH_TIMEOUT_STEPS,
             training_steps: d::TRAINING_STEPS,
             blend_steps: d::BLEND_STEPS,
             blend_temperature: d::BLEND_TEMPERATURE,
@@ -414,6 +418,7 @@ impl Settings {
             return invalid("security.key_env", "must name an environment variable");
         }
         let l = &self.lifecycle;
+        nonzero("lifecycle.attach_timeout_steps", l.attach_timeout_steps)?;
         nonzero("lifecycle.training_steps", l.training_steps)?;
         nonzero("lifecycle.blend_steps", l.blend_steps)?;
         positive("lifecycle.blend_temperature", l.blend_temperature)?;

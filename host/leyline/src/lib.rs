@@ -12,6 +12,8 @@
 //!   table (an exhaustive `match`) and the gate that guards each edge;
 //! - [`blueprint`]: blueprint descriptors (tier, parameter bounds, kernel
 //!   interface) as Urza publishes them;
+//! - [`journal`]: decision-journal records (commands, transitions, gate
+//!   verdicts with their inputs, snapshots);
 //! - [`prefetch`]: kernel prefetch request/ready/error messages;
 //! - [`protocol`]: daemon wire frames (hello, requests, responses, pushes);
 //! - [`seed`]: the exported state of one seed;
@@ -25,6 +27,7 @@ pub mod api;
 pub mod blueprint;
 pub mod command;
 pub mod enums;
+pub mod journal;
 pub mod lifecycle;
 pub mod outcome;
 pub mod prefetch;

@@ -89,6 +89,8 @@ pub struct SeedSlot {
     fossilized: bool,
     buffer: Option<Tensor>,
     last_stats: Option<BlendStats>,
+    /// α set by the control plane for BLENDING; overrides the local schedule.
+    directed_alpha: Option<f64>,
 }
 
 impl std::fmt::Debug for SeedSlot {
@@ -122,6 +124,7 @@ impl SeedSlot {
             fossilized: false,
             buffer: None,
             last_stats: None,
+            directed_alpha: None,
         })
     }
 
@@ -153,10 +156,25 @@ impl SeedSlot {
     /// The α the next blend uses in the current stage (0 when the seed is not blended in).
     pub fn alpha(&self) -> f64 {
         match self.effective_stage() {
-            SeedStage::Blending => self.schedule.alpha(),
+            SeedStage::Blending => self.blending_alpha(),
             SeedStage::Shadowing | SeedStage::Probationary | SeedStage::Fossilized => 1.0,
             _ => 0.0,
         }
+    }
+
+    /// Pins α for BLENDING to the value the control plane decided (a
+    /// `GraftDirective::Stage`), so every trainer — embedded or beside a
+    /// daemon — applies exactly the same ramp. Out-of-range values are refused.
+    pub fn set_directed_alpha(&mut self, alpha: f64) -> Result<()> {
+        if !(alpha.is_finite() && (0.0..=1.0).contains(&alpha)) {
+            return Err(TensorError::InvalidConfig { name: "alpha", rule: format!("{alpha} is outside [0, 1]") });
+        }
+        self.directed_alpha = Some(alpha);
+        Ok(())
+    }
+
+    fn blending_alpha(&self) -> f64 {
+        self.directed_alpha.unwrap_or_else(|| self.schedule.alpha())
     }
 
     /// Whether the slot is paused.
@@ -255,7 +273,7 @@ impl SeedSlot {
             // Inference skips the incubating seed: its value is not used.
             SeedStage::Training if ctx.mode == ForwardMode::Infer => return Ok(host_only(host_out)),
             SeedStage::Training => None,
-            SeedStage::Blending => Some(self.schedule.alpha()),
+            SeedStage::Blending => Some(self.blending_alpha()),
             SeedStage::Shadowing | SeedStage::Probationary | SeedStage::Fossilized => Some(1.0),
         };
         let kernel = self.kernel.as_deref().ok_or(TensorError::NoKernel(stage))?;

@@ -76,6 +76,9 @@ pub const KD_WEIGHT: f64 = 0.3;
 pub const KD_TEMPERATURE: f64 = 2.0;
 /// Knowledge distillation: teacher memory budget (256 MiB).
 pub const KD_TEACHER_MEMORY_BYTES: u64 = 256 << 20;
+/// Steps a germinated seed may wait for the trainer to confirm its kernel
+/// is attached before G1 is asked anyway (and fails it).
+pub const ATTACH_TIMEOUT_STEPS: u64 = 10;
 /// Steps a seed trains in isolation before G2 is asked.
 pub const TRAINING_STEPS: u64 = 50;
 /// Steps of the α ramp during BLENDING.

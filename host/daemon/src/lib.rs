@@ -1,0 +1,29 @@
+//! kasminad: the control plane served over a local socket.
+//!
+//! Module map, in the order a request meets them:
+//! - [`server`]: [`server::serve_unix`] binds the socket (mode 0600, stale
+//!   file removed only if nothing answers) and [`server::run`] accepts
+//!   connections (bounded by a semaphore) until its shutdown future fires,
+//!   then drains them within a grace period; [`server::shutdown_signal`]
+//!   is that future for SIGINT/SIGTERM;
+//! - `connection`: per client — Hello handshake (version check naming both
+//!   versions), role check per request, a worker thread running the
+//!   synchronous [`leyline::api::KasminaApi`] calls in order, and a writer
+//!   with bounded queues, CRITICAL telemetry first;
+//! - [`codec`]: length-delimited postcard frames with size caps and typed
+//!   errors (oversized, truncated, garbage, EOF);
+//! - [`telemetry`]: the hub fanning drained host events out to connections;
+//! - [`client`]: [`client::DaemonClient`], a blocking client implementing
+//!   `KasminaApi` (a trainer swaps embedded ↔ daemon by swapping the
+//!   `Arc<dyn KasminaApi>`), and [`client::TelemetryStream`] for observers.
+
+pub mod client;
+pub mod codec;
+mod connection;
+pub mod server;
+pub mod telemetry;
+
+pub use client::{ClientError, ClientSettings, DaemonClient, TelemetryStream};
+pub use codec::FrameError;
+pub use connection::check_role;
+pub use server::{ServeError, ServerSettings, ShutdownReport, UnixSocket, bind_tcp, run, serve_bound, serve_unix, shutdown_signal};

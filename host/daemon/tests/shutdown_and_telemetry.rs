@@ -1,0 +1,110 @@
+//! Graceful shutdown answers what was already read and is bounded; CRITICAL
+//! telemetry reaches observers ahead of normal events.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod support;
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kasmina_daemon::{FrameError, ServerSettings};
+use leyline::api::{ApiErrorCode, KasminaApi};
+use leyline::protocol::{ClientFrame, RequestBody, ResponseBody, Role, ServerFrame};
+use leyline::{SeedOperation, TelemetryLevel};
+use support::{GatedApi, RawConn, TestServer, command, registration, settings, test_api};
+
+fn gated() -> (Arc<GatedApi>, mpsc::Receiver<()>, mpsc::Sender<()>) {
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel();
+    let api = Arc::new(GatedApi { inner: test_api(), entered: Mutex::new(entered_tx), release: Mutex::new(release_rx) });
+    (api, entered_rx, release_tx)
+}
+
+#[test]
+fn shutdown_answers_in_flight_requests_then_says_why_it_closes() {
+    let (api, entered, release) = gated();
+    let mut server = TestServer::start(api, settings());
+    let mut conn = RawConn::hello(&server.path, Role::Observer);
+    conn.send(&ClientFrame::Request { correlation_id: 41, body: RequestBody::Status });
+    entered.recv_timeout(Duration::from_secs(10)).expect("request reached the host");
+    server.trigger_shutdown();
+    release.send(()).unwrap();
+    match conn.recv().unwrap() {
+        ServerFrame::Response { correlation_id: 41, body: Ok(ResponseBody::Status(_)) } => {}
+        other => panic!("in-flight request must be answered, got {other:?}"),
+    }
+    match conn.recv().unwrap() {
+        ServerFrame::Closing(err) => assert_eq!(err.code, ApiErrorCode::ShuttingDown),
+        other => panic!("expected Closing, got {other:?}"),
+    }
+    assert!(matches!(conn.recv(), Err(FrameError::Eof)));
+    assert_eq!(server.join().aborted_connections, 0);
+}
+
+#[test]
+fn shutdown_is_bounded_when_a_host_call_never_returns() {
+    let (api, entered, release) = gated();
+    let grace = Duration::from_millis(300);
+    let mut server = TestServer::start(api, ServerSettings { shutdown_grace: grace, ..settings() });
+    let mut conn = RawConn::hello(&server.path, Role::Observer);
+    conn.send(&ClientFrame::Request { correlation_id: 1, body: RequestBody::Status });
+    entered.recv_timeout(Duration::from_secs(10)).unwrap();
+    let started = Instant::now();
+    server.trigger_shutdown();
+    let report = server.join();
+    let took = started.elapsed();
+    assert_eq!(report.aborted_connections, 1);
+    assert!(took >= grace && took < grace + Duration::from_secs(5), "shutdown took {took:?}");
+    release.send(()).unwrap(); // let the stuck host call finish
+}
+
+#[test]
+fn critical_events_reach_observers_first_and_levels_filter() {
+    let server = TestServer::start(test_api(), settings());
+    let (tx_all, rx_all) = mpsc::channel();
+    let (tx_crit, rx_crit) = mpsc::channel();
+    for (level, tx) in [(TelemetryLevel::Info, tx_all), (TelemetryLevel::Critical, tx_crit)] {
+        let stream = server.client(Role::Observer).subscribe_telemetry(level).unwrap();
+        std::thread::spawn(move || {
+            for event in stream {
+                if tx.send(event).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    server.client(Role::Trainer).register_host(registration()).unwrap();
+    let controller = server.client(Role::Controller);
+    // Unsigned: the host emits INFO "received" then CRITICAL "rejected".
+    let outcome = controller.submit_command(command("c1", "hidden-0", SeedOperation::Germinate, false)).unwrap();
+    assert!(!outcome.accepted);
+    let next = |rx: &mpsc::Receiver<Result<leyline::TelemetryEvent, kasmina_daemon::ClientError>>| rx.recv_timeout(Duration::from_secs(10)).expect("event delivered").expect("stream healthy");
+    let first: leyline::TelemetryEvent = next(&rx_all);
+    assert_eq!((first.level, first.name.as_str()), (TelemetryLevel::Critical, "kasmina.command.rejected"));
+    let second: leyline::TelemetryEvent = next(&rx_all);
+    assert_eq!((second.level, second.name.as_str()), (TelemetryLevel::Info, "kasmina.command.received"));
+
+    assert!(controller.submit_command(command("c2", "hidden-0", SeedOperation::Germinate, true)).unwrap().accepted);
+    let names: Vec<String> = (0..2).map(|_| next(&rx_all).name).collect();
+    assert_eq!(names, ["kasmina.command.received", "kasmina.command.accepted"]);
+
+    // The CRITICAL-only observer saw exactly the one critical event.
+    let only: leyline::TelemetryEvent = next(&rx_crit);
+    assert_eq!(only.name, "kasmina.command.rejected");
+    assert!(rx_crit.try_recv().is_err());
+}
+
+#[test]
+fn trainers_may_not_subscribe_but_may_drain() {
+    let server = TestServer::start(test_api(), settings());
+    let trainer = server.client(Role::Trainer);
+    let err = trainer.subscribe_telemetry(TelemetryLevel::Info).unwrap_err();
+    assert_eq!(err.code, ApiErrorCode::BadRequest);
+    let trainer = server.client(Role::Trainer);
+    trainer.register_host(registration()).unwrap();
+    server.client(Role::Controller).submit_command(command("c1", "hidden-0", SeedOperation::Cull, true)).unwrap();
+    let events = trainer.drain_telemetry().unwrap();
+    assert_eq!(events.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["kasmina.command.received", "kasmina.command.accepted"]);
+}

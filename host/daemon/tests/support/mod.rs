@@ -1,0 +1,344 @@
+//! Shared test support. Every test reaches the control plane through
+//! [`test_api`]; swap its body for the real embedded host in one place.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use kasmina_daemon::{ClientSettings, DaemonClient, ServerSettings, ShutdownReport};
+use leyline::api::{ApiError, ApiErrorCode, GraftDirective, HostRegistration, HostStatus, KasminaApi, KernelArtifact, StepReport};
+use leyline::protocol::Role;
+use leyline::{
+    AdaptationCommand, BlendMode, BlueprintDescriptor, BlueprintTier, DType, Dim, KernelInterface, TensorSpec, CommandPayload, HealthStatus, Outcome, ReasonCode, SeedCommand, SeedOperation, SeedStage,
+    SeedState, TelemetryEvent, TelemetryLevel,
+};
+
+/// The control plane every test talks to.
+pub fn test_api() -> Arc<dyn KasminaApi> {
+    Arc::new(InMemoryApi::default())
+}
+
+/// A small but honest in-memory control plane: verifies that commands are
+/// signed and not replayed, keeps seed states, moves stages on SEED
+/// operations, checks registration on step reports, and buffers telemetry
+/// (CRITICAL for security rejections) like the embedded host does.
+#[derive(Default)]
+pub struct InMemoryApi {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    registration: Option<HostRegistration>,
+    seeds: BTreeMap<String, SeedState>,
+    seen_commands: BTreeSet<String>,
+    accepted: u64,
+    rejected: u64,
+    last_step: Option<u64>,
+    telemetry: Vec<TelemetryEvent>,
+}
+
+fn seed(seed_id: &str, site: &str) -> SeedState {
+    SeedState {
+        seed_id: seed_id.to_owned(),
+        site: site.to_owned(),
+        stage: SeedStage::Dormant,
+        blueprint_id: None,
+        alpha: 0.0,
+        epoch: 0,
+        blend_mode: None,
+        health: HealthStatus::Healthy,
+        paused: false,
+    }
+}
+
+impl State {
+    fn reject(&mut self, cmd: &AdaptationCommand, reason: ReasonCode, detail: &str) -> Outcome {
+        self.rejected += 1;
+        let level = if reason.is_security_critical() { TelemetryLevel::Critical } else { TelemetryLevel::Warning };
+        self.telemetry.push(TelemetryEvent::new("kasmina.command.rejected", level, detail, 0).seed(&cmd.target_seed_id).attr("reason", reason.as_str()));
+        Outcome::rejected(reason, detail)
+    }
+}
+
+impl KasminaApi for InMemoryApi {
+    fn submit_command(&self, cmd: AdaptationCommand) -> Result<Outcome, ApiError> {
+        let mut st = self.state.lock().unwrap();
+        st.telemetry.push(TelemetryEvent::new("kasmina.command.received", TelemetryLevel::Info, cmd.command_id.clone(), 0));
+        if cmd.signature.as_ref().is_none_or(|s| s.is_empty()) {
+            return Ok(st.reject(&cmd, ReasonCode::MissingSignature, "command is not signed"));
+        }
+        if cmd.command_id.is_empty() {
+            return Ok(st.reject(&cmd, ReasonCode::MissingCommandId, "empty command id"));
+        }
+        if !st.seen_commands.insert(cmd.command_id.clone()) {
+            return Ok(st.reject(&cmd, ReasonCode::NonceReplayed, "command id already used"));
+        }
+        let CommandPayload::Seed(SeedCommand { operation, blueprint_id, .. }) = &cmd.payload else {
+            return Ok(st.reject(&cmd, ReasonCode::UnsupportedCommand, "only SEED commands are supported here"));
+        };
+        let Some(current) = st.seeds.get(&cmd.target_seed_id).map(|s| s.stage) else {
+            return Ok(st.reject(&cmd, ReasonCode::InvalidField, "unknown seed"));
+        };
+        let next = match (operation, current) {
+            (SeedOperation::Germinate, SeedStage::Dormant) => SeedStage::Germinated,
+            (SeedOperation::StartTraining, SeedStage::Germinated) => SeedStage::Training,
+            (SeedOperation::Cull | SeedOperation::Cancel, _) => SeedStage::Culled,
+            (SeedOperation::Stabilize | SeedOperation::Evaluate, s) => s,
+            _ => return Ok(st.reject(&cmd, ReasonCode::InvalidStage, &format!("{} not allowed in {current:?}", operation.as_str()))),
+        };
+        let s = st.seeds.get_mut(&cmd.target_seed_id).unwrap();
+        s.stage = next;
+        if *operation == SeedOperation::Germinate {
+            s.blueprint_id = Some(blueprint_id.clone());
+            s.blend_mode = Some(BlendMode::Convex);
+        }
+        st.accepted += 1;
+        st.telemetry.push(TelemetryEvent::new("kasmina.command.accepted", TelemetryLevel::Info, cmd.command_id.clone(), 0).seed(&cmd.target_seed_id));
+        Ok(Outcome::accepted().with("stage", format!("{next:?}")))
+    }
+
+    fn register_host(&self, registration: HostRegistration) -> Result<(), ApiError> {
+        let mut st = self.state.lock().unwrap();
+        if registration.sites.is_empty() {
+            return Err(ApiError::new(ApiErrorCode::BadRequest, "a host needs at least one site"));
+        }
+        for slot in &registration.slots {
+            if !registration.sites.iter().any(|s| s.name == slot.site) {
+                return Err(ApiError::new(ApiErrorCode::BadRequest, format!("slot {} names unknown site {}", slot.seed_id, slot.site)));
+            }
+            st.seeds.entry(slot.seed_id.clone()).or_insert_with(|| seed(&slot.seed_id, &slot.site));
+        }
+        st.registration = Some(registration);
+        Ok(())
+    }
+
+    fn fetch_kernel(&self, blueprint_id: &str) -> Result<KernelArtifact, ApiError> {
+        let st = self.state.lock().unwrap();
+        if !st.seeds.values().any(|s| s.blueprint_id.as_deref() == Some(blueprint_id)) {
+            return Err(ApiError::new(ApiErrorCode::NotFound, format!("no germinated seed uses blueprint {blueprint_id}")));
+        }
+        let bytes = format!("torchscript for {blueprint_id}").into_bytes();
+        use sha2::Digest;
+        let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+        let spec = TensorSpec { shape: vec![Dim::Batch, Dim::Fixed(64)], dtype: DType::F32 };
+        let descriptor = BlueprintDescriptor {
+            blueprint_id: blueprint_id.to_owned(),
+            name: blueprint_id.to_owned(),
+            tier: BlueprintTier::Safe,
+            parameter_bounds: BTreeMap::new(),
+            risk: 0.1,
+            quarantine_only: false,
+            approval_required: false,
+            interface: KernelInterface { inputs: vec![spec.clone()], outputs: vec![spec] },
+        };
+        Ok(KernelArtifact { blueprint_id: blueprint_id.to_owned(), sha256, bytes, descriptor })
+    }
+
+    fn step_report(&self, report: StepReport) -> Result<Vec<GraftDirective>, ApiError> {
+        let mut st = self.state.lock().unwrap();
+        let Some(reg) = &st.registration else {
+            return Err(ApiError::new(ApiErrorCode::NotRegistered, "register the host before reporting steps"));
+        };
+        if reg.training_run_id != report.training_run_id {
+            return Err(ApiError::new(ApiErrorCode::BadRequest, format!("run {} is not registered", report.training_run_id)));
+        }
+        st.last_step = Some(report.step);
+        let directives = st
+            .seeds
+            .values_mut()
+            .filter(|s| s.stage == SeedStage::Training)
+            .map(|s| {
+                s.epoch += 1;
+                GraftDirective::Stage { seed_id: s.seed_id.clone(), stage: s.stage, alpha: s.alpha }
+            })
+            .collect();
+        Ok(directives)
+    }
+
+    fn seed_states(&self) -> Result<Vec<SeedState>, ApiError> {
+        Ok(self.state.lock().unwrap().seeds.values().cloned().collect())
+    }
+
+    fn status(&self) -> Result<HostStatus, ApiError> {
+        let st = self.state.lock().unwrap();
+        Ok(HostStatus {
+            contract_version: leyline::CONTRACT_VERSION,
+            training_run_id: st.registration.as_ref().map(|r| r.training_run_id.clone()),
+            seeds: st.seeds.len() as u64,
+            commands_accepted: st.accepted,
+            commands_rejected: st.rejected,
+            last_step: st.last_step,
+        })
+    }
+
+    fn drain_telemetry(&self) -> Result<Vec<TelemetryEvent>, ApiError> {
+        Ok(std::mem::take(&mut self.state.lock().unwrap().telemetry))
+    }
+}
+
+/// Wraps an API so that `status()` blocks until released: a request held
+/// in flight, for shutdown tests. `entered` fires when the call starts.
+pub struct GatedApi {
+    pub inner: Arc<dyn KasminaApi>,
+    pub entered: Mutex<std_mpsc::Sender<()>>,
+    pub release: Mutex<std_mpsc::Receiver<()>>,
+}
+
+impl KasminaApi for GatedApi {
+    fn submit_command(&self, c: AdaptationCommand) -> Result<Outcome, ApiError> {
+        self.inner.submit_command(c)
+    }
+    fn register_host(&self, r: HostRegistration) -> Result<(), ApiError> {
+        self.inner.register_host(r)
+    }
+    fn fetch_kernel(&self, b: &str) -> Result<KernelArtifact, ApiError> {
+        self.inner.fetch_kernel(b)
+    }
+    fn step_report(&self, r: StepReport) -> Result<Vec<GraftDirective>, ApiError> {
+        self.inner.step_report(r)
+    }
+    fn seed_states(&self) -> Result<Vec<SeedState>, ApiError> {
+        self.inner.seed_states()
+    }
+    fn status(&self) -> Result<HostStatus, ApiError> {
+        let _ = self.entered.lock().unwrap().send(());
+        let _ = self.release.lock().unwrap().recv();
+        self.inner.status()
+    }
+    fn drain_telemetry(&self) -> Result<Vec<TelemetryEvent>, ApiError> {
+        self.inner.drain_telemetry()
+    }
+}
+
+/// A daemon on a temp Unix socket, run on its own runtime thread.
+pub struct TestServer {
+    pub path: PathBuf,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    join: Option<JoinHandle<Result<ShutdownReport, kasmina_daemon::ServeError>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub fn start(api: Arc<dyn KasminaApi>, settings: ServerSettings) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kasminad.sock");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std_mpsc::channel();
+        let p = path.clone();
+        let join = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let socket = kasmina_daemon::UnixSocket::bind(&p)?;
+                ready_tx.send(()).unwrap();
+                kasmina_daemon::serve_bound(socket, api, settings, async {
+                    let _ = rx.await;
+                })
+                .await
+            })
+        });
+        ready_rx.recv().expect("server bound its socket");
+        TestServer { path, shutdown: Some(tx), join: Some(join), _dir: dir }
+    }
+
+    pub fn client(&self, role: Role) -> DaemonClient {
+        DaemonClient::connect_unix(&self.path, role, "test", ClientSettings::default()).unwrap()
+    }
+
+    /// Triggers shutdown and waits for `run` to return.
+    pub fn stop(mut self) -> ShutdownReport {
+        self.trigger_shutdown();
+        self.join.take().unwrap().join().unwrap().unwrap()
+    }
+
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub fn join(mut self) -> ShutdownReport {
+        self.join.take().unwrap().join().unwrap().unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.trigger_shutdown();
+    }
+}
+
+pub fn settings() -> ServerSettings {
+    ServerSettings::default()
+}
+
+pub fn registration() -> HostRegistration {
+    HostRegistration {
+        training_run_id: "run-1".to_owned(),
+        sites: vec![leyline::api::SiteSpec { name: "hidden".to_owned(), feature_shape: vec![Dim::Batch, Dim::Fixed(64)] }],
+        slots: vec![leyline::api::SlotSpec { seed_id: "hidden-0".to_owned(), site: "hidden".to_owned() }],
+    }
+}
+
+pub fn command(id: &str, seed: &str, operation: SeedOperation, signed: bool) -> AdaptationCommand {
+    AdaptationCommand {
+        version: leyline::CONTRACT_VERSION,
+        command_id: id.to_owned(),
+        target_seed_id: seed.to_owned(),
+        execution_deadline_ms: None,
+        issued_at_ms: Some(1),
+        issued_by: "test-controller".to_owned(),
+        payload: CommandPayload::Seed(SeedCommand { operation, blueprint_id: "bp-lora".to_owned(), parameters: BTreeMap::new() }),
+        annotations: BTreeMap::new(),
+        signature: signed.then(|| vec![7; 32]),
+    }
+}
+
+pub fn step(step: u64) -> StepReport {
+    StepReport { step, training_run_id: "run-1".to_owned(), task_loss: 0.5, global_metric: None, seeds: Vec::new() }
+}
+
+/// A hand-driven connection for sending malformed or pipelined frames.
+pub struct RawConn {
+    pub stream: std::os::unix::net::UnixStream,
+    buf: Vec<u8>,
+}
+
+impl RawConn {
+    pub fn connect(path: &std::path::Path) -> Self {
+        let stream = std::os::unix::net::UnixStream::connect(path).unwrap();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        RawConn { stream, buf: Vec::new() }
+    }
+
+    pub fn hello(path: &std::path::Path, role: Role) -> Self {
+        let mut c = Self::connect(path);
+        c.send(&leyline::protocol::ClientFrame::Hello { protocol_version: leyline::protocol::PROTOCOL_VERSION, role, client_name: "raw".into() });
+        assert!(matches!(c.recv().unwrap(), leyline::protocol::ServerFrame::Welcome { .. }));
+        c
+    }
+
+    /// A second handle on the same socket (for a separate writer thread).
+    pub fn try_clone(&self) -> Self {
+        RawConn { stream: self.stream.try_clone().unwrap(), buf: Vec::new() }
+    }
+
+    pub fn send(&mut self, frame: &leyline::protocol::ClientFrame) {
+        let mut bytes = Vec::new();
+        kasmina_daemon::codec::encode_frame(frame, u32::MAX, &mut bytes).unwrap();
+        self.send_bytes(&bytes);
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    pub fn recv(&mut self) -> Result<leyline::protocol::ServerFrame, kasmina_daemon::FrameError> {
+        kasmina_daemon::codec::read_frame_blocking(&mut self.stream, u32::MAX, &mut self.buf)
+    }
+}

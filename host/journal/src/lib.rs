@@ -1,0 +1,33 @@
+//! Kasmina's decision journal: an append-only, checksummed, crash-safe log.
+//!
+//! Module map, in the order a record meets them:
+//! - [`journal`]: [`Journal::append`] frames a record and writes it to the
+//!   newest segment, [`Journal::sync`] fsyncs, [`Journal::append_durable`]
+//!   does both (the daemon acknowledges a command only after it); segments
+//!   rotate by size and [`Journal::compact`] replaces history by a snapshot;
+//! - [`format`]: the byte layout (segment header, length-prefixed CRC32
+//!   record frames carrying a sequence number) and why CRC32;
+//! - [`recovery`]: [`Journal::open`] reads every segment back, cuts a torn
+//!   tail of the newest one and reports it, and refuses (never misreads) any
+//!   other damage;
+//! - [`error`]: [`JournalError`], [`RecoveryReport`], [`TornTail`].
+//!
+//! The journal is generic over its record type; the daemon uses
+//! [`DecisionJournal`] with [`leyline::journal::JournalRecord`].
+
+pub mod error;
+pub mod format;
+pub mod journal;
+pub mod recovery;
+
+pub use error::{JournalError, RecoveryReport, TailDefect, TornTail};
+pub use journal::{DEFAULT_COMPACT_AFTER_BYTES, DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_BYTES, Entry, Journal, JournalConfig, Seq};
+
+/// The daemon's journal of accepted commands, transitions, gate verdicts and
+/// snapshots.
+pub type DecisionJournal = Journal<leyline::journal::JournalRecord>;
+
+/// Default configuration of a [`DecisionJournal`].
+pub const fn decision_journal_config() -> JournalConfig {
+    JournalConfig::new(leyline::journal::JOURNAL_RECORD_VERSION)
+}

@@ -1,0 +1,283 @@
+//! The gate service: builds [`GateInputs`] from real seed state, asks the
+//! gate plugin, and records the decision (SPEC.md §2).
+//!
+//! Defence in depth: the service checks stage order itself before the
+//! plugin is called, and re-checks the safety invariants every gate policy
+//! must keep (fallback ⇒ fail at G2/G4, non-finite parameters ⇒ fail at G0,
+//! isolation violations ⇒ fail at G1) after it answers. A plugin that lies
+//! cannot pass a seed through; a plugin that fails (timeout, trap, OOM, bad
+//! output) fails the gate.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kasmina_core::{Clock, TelemetrySink};
+use kasmina_plugin_host::gate::{GateInputs, PerformanceStatus};
+use kasmina_plugin_host::reload::PluginSlot;
+use leyline::{Dim, GateId, SeedStage, TelemetryEvent, TelemetryLevel};
+
+use crate::seeds::context::SeedContext;
+use crate::settings::GateSettings;
+
+/// Host facts a gate needs beyond the seed's own context.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateEnvironment {
+    /// Whether a trainer registered its model.
+    pub host_registered: bool,
+    /// Whether Urza's catalog knows the seed's blueprint.
+    pub blueprint_known: bool,
+    /// Feature shape of the seed's site, when registered.
+    pub site_shape: Option<Vec<Dim>>,
+    /// Latest global metric reported by the trainer.
+    pub latest_metric: Option<f64>,
+    /// Whether the isolation breaker is open.
+    pub isolation_breaker_open: bool,
+}
+
+/// A recorded gate decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateDecision {
+    /// Gate evaluated.
+    pub gate: GateId,
+    /// Whether it passed.
+    pub passed: bool,
+    /// Reason (empty when passed).
+    pub reason: String,
+    /// Explanation attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// Exactly what the plugin saw (journal, replay).
+    pub inputs: GateInputs,
+}
+
+/// Evaluates gates through the (hot-reloadable) gate plugin.
+pub struct GateService {
+    plugin: Arc<PluginSlot<kasmina_plugin_host::gate::GatePlugin>>,
+    settings: GateSettings,
+    sink: Arc<dyn TelemetrySink>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for GateService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GateService").field("settings", &self.settings).finish()
+    }
+}
+
+impl GateService {
+    /// A service over `plugin` with thresholds from `settings`.
+    pub fn new(
+        plugin: Arc<PluginSlot<kasmina_plugin_host::gate::GatePlugin>>,
+        settings: GateSettings,
+        sink: Arc<dyn TelemetrySink>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        GateService { plugin, settings, sink, clock }
+    }
+
+    /// The inputs the plugin will see for `seed` at `gate`.
+    pub fn inputs(&self, seed: &SeedContext, expected: SeedStage, env: &GateEnvironment) -> GateInputs {
+        let (interface_matches, _) = interface_check(seed, env);
+        let metric_delta = match (env.latest_metric, seed.metric_baseline) {
+            (Some(now), Some(base)) => now - base,
+            // No measurement is not "no regression": NaN makes the policy
+            // refuse rather than assume.
+            _ => f64::NAN,
+        };
+        let bounds = seed.descriptor.as_ref().map(|d| d.parameter_bounds.clone()).unwrap_or_default();
+        GateInputs {
+            seed_id: seed.seed_id.clone(),
+            site: seed.site.clone(),
+            blueprint_id: seed.blueprint_id.clone().unwrap_or_default(),
+            blueprint_known: env.blueprint_known,
+            current_stage: seed.stage,
+            expected_stage: expected,
+            reported_stage: seed.reported_stage,
+            parameters: seed.parameters.clone(),
+            parameter_bounds: bounds,
+            kernel_attached: seed.kernel_attached,
+            kernel_verified: seed.kernel_verified(),
+            fallback_used: seed.fallback_used,
+            isolation_violations: seed.isolation_violations,
+            max_cosine: seed.max_cosine,
+            outputs_finite: seed.outputs_finite,
+            loss_window: seed.losses.iter().copied().collect(),
+            loss_variance_threshold: self.settings.loss_variance_threshold,
+            kernel_latency_us: seed.observed_latency_us(),
+            latency_budget_us: self.settings.latency_budget_us as f64,
+            host_registered: env.host_registered,
+            required_layers: vec![seed.site.clone()],
+            available_layers: seed.mesh_layers.clone(),
+            interface_matches,
+            performance_status: performance_status(seed, env, self.settings.latency_budget_us),
+            metric_delta,
+            metric_tolerance: self.settings.metric_tolerance,
+            reset_clean: seed.is_clean(),
+        }
+    }
+
+    /// Evaluates `gate` for `seed`; emits a telemetry event either way.
+    pub fn evaluate(&self, gate: GateId, seed: &SeedContext, expected: SeedStage, env: &GateEnvironment) -> GateDecision {
+        let span = tracing::info_span!("kasmina.gate.evaluate", gate = gate.as_str(), seed = %seed.seed_id);
+        let _entered = span.enter();
+        let inputs = self.inputs(seed, expected, env);
+        let decision = match precheck(gate, &inputs) {
+            Some((reason, attributes)) => GateDecision { gate, passed: false, reason, attributes, inputs },
+            None => {
+                let verdict = self.plugin.current().evaluate(gate, &inputs);
+                let mut decision =
+                    GateDecision { gate, passed: verdict.passed, reason: verdict.reason, attributes: verdict.attributes, inputs };
+                if decision.passed {
+                    if let Some(broken) = violated_invariant(gate, &decision.inputs) {
+                        decision.passed = false;
+                        decision.reason = "policy_invariant_violated".to_owned();
+                        decision.attributes.insert("invariant".to_owned(), broken.to_owned());
+                        decision.attributes.insert("plugin_verdict".to_owned(), "passed".to_owned());
+                    }
+                }
+                decision
+            }
+        };
+        self.emit(seed, &decision);
+        decision
+    }
+
+    fn emit(&self, seed: &SeedContext, d: &GateDecision) {
+        let level = if d.passed { TelemetryLevel::Info } else { TelemetryLevel::Warning };
+        let verdict = if d.passed { "passed" } else { "failed" };
+        let mut event = TelemetryEvent::new(
+            "kasmina.gate.verdict",
+            level,
+            format!("{} {verdict} for {}{}", d.gate, seed.seed_id, if d.passed { String::new() } else { format!(": {}", d.reason) }),
+            self.clock.now_ms(),
+        )
+        .seed(seed.seed_id.as_str())
+        .attr("gate", d.gate.as_str())
+        .attr("passed", d.passed)
+        .attr("reason", d.reason.as_str())
+        .attr("stage", seed.stage.as_str());
+        for (k, v) in &d.attributes {
+            event = event.attr(format!("verdict.{k}"), v.as_str());
+        }
+        self.sink.emit(event);
+    }
+}
+
+/// Stage order, checked by the host before any plugin runs.
+fn precheck(gate: GateId, inputs: &GateInputs) -> Option<(String, BTreeMap<String, String>)> {
+    let (from, _) = gate.edge();
+    let stages = [inputs.current_stage, inputs.expected_stage, inputs.reported_stage];
+    if stages.iter().all(|s| *s == from) {
+        return None;
+    }
+    let mut attributes = BTreeMap::new();
+    attributes.insert("gate_source_stage".to_owned(), from.as_str().to_owned());
+    attributes.insert("current_stage".to_owned(), inputs.current_stage.as_str().to_owned());
+    attributes.insert("expected_stage".to_owned(), inputs.expected_stage.as_str().to_owned());
+    attributes.insert("reported_stage".to_owned(), inputs.reported_stage.as_str().to_owned());
+    attributes.insert("checked_by".to_owned(), "host".to_owned());
+    Some(("stage_mismatch".to_owned(), attributes))
+}
+
+/// The invariants every gate policy must keep, whatever it decides.
+fn violated_invariant(gate: GateId, i: &GateInputs) -> Option<&'static str> {
+    match gate {
+        GateId::G0Sanity if i.parameters.values().any(|v| !v.is_finite()) => Some("non_finite_parameter_must_fail_g0"),
+        GateId::G1GradientHealth if i.isolation_violations > 0 => Some("isolation_violations_must_fail_g1"),
+        GateId::G2Stability | GateId::G4SystemImpact if i.fallback_used => Some("fallback_must_fail_g2_g4"),
+        GateId::G4SystemImpact if i.performance_status == PerformanceStatus::Fallback => Some("fallback_must_fail_g2_g4"),
+        _ => None,
+    }
+}
+
+/// Whether the seed's declared kernel I/O fits its site: one input and one
+/// output, both exactly the site's feature shape.
+pub fn interface_check(seed: &SeedContext, env: &GateEnvironment) -> (bool, String) {
+    let (Some(descriptor), Some(site)) = (&seed.descriptor, &env.site_shape) else {
+        return (false, "no descriptor or site shape".to_owned());
+    };
+    let iface = &descriptor.interface;
+    let fits = |specs: &[leyline::TensorSpec]| specs.len() == 1 && specs[0].shape == *site;
+    let ok = fits(&iface.inputs) && fits(&iface.outputs);
+    (ok, format!("site {site:?}, kernel {:?} -> {:?}", iface.inputs, iface.outputs))
+}
+
+fn performance_status(seed: &SeedContext, env: &GateEnvironment, budget_us: u64) -> PerformanceStatus {
+    if seed.fallback_used {
+        PerformanceStatus::Fallback
+    } else if env.isolation_breaker_open || !seed.outputs_finite {
+        PerformanceStatus::Critical
+    } else if seed.observed_latency_us() > budget_us as f64 || !seed.output_shape_ok {
+        PerformanceStatus::Degraded
+    } else {
+        PerformanceStatus::Nominal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(stage: SeedStage) -> GateInputs {
+        GateInputs {
+            seed_id: "s".to_owned(),
+            site: "hidden".to_owned(),
+            blueprint_id: "bp".to_owned(),
+            blueprint_known: true,
+            current_stage: stage,
+            expected_stage: stage,
+            reported_stage: stage,
+            parameters: BTreeMap::new(),
+            parameter_bounds: BTreeMap::new(),
+            kernel_attached: true,
+            kernel_verified: true,
+            fallback_used: false,
+            isolation_violations: 0,
+            max_cosine: 0.0,
+            outputs_finite: true,
+            loss_window: vec![0.5, 0.5],
+            loss_variance_threshold: 1.0,
+            kernel_latency_us: 10.0,
+            latency_budget_us: 100.0,
+            host_registered: true,
+            required_layers: vec!["hidden".to_owned()],
+            available_layers: vec!["hidden".to_owned()],
+            interface_matches: true,
+            performance_status: PerformanceStatus::Nominal,
+            metric_delta: 0.0,
+            metric_tolerance: 0.02,
+            reset_clean: true,
+        }
+    }
+
+    #[test]
+    fn precheck_fails_any_stage_disagreement_before_the_plugin() {
+        assert!(precheck(GateId::G2Stability, &inputs(SeedStage::Training)).is_none());
+        for (field, stage) in [(0, SeedStage::Blending), (1, SeedStage::Germinated), (2, SeedStage::Dormant)] {
+            let mut i = inputs(SeedStage::Training);
+            match field {
+                0 => i.current_stage = stage,
+                1 => i.expected_stage = stage,
+                _ => i.reported_stage = stage,
+            }
+            let (reason, attrs) = precheck(GateId::G2Stability, &i).expect("mismatch caught");
+            assert_eq!(reason, "stage_mismatch");
+            assert_eq!(attrs.get("checked_by").map(String::as_str), Some("host"));
+        }
+    }
+
+    #[test]
+    fn safety_invariants_hold_whatever_the_plugin_says() {
+        let mut i = inputs(SeedStage::Training);
+        i.fallback_used = true;
+        assert!(violated_invariant(GateId::G2Stability, &i).is_some());
+        assert!(violated_invariant(GateId::G4SystemImpact, &i).is_some());
+        assert!(violated_invariant(GateId::G3Interface, &i).is_none());
+        let mut i = inputs(SeedStage::Dormant);
+        i.parameters.insert("lr".to_owned(), f64::NAN);
+        assert!(violated_invariant(GateId::G0Sanity, &i).is_some());
+        let mut i = inputs(SeedStage::Germinated);
+        i.isolation_violations = 2;
+        assert!(violated_invariant(GateId::G1GradientHealth, &i).is_some());
+        assert!(violated_invariant(GateId::G1GradientHealth, &inputs(SeedStage::Germinated)).is_none());
+    }
+}

@@ -1,0 +1,339 @@
+//! The seed manager: executes verified commands and drives every seed
+//! through its lifecycle from the trainer's step reports (SPEC.md §2, §3).
+//!
+//! - [`context`]: per-seed state ([`SeedContext`]);
+//! - [`schedule`]: the α ramp during BLENDING;
+//! - `commands`: verify → validate → parse (plugin) → admit (plugin) → act;
+//! - `progress`: step reports → stage progression through gates G1–G5.
+//!
+//! All state sits behind one mutex: a command or a step report is applied
+//! whole or not at all, and a rejection changes nothing.
+
+pub mod context;
+pub mod schedule;
+
+mod commands;
+mod progress;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use kasmina_core::{CircuitBreaker, Clock, TelemetrySink};
+use kasmina_kernels::{KernelLoadManager, PrefetchEvent, PrefetchEvents};
+use kasmina_plugin_host::annotation::AnnotationPlugin;
+use kasmina_plugin_host::blueprint::BlueprintPlugin;
+use kasmina_plugin_host::reload::PluginSlot;
+use leyline::api::{GraftDirective, HostRegistration};
+use leyline::{AdaptationCommand, BreakerState, GateId, Outcome, SeedStage, SeedState, TelemetryEvent, TelemetryLevel};
+
+pub use self::context::SeedContext;
+use crate::gates::{GateDecision, GateEnvironment, GateService};
+use crate::rollback::{RollbackKind, RollbackLedger, RollbackReason};
+use crate::security::CommandVerifier;
+use crate::settings::Settings;
+use crate::validator::CommandValidator;
+
+/// Receives every decision the manager makes, in order (the daemon's
+/// journal implements it; the embedded host may leave it out).
+pub trait DecisionRecorder: Send + Sync {
+    /// A command was accepted and executed with `outcome`.
+    fn command_accepted(&self, command: &AdaptationCommand, outcome: &Outcome);
+    /// A seed changed stage.
+    fn transition(&self, seed_id: &str, from: SeedStage, to: SeedStage, step: Option<u64>, reason: &str);
+    /// A gate was evaluated.
+    fn gate(&self, seed_id: &str, decision: &GateDecision);
+}
+
+/// The policy plugins the manager calls, each hot-reloadable.
+pub struct Policies {
+    /// Annotation parser.
+    pub annotations: Arc<PluginSlot<AnnotationPlugin>>,
+    /// Blueprint admission.
+    pub blueprints: Arc<PluginSlot<BlueprintPlugin>>,
+}
+
+/// Everything the manager is assembled from (see `crate::host::HostBuilder`).
+pub struct SeedManagerParts {
+    /// Resolved settings.
+    pub settings: Arc<Settings>,
+    /// Clock.
+    pub clock: Arc<dyn Clock>,
+    /// Telemetry.
+    pub sink: Arc<dyn TelemetrySink>,
+    /// Envelope verification.
+    pub verifier: CommandVerifier,
+    /// Structural validation.
+    pub validator: CommandValidator,
+    /// Annotation and admission plugins.
+    pub policies: Policies,
+    /// Gate evaluation.
+    pub gates: GateService,
+    /// Kernel supply.
+    pub kernels: Arc<KernelLoadManager>,
+    /// Prefetch results of `kernels`.
+    pub prefetch_events: PrefetchEvents,
+    /// Rollback points.
+    pub rollback: Arc<RollbackLedger<SeedState>>,
+    /// The "fetch" breaker (shared with `kernels`).
+    pub fetch_breaker: Arc<CircuitBreaker>,
+    /// The "isolation" breaker.
+    pub isolation_breaker: Arc<CircuitBreaker>,
+    /// Optional decision recorder (journal).
+    pub recorder: Option<Arc<dyn DecisionRecorder>>,
+}
+
+/// Mutable state, one lock.
+#[derive(Debug, Default)]
+struct State {
+    registration: Option<HostRegistration>,
+    seeds: BTreeMap<String, SeedContext>,
+    directives: Vec<GraftDirective>,
+    last_step: Option<u64>,
+    latest_metric: Option<f64>,
+    /// Prefetch results that arrived for seeds not yet looked at.
+    prefetch_results: HashMap<String, PrefetchEvent>,
+    optimizer: BTreeMap<String, BTreeMap<String, f64>>,
+    accepted: u64,
+    rejected: u64,
+}
+
+/// The seed manager. Share it in an `Arc`; every method takes `&self`.
+pub struct SeedManager {
+    settings: Arc<Settings>,
+    clock: Arc<dyn Clock>,
+    sink: Arc<dyn TelemetrySink>,
+    verifier: CommandVerifier,
+    validator: CommandValidator,
+    policies: Policies,
+    gates: GateService,
+    kernels: Arc<KernelLoadManager>,
+    prefetch_events: Mutex<PrefetchEvents>,
+    rollback: Arc<RollbackLedger<SeedState>>,
+    fetch_breaker: Arc<CircuitBreaker>,
+    isolation_breaker: Arc<CircuitBreaker>,
+    recorder: Option<Arc<dyn DecisionRecorder>>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for SeedManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeedManager").field("seeds", &self.lock().seeds.len()).finish()
+    }
+}
+
+impl SeedManager {
+    /// Assembles a manager.
+    pub fn new(parts: SeedManagerParts) -> Self {
+        SeedManager {
+            settings: parts.settings,
+            clock: parts.clock,
+            sink: parts.sink,
+            verifier: parts.verifier,
+            validator: parts.validator,
+            policies: parts.policies,
+            gates: parts.gates,
+            kernels: parts.kernels,
+            prefetch_events: Mutex::new(parts.prefetch_events),
+            rollback: parts.rollback,
+            fetch_breaker: parts.fetch_breaker,
+            isolation_breaker: parts.isolation_breaker,
+            recorder: parts.recorder,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Registers the trainer's model: its sites and seed slots. Slots must
+    /// name registered sites; each seed id appears once. Re-registering the
+    /// same run keeps existing seeds; a different run is refused while seeds
+    /// are active.
+    pub fn register_host(&self, registration: HostRegistration) -> Result<(), String> {
+        validate_registration(&registration)?;
+        let mut st = self.lock();
+        if let Some(existing) = &st.registration {
+            if existing.training_run_id != registration.training_run_id && st.seeds.values().any(|s| s.stage.is_active()) {
+                return Err(format!(
+                    "training run {} has active seeds; cannot re-register as {}",
+                    existing.training_run_id, registration.training_run_id
+                ));
+            }
+        }
+        for slot in &registration.slots {
+            if !st.seeds.contains_key(&slot.seed_id) {
+                let mut seed = SeedContext::new(&slot.seed_id, &slot.site);
+                self.transition(&mut seed, SeedStage::Dormant, None, "slot registered");
+                st.seeds.insert(slot.seed_id.clone(), seed);
+            }
+        }
+        self.sink.emit(
+            TelemetryEvent::new("kasmina.host.registered", TelemetryLevel::Info, "trainer registered", self.clock.now_ms())
+                .attr("training_run_id", registration.training_run_id.as_str())
+                .attr("sites", registration.sites.len() as u64)
+                .attr("slots", registration.slots.len() as u64),
+        );
+        st.registration = Some(registration);
+        Ok(())
+    }
+
+    /// Every seed's exported state, in seed-id order.
+    pub fn export_seed_states(&self) -> Vec<SeedState> {
+        let open = self.isolation_open();
+        self.lock().seeds.values().map(|s| s.to_state(open)).collect()
+    }
+
+    /// Commands accepted and rejected since start.
+    pub fn command_counts(&self) -> (u64, u64) {
+        let st = self.lock();
+        (st.accepted, st.rejected)
+    }
+
+    /// Registered training run and last reported step.
+    pub fn run_and_step(&self) -> (Option<String>, Option<u64>) {
+        let st = self.lock();
+        (st.registration.as_ref().map(|r| r.training_run_id.clone()), st.last_step)
+    }
+
+    /// The kernel load manager (to serve verified artifacts to trainers).
+    pub fn kernels(&self) -> &Arc<KernelLoadManager> {
+        &self.kernels
+    }
+
+    /// The command verifier (freshness window is adjustable at run time).
+    pub fn verifier(&self) -> &CommandVerifier {
+        &self.verifier
+    }
+
+    /// Rollback points.
+    pub fn rollback(&self) -> &Arc<RollbackLedger<SeedState>> {
+        &self.rollback
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every mutation is checked before it is applied; a panic cannot
+        // leave a seed half-transitioned.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn isolation_open(&self) -> bool {
+        self.isolation_breaker.state() == BreakerState::Open
+    }
+
+    fn environment(&self, st: &State, seed: &SeedContext) -> GateEnvironment {
+        let site_shape = st
+            .registration
+            .as_ref()
+            .and_then(|r| r.sites.iter().find(|s| s.name == seed.site))
+            .map(|s| s.feature_shape.clone());
+        let blueprint_known =
+            seed.blueprint_id.as_deref().is_some_and(|id| !id.is_empty() && self.kernels.urza().entry(id).is_some());
+        GateEnvironment {
+            host_registered: st.registration.is_some(),
+            blueprint_known,
+            site_shape,
+            latest_metric: st.latest_metric,
+            isolation_breaker_open: self.isolation_open(),
+        }
+    }
+
+    /// Applies `seed.stage → to` through the one transition table.
+    fn transition(&self, seed: &mut SeedContext, to: SeedStage, step: Option<u64>, reason: &str) -> bool {
+        let from = seed.stage;
+        if let Err(err) = from.check_transition(to) {
+            self.sink.emit(
+                TelemetryEvent::new("kasmina.seed.transition_refused", TelemetryLevel::Error, err.to_string(), self.clock.now_ms())
+                    .seed(seed.seed_id.as_str()),
+            );
+            return false;
+        }
+        seed.enter(to);
+        self.sink.emit(
+            TelemetryEvent::new(
+                "kasmina.seed.transition",
+                TelemetryLevel::Info,
+                format!("{} {from} -> {to}: {reason}", seed.seed_id),
+                self.clock.now_ms(),
+            )
+            .seed(seed.seed_id.as_str())
+            .attr("from", from.as_str())
+            .attr("to", to.as_str())
+            .attr("reason", reason)
+            .attr("step", step.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX))),
+        );
+        if let Some(rec) = &self.recorder {
+            rec.transition(&seed.seed_id, from, to, step, reason);
+        }
+        true
+    }
+
+    /// Evaluates `gate` and records the decision.
+    fn gate(&self, st: &State, seed: &SeedContext, gate: GateId, expected: SeedStage) -> GateDecision {
+        let env = self.environment(st, seed);
+        let decision = self.gates.evaluate(gate, seed, expected, &env);
+        if let Some(rec) = &self.recorder {
+            rec.gate(&seed.seed_id, &decision);
+        }
+        decision
+    }
+
+    /// CULLED → EMBARGOED: records a rollback point, stops the kernel supply
+    /// for the seed and tells the trainer to detach it.
+    fn cull(&self, directives: &mut Vec<GraftDirective>, seed: &mut SeedContext, reason: RollbackReason, detail: &str, step: Option<u64>) {
+        let snapshot = seed.to_state(self.isolation_open());
+        let stage = seed.stage;
+        if let Err(err) = self.rollback.record(&seed.seed_id, stage, reason, RollbackKind::Fast, || {
+            Ok::<_, std::convert::Infallible>(snapshot)
+        }) {
+            tracing::error!(seed = %seed.seed_id, %err, "kasmina.rollback.record_failed");
+        }
+        if !self.transition(seed, SeedStage::Culled, step, detail) {
+            return;
+        }
+        seed.last_failure = Some(detail.to_owned());
+        self.kernels.cancel_seed(&seed.seed_id);
+        seed.prefetch_request = None;
+        directives.push(GraftDirective::Detach { seed_id: seed.seed_id.clone(), reason: detail.to_owned() });
+        seed.alpha = 0.0;
+        let level = if matches!(reason, RollbackReason::Emergency) { TelemetryLevel::Critical } else { TelemetryLevel::Warning };
+        self.sink.emit(
+            TelemetryEvent::new("kasmina.seed.culled", level, format!("{} culled: {detail}", seed.seed_id), self.clock.now_ms())
+                .seed(seed.seed_id.as_str())
+                .attr("reason", detail)
+                .attr("rollback", reason.to_string()),
+        );
+        if self.transition(seed, SeedStage::Embargoed, step, "embargo started") {
+            seed.embargo_until_ms = Some(self.clock.now_ms().saturating_add(self.settings.lifecycle.embargo_s.saturating_mul(1_000)));
+        }
+    }
+}
+
+fn validate_registration(r: &HostRegistration) -> Result<(), String> {
+    const MAX_SITES: usize = 1_024;
+    const MAX_SLOTS: usize = 4_096;
+    if r.training_run_id.is_empty() {
+        return Err("training_run_id is empty".to_owned());
+    }
+    if r.sites.is_empty() || r.sites.len() > MAX_SITES {
+        return Err(format!("{} sites; between 1 and {MAX_SITES} required", r.sites.len()));
+    }
+    if r.slots.len() > MAX_SLOTS {
+        return Err(format!("{} slots; at most {MAX_SLOTS}", r.slots.len()));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for site in &r.sites {
+        if site.name.is_empty() || !seen.insert(site.name.as_str()) {
+            return Err(format!("site name {:?} is empty or repeated", site.name));
+        }
+        if site.feature_shape.first() != Some(&leyline::Dim::Batch) {
+            return Err(format!("site {} must have the batch dimension first", site.name));
+        }
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for slot in &r.slots {
+        if slot.seed_id.is_empty() || !ids.insert(slot.seed_id.as_str()) {
+            return Err(format!("seed id {:?} is empty or repeated", slot.seed_id));
+        }
+        if !seen.contains(slot.site.as_str()) {
+            return Err(format!("slot {} names unknown site {}", slot.seed_id, slot.site));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! Step reports drive the lifecycle: each report updates what the host knows
+//! about every seed, then each seed advances when its stage's progress is
+//! complete and the guarding gate passes (SPEC.md §2: "driven by training
+//! progress plus gates — not all at once").
+//!
+//! | stage | advances when | gate |
+//! |---|---|---|
+//! | GERMINATED | kernel prefetched, attach confirmed by the trainer | G1 |
+//! | TRAINING | `training_steps` steps trained | G2 |
+//! | BLENDING | α ramp of `blend_steps` complete | G3 |
+//! | SHADOWING | `shadow_steps` shadow window complete | G4 |
+//! | PROBATIONARY | FOSSILIZE command after `probation_steps` | — |
+//! | EMBARGOED | embargo period over → RESETTING | — |
+//! | RESETTING | slot clean | G5 |
+
+use std::time::Duration;
+
+use kasmina_kernels::{PrefetchEvent, RecvError};
+use leyline::api::{GraftDirective, StepReport};
+use leyline::{GateId, SeedStage, TelemetryEvent, TelemetryLevel};
+
+use super::context::KernelFacts;
+use super::schedule::ramp_alpha;
+use super::{SeedContext, SeedManager, State};
+use crate::rollback::RollbackReason;
+
+impl SeedManager {
+    /// Absorbs one step report and returns the directives for the next step.
+    pub fn step_report(&self, report: StepReport) -> Result<Vec<GraftDirective>, String> {
+        let span = tracing::debug_span!("kasmina.step.report", step = report.step);
+        let _entered = span.enter();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(registration) = &st.registration else {
+            return Err("no model registered; call register_host first".to_owned());
+        };
+        if report.training_run_id != registration.training_run_id {
+            return Err(format!(
+                "report is for run {:?}, registered run is {:?}",
+                report.training_run_id, registration.training_run_id
+            ));
+        }
+        if let Some(last) = st.last_step {
+            if report.step <= last {
+                return Err(format!("step {} does not follow the last reported step {last}", report.step));
+            }
+        }
+        for seed_report in &report.seeds {
+            if !st.seeds.contains_key(&seed_report.seed_id) {
+                return Err(format!("report names unknown seed {:?}", seed_report.seed_id));
+            }
+        }
+        // Checked whole; now apply.
+        st.last_step = Some(report.step);
+        if let Some(metric) = report.global_metric {
+            if metric.is_finite() {
+                st.latest_metric = Some(metric);
+            }
+        }
+        let window = self.settings.gates.loss_window;
+        let latest_metric = st.latest_metric;
+        for seed in st.seeds.values_mut() {
+            match report.seeds.iter().find(|r| r.seed_id == seed.seed_id) {
+                Some(seed_report) => {
+                    seed.absorb(seed_report, window);
+                    if seed_report.isolation_violations > 0 {
+                        self.isolation_breaker.record_failure("gradient isolation violation");
+                    }
+                }
+                None => seed.absent_from_report(),
+            }
+            if seed.stage.is_active() && seed.metric_baseline.is_none() {
+                // G4 compares against the metric when the seed joined.
+                seed.metric_baseline = latest_metric;
+            }
+        }
+        self.collect_prefetch_results(st);
+        let ids: Vec<String> = st.seeds.keys().cloned().collect();
+        let mut directives = std::mem::take(&mut st.directives);
+        for id in ids {
+            let Some(mut seed) = st.seeds.remove(&id) else { continue };
+            self.advance(st, &mut seed, &mut directives, report.step);
+            st.seeds.insert(id, seed);
+        }
+        Ok(directives)
+    }
+
+    /// Moves finished prefetches onto their seeds. A germinated seed still
+    /// waiting is waited for here, bounded by the prefetch timeout, so the
+    /// step at which a kernel attaches does not depend on thread timing.
+    fn collect_prefetch_results(&self, st: &mut State) {
+        let mut events = self.prefetch_events.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            let waiting = st.seeds.values().any(|s| {
+                s.stage == SeedStage::Germinated
+                    && s.prefetch_request.is_some()
+                    && !st.prefetch_results.contains_key(&s.seed_id)
+            });
+            let next = if waiting {
+                events.recv_timeout(Duration::from_millis(self.settings.kernels.prefetch_timeout_ms))
+            } else {
+                events.try_recv()
+            };
+            match next {
+                Ok(event) => {
+                    st.prefetch_results.insert(event.seed_id().to_owned(), event);
+                }
+                Err(RecvError::Empty) => break,
+                Err(other) => {
+                    // Timed out or closed: leave the seeds waiting; the
+                    // advance step fails them for want of a kernel.
+                    tracing::warn!(error = ?other, "kasmina.prefetch.wait_ended");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn advance(&self, st: &mut State, seed: &mut SeedContext, directives: &mut Vec<GraftDirective>, step: u64) {
+        if seed.paused {
+            return;
+        }
+        match seed.stage {
+            SeedStage::Germinated => self.advance_germinated(st, seed, directives, step),
+            SeedStage::Training => {
+                seed.steps_in_stage += 1;
+                if !seed.hold && seed.steps_in_stage >= self.settings.lifecycle.training_steps {
+                    let _ = self.pass_gate(st, seed, directives, GateId::G2Stability, SeedStage::Training, Some(step));
+                }
+            }
+            SeedStage::Blending => {
+                seed.steps_in_stage += 1;
+                let l = &self.settings.lifecycle;
+                seed.alpha = ramp_alpha(seed.steps_in_stage, l.blend_steps, l.blend_temperature);
+                if !seed.hold && seed.steps_in_stage >= l.blend_steps {
+                    let _ = self.pass_gate(st, seed, directives, GateId::G3Interface, SeedStage::Blending, Some(step));
+                } else {
+                    directives.push(GraftDirective::Stage { seed_id: seed.seed_id.clone(), stage: SeedStage::Blending, alpha: seed.alpha });
+                }
+            }
+            SeedStage::Shadowing => {
+                seed.steps_in_stage += 1;
+                if !seed.hold && seed.steps_in_stage >= self.settings.lifecycle.shadow_steps {
+                    let _ = self.pass_gate(st, seed, directives, GateId::G4SystemImpact, SeedStage::Shadowing, Some(step));
+                }
+            }
+            SeedStage::Probationary | SeedStage::Fossilized => seed.steps_in_stage += 1,
+            SeedStage::Embargoed => {
+                let over = seed.embargo_until_ms.is_some_and(|until| self.clock.now_ms() >= until);
+                if over && self.transition(seed, SeedStage::Resetting, Some(step), "embargo over") {
+                    // Release everything the slot held; G5 checks it is gone.
+                    self.kernels.cancel_seed(&seed.seed_id);
+                    seed.prefetch_request = None;
+                    seed.kernel = None;
+                    st.prefetch_results.remove(&seed.seed_id);
+                }
+            }
+            SeedStage::Resetting => {
+                seed.steps_in_stage += 1;
+                let decision = self.gate(st, seed, GateId::G5Reset, SeedStage::Resetting);
+                if decision.passed {
+                    seed.clear_for_reset();
+                    self.transition(seed, SeedStage::Dormant, Some(step), "G5 passed: slot clean");
+                    seed.reported_stage = SeedStage::Dormant;
+                }
+                // A failed G5 keeps the slot RESETTING until it is clean.
+            }
+            SeedStage::Unknown | SeedStage::Dormant | SeedStage::Culled | SeedStage::Terminated => {}
+        }
+    }
+
+    fn advance_germinated(&self, st: &mut State, seed: &mut SeedContext, directives: &mut Vec<GraftDirective>, step: u64) {
+        seed.steps_in_stage += 1;
+        if seed.kernel.is_none() {
+            match st.prefetch_results.remove(&seed.seed_id) {
+                Some(PrefetchEvent::Ready { ready, kernel }) => {
+                    seed.prefetch_request = None;
+                    seed.kernel = Some(KernelFacts { sha256: ready.artifact_sha256.clone(), prewarm_p95_us: kernel.prewarm().p95_us });
+                    let Some(blend) = seed.blend.clone() else {
+                        self.cull(directives, seed, RollbackReason::GateFailed(GateId::G1GradientHealth), "no blend spec", Some(step));
+                        return;
+                    };
+                    directives.push(GraftDirective::Attach {
+                        seed_id: seed.seed_id.clone(),
+                        site: seed.site.clone(),
+                        blueprint_id: ready.blueprint_id.clone(),
+                        artifact_sha256: ready.artifact_sha256,
+                        blend,
+                    });
+                    seed.attach_sent = true;
+                }
+                Some(PrefetchEvent::Failed(err)) => {
+                    seed.prefetch_request = None;
+                    self.sink.emit(
+                        TelemetryEvent::new("kasmina.kernel.unavailable", TelemetryLevel::Error, err.detail.clone(), self.clock.now_ms())
+                            .seed(seed.seed_id.as_str())
+                            .attr("kind", format!("{:?}", err.kind))
+                            .attr("blueprint_id", err.blueprint_id.as_str()),
+                    );
+                    seed.last_failure = Some(format!("kernel unavailable: {}", err.detail));
+                    // G1 decides (kernel not attached/verified) and culls.
+                    let _ = self.pass_gate(st, seed, directives, GateId::G1GradientHealth, SeedStage::Germinated, Some(step));
+                }
+                None if seed.prefetch_request.is_none() => {
+                    // Prefetch was refused or timed out: there is no kernel.
+                    let _ = self.pass_gate(st, seed, directives, GateId::G1GradientHealth, SeedStage::Germinated, Some(step));
+                }
+                None => {}
+            }
+            return;
+        }
+        // Kernel supplied: once the trainer confirms the attach, ask G1; if it
+        // never does within the attach window, G1 decides without it.
+        let confirmed = seed.reported_stage == SeedStage::Germinated && seed.reported_kernel_sha256.is_some();
+        let overdue = seed.steps_in_stage > self.settings.lifecycle.attach_timeout_steps;
+        if seed.attach_sent && !seed.hold && (confirmed || overdue) {
+            let _ = self.pass_gate(st, seed, directives, GateId::G1GradientHealth, SeedStage::Germinated, Some(step));
+        }
+    }
+
+    /// Runs `gate`; on pass moves the seed along its edge and tells the
+    /// trainer, on failure culls it. Returns the failure reason.
+    pub(super) fn pass_gate(
+        &self,
+        st: &State,
+        seed: &mut SeedContext,
+        directives: &mut Vec<GraftDirective>,
+        gate: GateId,
+        expected: SeedStage,
+        step: Option<u64>,
+    ) -> Result<(), String> {
+        let decision = self.gate(st, seed, gate, expected);
+        if !decision.passed {
+            let why = format!("{gate} failed: {}", decision.reason);
+            self.cull(directives, seed, RollbackReason::GateFailed(gate), &why, step);
+            return Err(decision.reason);
+        }
+        let (_, to) = gate.edge();
+        self.transition(seed, to, step, &format!("{gate} passed"));
+        seed.alpha = match to {
+            SeedStage::Shadowing | SeedStage::Probationary | SeedStage::Fossilized => 1.0,
+            _ => 0.0,
+        };
+        directives.push(GraftDirective::Stage { seed_id: seed.seed_id.clone(), stage: to, alpha: seed.alpha });
+        Ok(())
+    }
+}

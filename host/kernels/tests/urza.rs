@@ -1,0 +1,201 @@
+//! Urza on disk: publish, list, show, atomic catalog, verify + quarantine,
+//! and the caps on what it reads.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use kasmina_core::ManualClock;
+use kasmina_kernels::fixtures::{self, MLP_ADAPTER, RESIDUAL_CONV};
+use kasmina_kernels::urza::catalog::{MAX_CATALOG_BYTES, is_sha256_hex};
+use kasmina_kernels::{FetchError, UrzaError, UrzaLibrary, VerifyOutcome};
+use sha2::{Digest, Sha256};
+
+#[test]
+fn publish_copies_hashes_and_records_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    let urza = UrzaLibrary::open_with_clock(dir.path(), Arc::new(ManualClock::new(42))).unwrap();
+    let fx = fixtures::get(MLP_ADAPTER).unwrap();
+    let entry = urza.publish(fx.descriptor.clone(), &fx.path).unwrap();
+
+    let bytes = std::fs::read(&fx.path).unwrap();
+    assert_eq!(entry.artifact_sha256, hex::encode(Sha256::digest(&bytes)));
+    assert_eq!(entry.artifact_size, bytes.len() as u64);
+    assert_eq!(entry.artifact_file, format!("artifacts/{}.pt", entry.artifact_sha256));
+    assert_eq!(entry.published_at_ms, 42);
+    assert_eq!(std::fs::read(urza.artifact_path(&entry)).unwrap(), bytes);
+
+    // No temp files are left behind, and a fresh open reads the same catalog.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .chain(std::fs::read_dir(dir.path().join("artifacts")).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let reopened = UrzaLibrary::open(dir.path()).unwrap();
+    assert_eq!(reopened.show(MLP_ADAPTER).unwrap(), entry);
+    assert!(matches!(reopened.show("nope"), Err(UrzaError::UnknownBlueprint { .. })));
+}
+
+#[test]
+fn list_show_and_display_cover_every_fixture() {
+    let env = common::Env::new(100);
+    let listed = env.urza.list();
+    let ids: Vec<_> = listed.iter().map(|e| e.id().to_owned()).collect();
+    assert_eq!(ids, ["bottleneck", "mlp_adapter", "mlp_adapter_64", "residual_conv", "wrong_iface", "wrong_iface_64"]);
+    assert!(listed.iter().all(|e| is_sha256_hex(&e.artifact_sha256) && e.artifact_size < 64 * 1024));
+    let shown = env.urza.show(RESIDUAL_CONV).unwrap().to_string();
+    assert!(shown.contains("input 0:          [B, 8, 8, 8] F32"), "{shown}");
+    assert!(listed[0].summary_line().starts_with("bottleneck"));
+}
+
+#[test]
+fn republishing_is_idempotent_but_a_changed_blueprint_is_refused() {
+    let env = common::Env::new(100);
+    let fx = fixtures::get(MLP_ADAPTER).unwrap();
+    let before = env.urza.show(MLP_ADAPTER).unwrap();
+    assert_eq!(env.urza.publish(fx.descriptor.clone(), &fx.path).unwrap(), before);
+
+    let other = fixtures::get(RESIDUAL_CONV).unwrap();
+    match env.urza.publish(fx.descriptor.clone(), &other.path) {
+        Err(UrzaError::BlueprintExists { blueprint_id, existing_sha256 }) => {
+            assert_eq!(blueprint_id, MLP_ADAPTER);
+            assert_eq!(existing_sha256, before.artifact_sha256);
+        }
+        other => panic!("expected BlueprintExists, got {other:?}"),
+    }
+    let mut changed = fx.descriptor.clone();
+    changed.risk = 0.9;
+    assert!(matches!(env.urza.publish(changed, &fx.path), Err(UrzaError::BlueprintExists { .. })));
+    assert_eq!(env.urza.show(MLP_ADAPTER).unwrap(), before, "catalog unchanged after refusals");
+}
+
+#[test]
+fn invalid_descriptors_and_empty_artifacts_are_refused() {
+    let env = common::Env::new(100);
+    let fx = fixtures::get(MLP_ADAPTER).unwrap();
+    type Mutation = Box<dyn Fn(&mut leyline::BlueprintDescriptor)>;
+    let cases: Vec<(&str, Mutation)> = vec![
+        ("empty id", Box::new(|d| d.blueprint_id.clear())),
+        ("path id", Box::new(|d| d.blueprint_id = "../evil".into())),
+        ("risk", Box::new(|d| d.risk = f64::NAN)),
+        ("bounds", Box::new(|d| {
+            d.parameter_bounds.insert("lr".into(), leyline::ParameterBounds { min: 1.0, max: 0.0 });
+        })),
+        ("no outputs", Box::new(|d| d.interface.outputs.clear())),
+        ("huge probe", Box::new(|d| d.interface.inputs[0].shape = vec![leyline::Dim::Batch, leyline::Dim::Fixed(1 << 40)])),
+    ];
+    for (what, mutate) in cases {
+        let mut d = fx.descriptor.clone();
+        d.blueprint_id = "fresh_id".into();
+        mutate(&mut d);
+        assert!(matches!(env.urza.publish(d, &fx.path), Err(UrzaError::InvalidDescriptor { .. })), "{what}");
+    }
+    let empty = env.dir.path().join("empty.pt");
+    std::fs::write(&empty, b"").unwrap();
+    let mut d = fx.descriptor.clone();
+    d.blueprint_id = "empty_one".into();
+    assert!(matches!(env.urza.publish(d, &empty), Err(UrzaError::ArtifactEmpty { .. })));
+    assert!(env.urza.entry("empty_one").is_none());
+}
+
+#[test]
+fn corrupt_or_oversized_catalogs_are_refused_not_guessed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("catalog.json"), b"{ not json").unwrap();
+    assert!(matches!(UrzaLibrary::open(dir.path()), Err(UrzaError::CatalogCorrupt { .. })));
+
+    let big = vec![b' '; usize::try_from(MAX_CATALOG_BYTES).unwrap() + 1];
+    std::fs::write(dir.path().join("catalog.json"), big).unwrap();
+    assert!(matches!(UrzaLibrary::open(dir.path()), Err(UrzaError::CatalogTooLarge { .. })));
+
+    // An entry pointing outside artifacts/ is corrupt, even if it parses.
+    let env = common::Env::new(100);
+    let path = env.urza.catalog_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let entry = env.urza.show(MLP_ADAPTER).unwrap();
+    let evil = text.replace(&entry.artifact_file, "../../etc/passwd");
+    std::fs::write(&path, evil).unwrap();
+    match env.urza.reload() {
+        Err(UrzaError::CatalogCorrupt { detail }) => assert!(detail.contains("artifact_file"), "{detail}"),
+        other => panic!("expected CatalogCorrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn verify_all_reports_and_quarantines_only_the_corrupt() {
+    let env = common::Env::new(100);
+    let report = env.urza.verify_all();
+    assert!(report.all_ok(), "{report}");
+    assert_eq!(report.ok_count(), 6);
+
+    let victim = env.artifact_path(RESIDUAL_CONV);
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&victim, &bytes).unwrap();
+    std::fs::remove_file(env.artifact_path(MLP_ADAPTER)).unwrap();
+
+    let report = env.urza.verify_all();
+    assert!(!report.all_ok());
+    assert_eq!(report.ok_count(), 4);
+    let outcome = |id: &str| report.results.iter().find(|(i, _)| i == id).map(|(_, o)| o.clone()).unwrap();
+    assert_eq!(outcome(MLP_ADAPTER), VerifyOutcome::Missing);
+    let VerifyOutcome::Quarantined { path, reason } = outcome(RESIDUAL_CONV) else { panic!("{report}") };
+    assert!(reason.contains("does not match"), "{reason}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "quarantine keeps the corrupt bytes for forensics");
+    assert!(!victim.exists());
+    assert!(report.to_string().contains("4 of 6 artifacts verified"));
+
+    // Fetch now names the quarantine; a second verify reports it as such.
+    assert!(matches!(env.urza.fetch(RESIDUAL_CONV), Err(FetchError::ArtifactQuarantined { .. })));
+    assert_eq!(env.urza.verify_all().results.iter().filter(|(_, o)| *o == VerifyOutcome::AlreadyQuarantined).count(), 1);
+
+    // Republishing the good file restores it.
+    let fx = fixtures::get(RESIDUAL_CONV).unwrap();
+    env.urza.publish(fx.descriptor, &fx.path).unwrap();
+    assert!(env.urza.fetch(RESIDUAL_CONV).is_ok());
+}
+
+#[test]
+fn strict_fetch_detects_truncation_extension_and_bit_flips() {
+    let env = common::Env::new(100);
+    let path = env.artifact_path(MLP_ADAPTER);
+    let good = std::fs::read(&path).unwrap();
+    let fetched = env.urza.fetch(MLP_ADAPTER).unwrap();
+    assert_eq!(fetched.bytes, good);
+
+    std::fs::write(&path, &good[..good.len() - 1]).unwrap();
+    match env.urza.fetch(MLP_ADAPTER) {
+        Err(e @ FetchError::SizeMismatch { expected, actual, .. }) => {
+            assert_eq!((expected, actual), (good.len() as u64, good.len() as u64 - 1));
+            assert!(e.to_string().contains("truncated"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut longer = good.clone();
+    longer.extend_from_slice(b"trailing");
+    std::fs::write(&path, &longer).unwrap();
+    assert!(matches!(env.urza.fetch(MLP_ADAPTER), Err(FetchError::SizeMismatch { actual, .. }) if actual == good.len() as u64 + 8));
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 1;
+    std::fs::write(&path, &flipped).unwrap();
+    assert!(matches!(env.urza.fetch(MLP_ADAPTER), Err(FetchError::DigestMismatch { .. })));
+    assert!(matches!(env.urza.fetch("ghost"), Err(FetchError::UnknownBlueprint { .. })));
+}
+
+#[test]
+fn a_crash_mid_publish_leaves_the_previous_catalog_readable() {
+    let env = common::Env::new(100);
+    let before = env.urza.list();
+    // What a crash between "write temp" and "rename" leaves behind: a torn
+    // temp file beside an intact catalog.json, and a half-copied artifact.
+    let root = env.urza.root();
+    std::fs::write(root.join(".catalog.json.tmp-999-0"), b"{\"format_version\": 1, \"entries\": [").unwrap();
+    std::fs::write(root.join("artifacts").join(".publish-999-0.tmp"), b"half").unwrap();
+    let reopened = UrzaLibrary::open(root).unwrap();
+    assert_eq!(reopened.list(), before);
+    assert!(reopened.verify_all().all_ok());
+}
