@@ -18,6 +18,9 @@ pub const FEATURES: usize = 64;
 pub const CLASSES: i64 = 10;
 /// Fraction of rows held out for testing.
 pub const TEST_FRACTION: f64 = 0.2;
+/// Fraction of rows held out for validation (the global metric gate G4
+/// watches; the test split is never shown to the control plane).
+pub const VAL_FRACTION: f64 = 0.15;
 /// Largest data file accepted (the real one is ~270 KB).
 const MAX_FILE_BYTES: u64 = 4 << 20;
 
@@ -38,6 +41,10 @@ pub struct Split {
     pub train_x: Tensor,
     /// Training labels, [N].
     pub train_y: Tensor,
+    /// Validation images.
+    pub val_x: Tensor,
+    /// Validation labels.
+    pub val_y: Tensor,
     /// Test images, [M, 64].
     pub test_x: Tensor,
     /// Test labels, [M].
@@ -71,7 +78,9 @@ pub fn load(path: &Path, seed: u64, device: Device) -> Result<Split> {
     let mut order: Vec<usize> = (0..ROWS).collect();
     order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
     let n_test = (ROWS as f64 * TEST_FRACTION).round() as usize;
-    let (test_idx, train_idx) = order.split_at(n_test);
+    let n_val = (ROWS as f64 * VAL_FRACTION).round() as usize;
+    let (test_idx, rest) = order.split_at(n_test);
+    let (val_idx, train_idx) = rest.split_at(n_val);
     let take = |idx: &[usize]| -> (Tensor, Tensor) {
         let mut xs = Vec::with_capacity(idx.len() * FEATURES);
         let mut ys = Vec::with_capacity(idx.len());
@@ -83,11 +92,15 @@ pub fn load(path: &Path, seed: u64, device: Device) -> Result<Split> {
         (Tensor::from_slice(&xs).reshape([n, FEATURES as i64]).to(device), Tensor::from_slice(&ys).to(device))
     };
     let (train_x, train_y) = take(train_idx);
+    let (val_x, val_y) = take(val_idx);
     let (test_x, test_y) = take(test_idx);
-    Ok(Split { train_x, train_y, test_x, test_y })
+    Ok(Split { train_x, train_y, val_x, val_y, test_x, test_y })
 }
 
-/// The deliberately small host network: 64 → hidden (site `hidden`) → 10.
+/// The deliberately small host network: a linear feature map 64 → hidden
+/// (the site `hidden`) and a linear head → 10 — in capacity a linear
+/// classifier. A seed grafted at the site can add the nonlinearity the host
+/// lacks, which is what makes growing one worthwhile here.
 #[derive(Debug)]
 pub struct HostNet {
     fc1: nn::Linear,
@@ -105,7 +118,7 @@ impl HostNet {
 
     /// Features at the `hidden` site (where seeds graft).
     pub fn hidden(&self, x: &Tensor) -> Tensor {
-        self.fc1.forward(x).relu()
+        self.fc1.forward(x)
     }
 
     /// Logits from (possibly seed-modified) hidden features.

@@ -3,26 +3,28 @@
 //!     scripts/demo.sh                  # set-up if needed, then this example
 //!     cargo run -p kasmina-examples --example digits -- --help
 //!
-//! Trains the small host network on the scikit-learn digits set with a fixed
-//! split and prints progress and the test accuracy. (The seed lifecycle —
-//! germination, gates, blending, fossilization — joins as the control plane
-//! lands; see issue 8.)
+//! Trains a small network on the scikit-learn digits set twice with the same
+//! data order: once alone (baseline), once while a scripted controller grows
+//! seeds through Kasmina — a useful adapter that trains, blends, shadows,
+//! passes probation and fossilizes, and an unstable blueprint that a gate
+//! culls. Prints the lifecycle timeline and an accuracy table and writes a
+//! JSON summary. `--daemon <socket>` runs the same scenario against a running
+//! `kasmina serve` instead of the embedded host.
 
-use std::io::Write as _;
 use std::path::PathBuf;
-use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Parser;
-use kasmina_examples::digits::{self, HostNet};
-use tch::nn::{self, OptimizerConfig};
-use tch::{Device, Kind, Tensor};
+use kasmina_examples::demo::{self, Controller, Plan, Summary, TrainConfig, setup};
+use kasmina_examples::digits;
+use leyline::api::KasminaApi;
+use tch::Device;
 
-/// Train a small network on the digits data set.
+/// Grow seeds in a digits classifier while it trains.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Training steps (mini-batches).
+    /// Training steps (mini-batches) per run.
     #[arg(long, default_value_t = 400)]
     steps: u64,
     /// Seed for the split, the initialisation and the batch order.
@@ -31,15 +33,20 @@ struct Args {
     /// Device: `cpu`, `cuda` or `auto` (CUDA when available).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Run against a `kasmina serve` daemon on this Unix socket instead of
+    /// the embedded host. The daemon must serve the demo blueprints and share
+    /// the key given with --key-file.
+    #[arg(long, value_name = "SOCKET")]
+    daemon: Option<PathBuf>,
+    /// HMAC key file (hex) shared with the daemon (daemon mode only).
+    #[arg(long, requires = "daemon")]
+    key_file: Option<PathBuf>,
     /// Path of digits.csv (default: the set-up cache).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Mini-batch size.
-    #[arg(long, default_value_t = 64)]
-    batch: i64,
-    /// Width of the hidden layer (the seed site).
-    #[arg(long, default_value_t = 64)]
-    hidden: i64,
+    /// Where to write the JSON summary.
+    #[arg(long, default_value = "target/digits-demo-summary.json")]
+    summary: PathBuf,
 }
 
 fn device(name: &str) -> Result<Device> {
@@ -55,53 +62,53 @@ fn device(name: &str) -> Result<Device> {
 fn main() -> Result<()> {
     let args = Args::parse();
     let device = device(&args.device)?;
-    tch::manual_seed(args.seed as i64);
     let path = match &args.data {
         Some(p) => p.clone(),
         None => digits::default_path()?,
     };
     let data = digits::load(&path, args.seed, device)?;
-    let n_train = data.train_x.size()[0];
+    let config = TrainConfig::demo(args.steps, args.seed, device);
+    let settings = setup::settings()?;
+    let plan = Plan::for_steps(args.steps, settings.lifecycle.probation_steps);
     println!(
-        "digits: {} train / {} test images, device {device:?}, {} steps",
-        n_train,
+        "digits: {} train / {} validation / {} test images; {} steps per run on {device:?}",
+        data.train_x.size()[0],
+        data.val_x.size()[0],
         data.test_x.size()[0],
         args.steps
     );
-
-    let vs = nn::VarStore::new(device);
-    let net = HostNet::new(&vs.root(), args.hidden);
-    let mut opt = nn::Adam::default().build(&vs, 1e-2)?;
-    let started = Instant::now();
-    let mut last_loss = f64::NAN;
-    for step in 0..args.steps {
-        let idx = Tensor::randint(n_train, [args.batch], (Kind::Int64, device));
-        let x = data.train_x.index_select(0, &idx);
-        let y = data.train_y.index_select(0, &idx);
-        let loss = net.head(&net.hidden(&x)).cross_entropy_for_logits(&y);
-        opt.backward_step(&loss);
-        last_loss = loss.double_value(&[]);
-        if (step + 1) % 20 == 0 || step + 1 == args.steps {
-            let acc = tch::no_grad(|| digits::accuracy(&net.head(&net.hidden(&data.test_x)), &data.test_y));
-            let done = (step + 1) * 30 / args.steps.max(1);
-            print!(
-                "\r[{}{}] step {:>4}/{} loss {:.4} test acc {:.3}",
-                "#".repeat(done as usize),
-                ".".repeat(30 - done as usize),
-                step + 1,
-                args.steps,
-                last_loss,
-                acc
-            );
-            std::io::stdout().flush()?;
+    let (mode, outcome) = match &args.daemon {
+        None => {
+            let key = setup::fresh_key()?;
+            let urza = tempdir()?;
+            let host = setup::embedded_host(settings, key.clone(), urza.path())?;
+            let mut controller = Controller::demo(key, plan);
+            let apis = demo::Apis { trainer: &host, controller: &host };
+            ("embedded", demo::run(&config, &data, apis, &mut controller, true)?)
         }
+        Some(socket) => {
+            let key_file = args.key_file.as_deref().context("--daemon needs --key-file (the daemon's HMAC key)")?;
+            let key = kasmina::HmacKey::from_file(key_file)?;
+            let connect = |role, name| {
+                kasmina_daemon::DaemonClient::connect_unix(socket, role, name, Default::default())
+                    .with_context(|| format!("connecting to the daemon at {}", socket.display()))
+            };
+            let trainer = connect(leyline::protocol::Role::Trainer, "digits-demo-trainer")?;
+            let controller_conn = connect(leyline::protocol::Role::Controller, "digits-demo-controller")?;
+            let mut controller = Controller::demo(key, plan);
+            let apis = demo::Apis { trainer: &trainer as &dyn KasminaApi, controller: &controller_conn as &dyn KasminaApi };
+            ("daemon", demo::run(&config, &data, apis, &mut controller, true)?)
+        }
+    };
+    print!("{}", demo::report::render(&outcome));
+    if let Some(dir) = args.summary.parent() {
+        std::fs::create_dir_all(dir)?;
     }
-    println!();
-    let acc = tch::no_grad(|| digits::accuracy(&net.head(&net.hidden(&data.test_x)), &data.test_y));
-    let per_step_ms = started.elapsed().as_secs_f64() * 1e3 / args.steps.max(1) as f64;
-    println!("final: loss {last_loss:.4}, test accuracy {acc:.3}, {per_step_ms:.2} ms/step");
-    if !acc.is_finite() || !last_loss.is_finite() {
-        bail!("training diverged (loss {last_loss}, accuracy {acc})");
-    }
+    std::fs::write(&args.summary, serde_json::to_vec_pretty(&Summary { mode, outcome: &outcome })?)?;
+    println!("\nJSON summary: {}", args.summary.display());
     Ok(())
+}
+
+fn tempdir() -> Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new().prefix("kasmina-demo-urza").tempdir()?)
 }

@@ -134,6 +134,15 @@ impl SeedOptimizers {
         self.per_seed.values().try_for_each(|o| o.zero_grad().map_err(TensorError::torch("optimizer zero_grad")))
     }
 
+    /// Sets the learning rate of every seed's optimizer (the trainer's
+    /// schedule applies to seeds as to the host).
+    pub fn set_learning_rate(&mut self, lr: f64) -> Result<()> {
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(TensorError::InvalidConfig { name: "learning_rate", rule: format!("{lr} must be finite and > 0") });
+        }
+        self.per_seed.values_mut().try_for_each(|o| o.set_learning_rate(lr).map_err(TensorError::torch("optimizer set_learning_rate")))
+    }
+
     /// Steps every training seed's optimizer.
     pub fn step(&self) -> Result<()> {
         self.per_seed.values().try_for_each(|o| o.step().map_err(TensorError::torch("optimizer step")))

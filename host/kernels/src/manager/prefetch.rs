@@ -90,6 +90,17 @@ pub struct PrefetchEvents {
     local: Option<tokio::runtime::Runtime>,
 }
 
+impl Drop for PrefetchEvents {
+    fn drop(&mut self) {
+        // The owner (e.g. a host served by a daemon) may be dropped inside an
+        // async context, where dropping a runtime panics; this one has no
+        // tasks of its own, so it can be released without waiting.
+        if let Some(local) = self.local.take() {
+            local.shutdown_background();
+        }
+    }
+}
+
 impl PrefetchEvents {
     /// Next event (async callers). `None` once the manager has shut down and
     /// every event was received.
