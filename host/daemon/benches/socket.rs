@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use leyline::api::KasminaApi;
 use leyline::protocol::{ClientFrame, RequestBody, Role, ServerFrame};
-use support::{RawConn, TestServer, registration, settings, step, test_api};
+use support::{RawConn, TestServer, registration, settings, step, transport_api};
 
 const BATCH: u64 = 2_000;
 
 fn round_trip(c: &mut Criterion) {
-    let server = TestServer::start(test_api(), settings());
+    let server = TestServer::start(transport_api(), settings());
     let trainer = server.client(Role::Trainer);
     trainer.register_host(registration()).unwrap();
     let mut n = 0;
@@ -61,7 +61,7 @@ fn pipelined(conns: &mut [RawConn], iters: u64) -> Duration {
 }
 
 fn throughput(c: &mut Criterion) {
-    let server = TestServer::start(test_api(), settings());
+    let server = TestServer::start(transport_api(), settings());
     server.client(Role::Trainer).register_host(registration()).unwrap();
     let mut group = c.benchmark_group("pipelined_messages");
     for clients in [1usize, 8] {

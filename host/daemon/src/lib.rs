@@ -16,13 +16,32 @@
 //! - [`client`]: [`client::DaemonClient`], a blocking client implementing
 //!   `KasminaApi` (a trainer swaps embedded ↔ daemon by swapping the
 //!   `Arc<dyn KasminaApi>`), and [`client::TelemetryStream`] for observers.
+//!
+//! What the server serves, and what survives a crash:
+//! - [`daemon_host`]: [`DaemonHost`] — the embedded host behind the same
+//!   trait, journaled: start-up recovers the journal (cutting a torn tail),
+//!   restores seed state, and every state-changing call is answered only
+//!   once its records are durable;
+//! - [`recorder`]: [`JournalRecorder`], the seed manager's decision
+//!   recorder writing commands, transitions, gate verdicts and snapshots;
+//! - [`gate_record`]: gate inputs as ordered text pairs, and back;
+//! - [`journal_tools`]: read-only `journal inspect` and `journal replay`
+//!   of recorded gate decisions through a candidate plugin;
+//! - [`metrics`]: Prometheus text on loopback HTTP.
 
 pub mod client;
 pub mod codec;
 mod connection;
+pub mod daemon_host;
+pub mod gate_record;
+pub mod journal_tools;
+pub mod metrics;
+pub mod recorder;
 pub mod server;
 pub mod telemetry;
 
+pub use daemon_host::{DaemonHost, StartError, StartOptions, StartReport};
+pub use recorder::JournalRecorder;
 pub use client::{ClientError, ClientSettings, DaemonClient, TelemetryStream};
 pub use codec::FrameError;
 pub use connection::check_role;

@@ -13,7 +13,7 @@ use kasmina_daemon::{ServeError, UnixSocket};
 use leyline::api::{ApiErrorCode, GraftDirective, KasminaApi};
 use leyline::protocol::Role;
 use leyline::{ReasonCode, SeedOperation, SeedStage, TelemetryLevel};
-use support::{TestServer, command, registration, settings, step, test_api};
+use support::{BLUEPRINT, SimTrainer, TestServer, command, registration, settings, stage_of, step, test_api};
 
 #[test]
 fn every_api_call_round_trips_and_roles_are_enforced() {
@@ -22,37 +22,50 @@ fn every_api_call_round_trips_and_roles_are_enforced() {
     let controller = server.client(Role::Controller);
     let observer = server.client(Role::Observer);
 
-    assert_eq!(trainer.step_report(step(1)).unwrap_err().code, ApiErrorCode::NotRegistered);
+    let err = trainer.step_report(step(1)).unwrap_err();
+    assert!(err.message.contains("register"), "{err}");
     trainer.register_host(registration()).unwrap();
     let outcome = controller.submit_command(command("c1", "hidden-0", SeedOperation::Germinate, true)).unwrap();
     assert!(outcome.accepted, "{outcome:?}");
-    assert!(controller.submit_command(command("c2", "hidden-0", SeedOperation::StartTraining, true)).unwrap().accepted);
-    let replay = controller.submit_command(command("c2", "hidden-0", SeedOperation::StartTraining, true)).unwrap();
+    let replay = controller.submit_command(command("c1", "hidden-0", SeedOperation::Germinate, true)).unwrap();
     assert_eq!(replay.reason, Some(ReasonCode::NonceReplayed));
 
-    let directives = trainer.step_report(step(2)).unwrap();
-    assert_eq!(directives, vec![GraftDirective::Stage { seed_id: "hidden-0".into(), stage: SeedStage::Training, alpha: 0.0 }]);
-    let kernel = trainer.fetch_kernel("bp-lora").unwrap();
-    assert_eq!(kernel.sha256.len(), 64);
-    assert_eq!(trainer.fetch_kernel("bp-none").unwrap_err().code, ApiErrorCode::NotFound);
+    // The trainer drives the seed: the verified kernel arrives as an
+    // Attach directive, G1 passes once the trainer confirms it.
+    let mut sim = SimTrainer::new(100);
+    let mut attached = None;
+    for _ in 0..3 {
+        for d in sim.step(&*trainer) {
+            if let GraftDirective::Attach { blueprint_id, artifact_sha256, .. } = d {
+                attached = Some((blueprint_id, artifact_sha256));
+            }
+        }
+    }
+    let (blueprint, sha) = attached.expect("kernel attached");
+    assert_eq!(blueprint, BLUEPRINT);
+    assert_eq!(stage_of(&*trainer, "hidden-0"), SeedStage::Training);
+    let kernel = trainer.fetch_kernel(BLUEPRINT).unwrap();
+    assert_eq!(kernel.sha256, sha);
+    assert!(!kernel.bytes.is_empty());
+    assert_eq!(trainer.fetch_kernel("bp-none").unwrap_err().code, ApiErrorCode::KernelUnavailable);
 
     let seeds = observer.seed_states().unwrap();
-    assert_eq!((seeds.len(), seeds[0].stage), (1, SeedStage::Training));
+    assert_eq!(seeds.len(), 4);
     let status = observer.status().unwrap();
-    assert_eq!((status.commands_accepted, status.commands_rejected, status.last_step), (2, 1, Some(2)));
+    assert_eq!((status.commands_accepted, status.commands_rejected, status.last_step), (1, 1, Some(3)));
 
     // Roles: each refusal names the role and the request; the connection stays usable.
     let err = observer.submit_command(command("c3", "hidden-0", SeedOperation::Cull, true)).unwrap_err();
     assert_eq!(err.code, ApiErrorCode::BadRequest);
     assert!(err.message.contains("observer") && err.message.contains("SubmitCommand"), "{err}");
     assert_eq!(trainer.submit_command(command("c4", "hidden-0", SeedOperation::Cull, true)).unwrap_err().code, ApiErrorCode::BadRequest);
-    assert_eq!(controller.step_report(step(3)).unwrap_err().code, ApiErrorCode::BadRequest);
+    assert_eq!(controller.step_report(step(30)).unwrap_err().code, ApiErrorCode::BadRequest);
     assert_eq!(observer.register_host(registration()).unwrap_err().code, ApiErrorCode::BadRequest);
-    assert_eq!(observer.status().unwrap().seeds, 1);
+    assert_eq!(observer.status().unwrap().seeds, 4);
 
     // The trainer's drain sees the telemetry published since it connected.
     let events = trainer.drain_telemetry().unwrap();
-    assert!(events.iter().any(|e| e.name == "kasmina.command.accepted"), "{events:?}");
+    assert!(events.iter().any(|e| e.name == "kasmina.command.executed"), "{events:?}");
     assert!(events.iter().take_while(|e| e.level == TelemetryLevel::Critical).count() >= 1, "CRITICAL first: {events:?}");
     assert!(trainer.drain_telemetry().unwrap().is_empty(), "a drain returns each event once");
     drop((trainer, controller, observer));

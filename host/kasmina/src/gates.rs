@@ -7,9 +7,17 @@
 //! isolation violations ⇒ fail at G1) after it answers. A plugin that lies
 //! cannot pass a seed through; a plugin that fails (timeout, trap, OOM, bad
 //! output) fails the gate.
+//!
+//! Shadow evaluation: with a candidate plugin attached
+//! ([`GateService::with_shadow`]), every plugin-decided gate is also run
+//! through the candidate on the same inputs (and the same host invariants);
+//! a different verdict emits `kasmina.gate.shadow_disagreement` and is
+//! counted. The candidate never affects the decision.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use kasmina_core::{Clock, TelemetrySink};
 use kasmina_plugin_host::gate::{GateInputs, PerformanceStatus};
@@ -49,12 +57,64 @@ pub struct GateDecision {
     pub inputs: GateInputs,
 }
 
+/// Upper bounds (µs) of the plugin-call latency histogram buckets; the
+/// last, implicit bucket is +Inf. Spans the 10 ms default deadline.
+pub const PLUGIN_LATENCY_BUCKETS_US: [u64; 10] = [10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
+
+/// Gate plugin call counters (cumulative), for `/metrics`.
+#[derive(Debug, Default)]
+pub struct GateCallStats {
+    calls: AtomicU64,
+    total_us: AtomicU64,
+    /// Counts per bucket of [`PLUGIN_LATENCY_BUCKETS_US`], plus +Inf.
+    buckets: [AtomicU64; PLUGIN_LATENCY_BUCKETS_US.len() + 1],
+    shadow_agreements: AtomicU64,
+    shadow_disagreements: AtomicU64,
+}
+
+/// A point-in-time copy of [`GateCallStats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateCallSnapshot {
+    /// Calls into the active gate plugin.
+    pub calls: u64,
+    /// Sum of their latencies, µs.
+    pub total_us: u64,
+    /// Non-cumulative counts per bucket of [`PLUGIN_LATENCY_BUCKETS_US`],
+    /// the last entry being +Inf.
+    pub buckets: Vec<u64>,
+    /// Shadow evaluations that agreed with the active plugin.
+    pub shadow_agreements: u64,
+    /// Shadow evaluations that disagreed.
+    pub shadow_disagreements: u64,
+}
+
+impl GateCallStats {
+    fn record(&self, us: u64) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.total_us.fetch_add(us, Ordering::Relaxed);
+        let bucket = PLUGIN_LATENCY_BUCKETS_US.iter().position(|b| us <= *b).unwrap_or(PLUGIN_LATENCY_BUCKETS_US.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> GateCallSnapshot {
+        GateCallSnapshot {
+            calls: self.calls.load(Ordering::Relaxed),
+            total_us: self.total_us.load(Ordering::Relaxed),
+            buckets: self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
+            shadow_agreements: self.shadow_agreements.load(Ordering::Relaxed),
+            shadow_disagreements: self.shadow_disagreements.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Evaluates gates through the (hot-reloadable) gate plugin.
 pub struct GateService {
     plugin: Arc<PluginSlot<kasmina_plugin_host::gate::GatePlugin>>,
+    shadow: Option<Arc<PluginSlot<kasmina_plugin_host::gate::GatePlugin>>>,
     settings: GateSettings,
     sink: Arc<dyn TelemetrySink>,
     clock: Arc<dyn Clock>,
+    stats: GateCallStats,
 }
 
 impl std::fmt::Debug for GateService {
@@ -71,7 +131,24 @@ impl GateService {
         sink: Arc<dyn TelemetrySink>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        GateService { plugin, settings, sink, clock }
+        GateService { plugin, shadow: None, settings, sink, clock, stats: GateCallStats::default() }
+    }
+
+    /// Also evaluates `candidate` on every plugin-decided gate and reports
+    /// disagreements; the candidate never changes a decision.
+    pub fn with_shadow(mut self, candidate: Arc<PluginSlot<kasmina_plugin_host::gate::GatePlugin>>) -> Self {
+        self.shadow = Some(candidate);
+        self
+    }
+
+    /// Whether a shadow candidate is attached.
+    pub fn has_shadow(&self) -> bool {
+        self.shadow.is_some()
+    }
+
+    /// Plugin call latency and shadow agreement counters.
+    pub fn call_stats(&self) -> GateCallSnapshot {
+        self.stats.snapshot()
     }
 
     /// The inputs the plugin will see for `seed` at `gate`.
@@ -123,22 +200,70 @@ impl GateService {
         let decision = match precheck(gate, &inputs) {
             Some((reason, attributes)) => GateDecision { gate, passed: false, reason, attributes, inputs },
             None => {
+                let started = Instant::now();
                 let verdict = self.plugin.current().evaluate(gate, &inputs);
-                let mut decision =
-                    GateDecision { gate, passed: verdict.passed, reason: verdict.reason, attributes: verdict.attributes, inputs };
-                if decision.passed {
-                    if let Some(broken) = violated_invariant(gate, &decision.inputs) {
-                        decision.passed = false;
-                        decision.reason = "policy_invariant_violated".to_owned();
-                        decision.attributes.insert("invariant".to_owned(), broken.to_owned());
-                        decision.attributes.insert("plugin_verdict".to_owned(), "passed".to_owned());
-                    }
+                self.stats.record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+                let decision = enforce_invariants(GateDecision {
+                    gate,
+                    passed: verdict.passed,
+                    reason: verdict.reason,
+                    attributes: verdict.attributes,
+                    inputs,
+                });
+                if let Some(candidate) = &self.shadow {
+                    self.shadow_compare(candidate, seed, &decision);
                 }
                 decision
             }
         };
         self.emit(seed, &decision);
         decision
+    }
+
+    /// Runs the candidate on the inputs the active plugin saw, under the
+    /// same host invariants, and reports a different verdict.
+    fn shadow_compare(&self, candidate: &PluginSlot<kasmina_plugin_host::gate::GatePlugin>, seed: &SeedContext, active: &GateDecision) {
+        let plugin = candidate.current();
+        let verdict = plugin.evaluate(active.gate, &active.inputs);
+        let shadow = enforce_invariants(GateDecision {
+            gate: active.gate,
+            passed: verdict.passed,
+            reason: verdict.reason,
+            attributes: verdict.attributes,
+            inputs: active.inputs.clone(),
+        });
+        if shadow.passed == active.passed {
+            self.stats.shadow_agreements.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.stats.shadow_disagreements.fetch_add(1, Ordering::Relaxed);
+        let verdict_word = |passed: bool| if passed { "passed" } else { "failed" };
+        let mut event = TelemetryEvent::new(
+            "kasmina.gate.shadow_disagreement",
+            TelemetryLevel::Warning,
+            format!(
+                "{} for {}: active plugin {} ({}), candidate {} ({})",
+                active.gate,
+                seed.seed_id,
+                verdict_word(active.passed),
+                active.reason,
+                verdict_word(shadow.passed),
+                shadow.reason
+            ),
+            self.clock.now_ms(),
+        )
+        .seed(seed.seed_id.as_str())
+        .attr("gate", active.gate.as_str())
+        .attr("stage", seed.stage.as_str())
+        .attr("active_passed", active.passed)
+        .attr("active_reason", active.reason.as_str())
+        .attr("shadow_passed", shadow.passed)
+        .attr("shadow_reason", shadow.reason.as_str())
+        .attr("shadow_plugin", plugin.identity().info.name.as_str());
+        for (k, v) in &shadow.attributes {
+            event = event.attr(format!("shadow.{k}"), v.as_str());
+        }
+        self.sink.emit(event);
     }
 
     fn emit(&self, seed: &SeedContext, d: &GateDecision) {
@@ -176,6 +301,32 @@ fn precheck(gate: GateId, inputs: &GateInputs) -> Option<(String, BTreeMap<Strin
     attributes.insert("reported_stage".to_owned(), inputs.reported_stage.as_str().to_owned());
     attributes.insert("checked_by".to_owned(), "host".to_owned());
     Some(("stage_mismatch".to_owned(), attributes))
+}
+
+/// The whole decision for recorded `inputs` — host stage-order check,
+/// `plugin`, host invariants — exactly as [`GateService::evaluate`] takes
+/// it, without telemetry. `kasmina journal replay` judges candidates so.
+pub fn decide(plugin: &kasmina_plugin_host::gate::GatePlugin, gate: GateId, inputs: GateInputs) -> GateDecision {
+    match precheck(gate, &inputs) {
+        Some((reason, attributes)) => GateDecision { gate, passed: false, reason, attributes, inputs },
+        None => {
+            let verdict = plugin.evaluate(gate, &inputs);
+            enforce_invariants(GateDecision { gate, passed: verdict.passed, reason: verdict.reason, attributes: verdict.attributes, inputs })
+        }
+    }
+}
+
+/// Overrides a passing plugin verdict that breaks a safety invariant.
+fn enforce_invariants(mut decision: GateDecision) -> GateDecision {
+    if decision.passed
+        && let Some(broken) = violated_invariant(decision.gate, &decision.inputs)
+    {
+        decision.passed = false;
+        decision.reason = "policy_invariant_violated".to_owned();
+        decision.attributes.insert("invariant".to_owned(), broken.to_owned());
+        decision.attributes.insert("plugin_verdict".to_owned(), "passed".to_owned());
+    }
+    decision
 }
 
 /// The invariants every gate policy must keep, whatever it decides.

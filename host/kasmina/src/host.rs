@@ -177,7 +177,12 @@ impl HostBuilder {
             Arc::clone(&clock),
             Arc::clone(&sink),
         ));
-        let gate_service = GateService::new(gates, settings.gates.clone(), Arc::clone(&sink), Arc::clone(&clock));
+        let mut gate_service = GateService::new(gates, settings.gates.clone(), Arc::clone(&sink), Arc::clone(&clock));
+        if let Some(candidate) = &settings.plugins.shadow_gates {
+            // A pinned candidate only: there is no default shadow plugin.
+            let shadow: PluginSlot<GatePlugin> = load_slot(&runtime, "shadow gate", &Some(candidate.clone()), "", "", &limits)?;
+            gate_service = gate_service.with_shadow(Arc::new(shadow));
+        }
         let manager = SeedManager::new(SeedManagerParts {
             settings: Arc::clone(&settings),
             clock: Arc::clone(&clock),

@@ -14,6 +14,7 @@ pub mod schedule;
 
 mod commands;
 mod progress;
+pub mod restore;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -211,6 +212,16 @@ impl SeedManager {
         // Every mutation is checked before it is applied; a panic cannot
         // leave a seed half-transitioned.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The annotation caps from the settings, as the parser plugin takes them.
+    fn annotation_limits(&self) -> kasmina_plugin_host::AnnotationLimits {
+        let a = &self.settings.annotations;
+        kasmina_plugin_host::AnnotationLimits {
+            alpha_vec_cap: a.alpha_vec_cap,
+            mesh_layers_cap: a.mesh_layers_cap,
+            annotation_bytes_cap: a.total_bytes_cap,
+        }
     }
 
     fn isolation_open(&self) -> bool {

@@ -272,6 +272,10 @@ pub struct PluginSettings {
     pub annotations: Option<PluginRef>,
     /// Blueprint policy plugin, pinned.
     pub blueprint_policy: Option<PluginRef>,
+    /// Candidate gate plugin, pinned, evaluated beside the active one on
+    /// every gate ("shadow"): disagreements are reported as telemetry and
+    /// never affect a decision. Off when unset.
+    pub shadow_gates: Option<PluginRef>,
 }
 
 impl Default for PluginSettings {
@@ -285,6 +289,7 @@ impl Default for PluginSettings {
             gates: None,
             annotations: None,
             blueprint_policy: None,
+            shadow_gates: None,
         }
     }
 }
@@ -454,6 +459,7 @@ impl Settings {
             ("plugins.gates.sha256", &p.gates),
             ("plugins.annotations.sha256", &p.annotations),
             ("plugins.blueprint_policy.sha256", &p.blueprint_policy),
+            ("plugins.shadow_gates.sha256", &p.shadow_gates),
         ] {
             if let Some(plugin) = plugin {
                 if plugin.sha256.len() != 64 || !plugin.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {

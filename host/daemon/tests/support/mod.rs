@@ -1,24 +1,116 @@
 //! Shared test support. Every test reaches the control plane through
-//! [`test_api`]; swap its body for the real embedded host in one place.
+//! [`test_api`]: the real embedded host (real plugin components, a real
+//! Urza library of TorchScript fixtures, real HMAC verification). The
+//! transport load tests and benches use [`transport_api`], an in-memory
+//! control plane, so they measure the socket and not the host.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub mod daemon_process;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use kasmina::{EmbeddedHost, HmacKey, HostBuilder, Settings};
 use kasmina_daemon::{ClientSettings, DaemonClient, ServerSettings, ShutdownReport};
-use leyline::api::{ApiError, ApiErrorCode, GraftDirective, HostRegistration, HostStatus, KasminaApi, KernelArtifact, StepReport};
+use leyline::api::{ApiError, ApiErrorCode, GraftDirective, HostRegistration, HostStatus, KasminaApi, KernelArtifact, SeedStepReport, StepReport};
 use leyline::protocol::Role;
 use leyline::{
     AdaptationCommand, BlendMode, BlueprintDescriptor, BlueprintTier, DType, Dim, KernelInterface, TensorSpec, CommandPayload, HealthStatus, Outcome, ReasonCode, SeedCommand, SeedOperation, SeedStage,
     SeedState, TelemetryEvent, TelemetryLevel,
 };
 
-/// The control plane every test talks to.
+/// The test key (hex of 32 bytes of 7).
+pub const KEY_HEX: &str = "0707070707070707070707070707070707070707070707070707070707070707";
+/// A real fixture blueprint whose interface fits the `hidden` [B, 64] site.
+pub const BLUEPRINT: &str = "mlp_adapter_64";
+pub const RUN: &str = "run-1";
+
+/// Short lifecycle and a generous plugin deadline (debug builds on 2
+/// shared cores get descheduled for longer than the 10 ms default).
+pub const SETTINGS: &str = r#"
+[lifecycle]
+attach_timeout_steps = 3
+training_steps = 3
+blend_steps = 4
+shadow_steps = 2
+probation_steps = 2
+[gates]
+latency_budget_us = 300
+[plugins]
+deadline_ms = 250
+"#;
+
+pub fn key() -> HmacKey {
+    HmacKey::from_hex(KEY_HEX).unwrap()
+}
+
+/// Settings for tests: [`SETTINGS`] plus `extra` TOML, the shared plugin cache.
+pub fn test_settings(extra: &str) -> Settings {
+    let mut settings = Settings::from_toml(&format!("{SETTINGS}\n{extra}")).unwrap();
+    settings.plugins.cache_dir = Some(plugin_cache());
+    settings
+}
+
+/// Compiled plugin artifacts are shared by every test run (content-keyed).
+pub fn plugin_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")
+}
+
+/// A fresh Urza library with every fixture published.
+pub fn urza(dir: &Path) -> PathBuf {
+    let urza_dir = dir.join("urza");
+    let urza = kasmina_kernels::UrzaLibrary::open(&urza_dir).unwrap();
+    kasmina_kernels::fixtures::publish_all(&urza).unwrap();
+    urza_dir
+}
+
+/// The real embedded host, with the temp dir its Urza library lives in.
+pub struct RealHost {
+    pub host: EmbeddedHost,
+    _dir: tempfile::TempDir,
+}
+
+pub fn real_host(extra_settings: &str) -> RealHost {
+    let dir = tempfile::tempdir().unwrap();
+    let host = HostBuilder::new(test_settings(extra_settings)).hmac_key(key()).urza_dir(urza(dir.path())).build().unwrap();
+    RealHost { host, _dir: dir }
+}
+
+impl KasminaApi for RealHost {
+    fn submit_command(&self, c: AdaptationCommand) -> Result<Outcome, ApiError> {
+        self.host.submit_command(c)
+    }
+    fn register_host(&self, r: HostRegistration) -> Result<(), ApiError> {
+        self.host.register_host(r)
+    }
+    fn fetch_kernel(&self, b: &str) -> Result<KernelArtifact, ApiError> {
+        self.host.fetch_kernel(b)
+    }
+    fn step_report(&self, r: StepReport) -> Result<Vec<GraftDirective>, ApiError> {
+        self.host.step_report(r)
+    }
+    fn seed_states(&self) -> Result<Vec<SeedState>, ApiError> {
+        self.host.seed_states()
+    }
+    fn status(&self) -> Result<HostStatus, ApiError> {
+        self.host.status()
+    }
+    fn drain_telemetry(&self) -> Result<Vec<TelemetryEvent>, ApiError> {
+        self.host.drain_telemetry()
+    }
+}
+
+/// The control plane every test talks to: the real embedded host.
 pub fn test_api() -> Arc<dyn KasminaApi> {
+    Arc::new(real_host(""))
+}
+
+/// An in-memory control plane for transport load tests and benches.
+pub fn transport_api() -> Arc<dyn KasminaApi> {
     Arc::new(InMemoryApi::default())
 }
 
@@ -280,22 +372,100 @@ pub fn registration() -> HostRegistration {
     HostRegistration {
         training_run_id: "run-1".to_owned(),
         sites: vec![leyline::api::SiteSpec { name: "hidden".to_owned(), feature_shape: vec![Dim::Batch, Dim::Fixed(64)] }],
-        slots: vec![leyline::api::SlotSpec { seed_id: "hidden-0".to_owned(), site: "hidden".to_owned() }],
+        slots: (0..4).map(|i| leyline::api::SlotSpec { seed_id: format!("hidden-{i}"), site: "hidden".to_owned() }).collect(),
     }
 }
 
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// A command for the real host: annotations for the registered run and
+/// site, issued now, signed with [`key`] when `signed`.
 pub fn command(id: &str, seed: &str, operation: SeedOperation, signed: bool) -> AdaptationCommand {
-    AdaptationCommand {
+    let annotations = [("training_run_id", RUN), ("mesh_layers", "hidden"), ("blend_mode", "RESIDUAL")];
+    let mut cmd = AdaptationCommand {
         version: leyline::CONTRACT_VERSION,
         command_id: id.to_owned(),
         target_seed_id: seed.to_owned(),
         execution_deadline_ms: None,
-        issued_at_ms: Some(1),
+        issued_at_ms: Some(now_ms()),
         issued_by: "test-controller".to_owned(),
-        payload: CommandPayload::Seed(SeedCommand { operation, blueprint_id: "bp-lora".to_owned(), parameters: BTreeMap::new() }),
-        annotations: BTreeMap::new(),
-        signature: signed.then(|| vec![7; 32]),
+        payload: CommandPayload::Seed(SeedCommand { operation, blueprint_id: BLUEPRINT.to_owned(), parameters: BTreeMap::new() }),
+        annotations: annotations.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        signature: None,
+    };
+    if signed {
+        kasmina::security::sign_in_place(&mut cmd, &key());
     }
+    cmd
+}
+
+/// A signed PAUSE (or resume) command.
+pub fn pause(id: &str, seed: &str, resume: bool) -> AdaptationCommand {
+    let mut cmd = command(id, seed, SeedOperation::Stabilize, false);
+    cmd.payload = CommandPayload::Pause(leyline::command::PauseCommand { resume });
+    kasmina::security::sign_in_place(&mut cmd, &key());
+    cmd
+}
+
+/// Plays a trainer that grafts what it is told and reports a kernel
+/// latency of `latency_us`; returns the stages `seed` went through.
+pub struct SimTrainer {
+    pub step: u64,
+    pub latency_us: u64,
+    attached: BTreeMap<String, (SeedStage, String)>,
+}
+
+impl SimTrainer {
+    pub fn new(latency_us: u64) -> Self {
+        SimTrainer { step: 0, latency_us, attached: BTreeMap::new() }
+    }
+
+    pub fn step(&mut self, api: &dyn KasminaApi) -> Vec<GraftDirective> {
+        self.step += 1;
+        let seeds = self
+            .attached
+            .iter()
+            .map(|(id, (stage, sha))| SeedStepReport {
+                seed_id: id.clone(),
+                stage: *stage,
+                kernel_attached: true,
+                kernel_sha256: Some(sha.clone()),
+                loss: Some(if self.step.is_multiple_of(2) { 0.501 } else { 0.499 }),
+                outputs_finite: true,
+                output_shape_ok: true,
+                kernel_latency_us: self.latency_us,
+                isolation_violations: 0,
+                max_gradient_cosine: 0.01,
+                fallback_used: false,
+                alpha: 0.0,
+            })
+            .collect();
+        let report = StepReport { step: self.step, training_run_id: RUN.to_owned(), task_loss: 0.5, global_metric: Some(0.9), seeds };
+        let directives = api.step_report(report).unwrap();
+        for d in &directives {
+            match d {
+                GraftDirective::Attach { seed_id, artifact_sha256, .. } => {
+                    self.attached.insert(seed_id.clone(), (SeedStage::Germinated, artifact_sha256.clone()));
+                }
+                GraftDirective::Stage { seed_id, stage, .. } => {
+                    if let Some(s) = self.attached.get_mut(seed_id) {
+                        s.0 = *stage;
+                    }
+                }
+                GraftDirective::Detach { seed_id, .. } => {
+                    self.attached.remove(seed_id);
+                }
+                _ => {}
+            }
+        }
+        directives
+    }
+}
+
+pub fn stage_of(api: &dyn KasminaApi, seed: &str) -> SeedStage {
+    api.seed_states().unwrap().into_iter().find(|s| s.seed_id == seed).unwrap().stage
 }
 
 pub fn step(step: u64) -> StepReport {

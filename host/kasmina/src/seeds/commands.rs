@@ -6,7 +6,7 @@
 //! ran and the seed is culled (SPEC.md §2). Its outcome is
 //! `accepted = false, reason = gate_failed` with `seed_culled = true`.
 
-use kasmina_plugin_host::annotation::{AnnotationError, AnnotationLimits, ParsedAnnotations};
+use kasmina_plugin_host::annotation::{AnnotationError, ParsedAnnotations};
 use kasmina_plugin_host::blueprint::AdmissionContext;
 use leyline::api::{BlendSpec, GraftDirective};
 use leyline::command::{
@@ -160,13 +160,7 @@ impl SeedManager {
     }
 
     fn parse_annotations(&self, command: &AdaptationCommand, run_id: &str, op: SeedOperation) -> Result<ParsedAnnotations, Outcome> {
-        let a = &self.settings.annotations;
-        let limits = AnnotationLimits {
-            alpha_vec_cap: a.alpha_vec_cap,
-            mesh_layers_cap: a.mesh_layers_cap,
-            annotation_bytes_cap: a.total_bytes_cap,
-        };
-        let parsed = match self.policies.annotations.current().parse(&command.annotations, &limits) {
+        let parsed = match self.policies.annotations.current().parse(&command.annotations, &self.annotation_limits()) {
             Ok(parsed) => parsed,
             Err(AnnotationError::Rejected(err)) => {
                 return Err(self
@@ -504,7 +498,7 @@ fn expected_stage(command: &AdaptationCommand, op: SeedOperation, current: SeedS
 
 /// The host-side blend spec from parsed annotations. GERMINATE must name a
 /// blend mode; CONFIDENCE must name its gate.
-fn blend_spec(parsed: &ParsedAnnotations) -> Result<BlendSpec, (ReasonCode, String)> {
+pub(super) fn blend_spec(parsed: &ParsedAnnotations) -> Result<BlendSpec, (ReasonCode, String)> {
     let Some(b) = &parsed.blend else {
         return Err((ReasonCode::MissingField, "GERMINATE requires blend_mode (CONVEX, RESIDUAL, CHANNEL or CONFIDENCE)".to_owned()));
     };

@@ -1,0 +1,147 @@
+//! `kasmina serve`: the daemon.
+//!
+//! Order of start-up, so every failure is reported before anything runs:
+//! settings → socket bound (a busy or foreign path is refused) → host built
+//! (plugins, Urza, key) → journal recovered and seed state restored →
+//! listeners. Prints `ready: …` on stdout once it accepts requests. SIGINT
+//! or SIGTERM: stop accepting, answer what was read (bounded by the grace
+//! period), write a final journal snapshot, stop prefetch, exit 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use kasmina_daemon::{DaemonHost, ServerSettings, StartOptions, UnixSocket};
+use leyline::api::KasminaApi;
+use tokio::sync::watch;
+
+/// Arguments of `kasmina serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Host settings (TOML); see `kasmina settings check`. Defaults apply when omitted.
+    #[arg(long)]
+    pub settings: Option<PathBuf>,
+    /// Unix socket to create (mode 0600).
+    #[arg(long, env = "KASMINA_SOCKET", default_value = "kasminad.sock")]
+    pub socket: PathBuf,
+    /// Also serve on this loopback TCP address, e.g. 127.0.0.1:7411.
+    #[arg(long)]
+    pub tcp: Option<SocketAddr>,
+    /// Urza library directory (overrides kernels.urza_dir).
+    #[arg(long, env = "KASMINA_URZA")]
+    pub urza: Option<PathBuf>,
+    /// Decision journal directory: accepted commands, transitions and gate
+    /// verdicts are fsynced here and seed state is restored from it on start.
+    /// Without it nothing survives a restart.
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
+    /// HMAC key file (hex); overrides security.key_file and the environment.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (loopback only).
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+    /// Journal: compact once the journal exceeds this many bytes.
+    #[arg(long, default_value_t = kasmina_journal::DEFAULT_COMPACT_AFTER_BYTES)]
+    pub journal_compact_bytes: u64,
+    /// Journal: rotate segments at this many bytes.
+    #[arg(long, default_value_t = kasmina_journal::DEFAULT_SEGMENT_BYTES)]
+    pub journal_segment_bytes: u64,
+}
+
+/// Runs the daemon until SIGINT/SIGTERM.
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let settings = match &args.settings {
+        Some(path) => kasmina::Settings::from_file(path)?,
+        None => kasmina::Settings::default(),
+    };
+    let server_settings = ServerSettings {
+        shutdown_grace: std::time::Duration::from_millis(settings.kernels.shutdown_timeout_ms),
+        telemetry_capacity: settings.telemetry.queue_capacity,
+        critical_capacity: settings.telemetry.critical_capacity,
+        ..ServerSettings::default()
+    };
+    let socket = UnixSocket::bind(&args.socket).with_context(|| "pick another --socket path, or stop the daemon that holds this one")?;
+    let mut options = StartOptions::new(settings);
+    options.urza_dir = args.urza.clone();
+    options.journal_dir = args.journal.clone();
+    options.journal_config.compact_after_bytes = args.journal_compact_bytes;
+    options.journal_config.segment_bytes = args.journal_segment_bytes;
+    if let Some(path) = &args.key_file {
+        options.key = Some(kasmina::HmacKey::from_file(path).with_context(|| "create one with `kasmina keygen <file>`")?);
+    }
+    let (host, report) = DaemonHost::start(options).context(
+        "the daemon could not start (keys: --key-file, security.key_file or $KASMINA_HMAC_KEY; kernels: --urza DIR; journal: --journal DIR)",
+    )?;
+    match &report {
+        Some(report) => eprintln!("kasmina: {report}"),
+        None => eprintln!("kasmina: WARNING no --journal: decisions are not persisted and nothing survives a restart"),
+    }
+    let host = Arc::new(host);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(serve(socket, Arc::clone(&host), server_settings, &args));
+    if let Some(recorder) = host.recorder() {
+        // Final base for the next start; every acknowledged call is already durable.
+        if let Err(err) = recorder.checkpoint(host.host().manager().export_seed_states()) {
+            eprintln!("kasmina: final journal snapshot failed: {err}");
+        }
+    }
+    host.host().shutdown();
+    result?;
+    eprintln!("kasmina: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(socket: UnixSocket, host: Arc<DaemonHost>, settings: ServerSettings, args: &ServeArgs) -> anyhow::Result<()> {
+    let api: Arc<dyn KasminaApi> = host.clone();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut tasks = Vec::new();
+    if let Some(addr) = args.tcp {
+        let listener = kasmina_daemon::bind_tcp(addr).await.with_context(|| "TCP is loopback only, e.g. --tcp 127.0.0.1:7411")?;
+        tasks.push(tokio::spawn(kasmina_daemon::run(listener, Arc::clone(&api), settings.clone(), stopped(stop_rx.clone()))));
+        eprintln!("kasmina: also serving on tcp://{addr}");
+    }
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let listener = kasmina_daemon::metrics::bind(addr).await.with_context(|| "metrics are loopback only, e.g. --metrics 127.0.0.1:9464")?;
+            eprintln!("kasmina: metrics at http://{addr}/metrics");
+            Some(tokio::spawn(kasmina_daemon::metrics::serve(listener, Arc::clone(&host), stopped(stop_rx.clone()))))
+        }
+        None => None,
+    };
+    let path = socket.path().to_path_buf();
+    let unix = tokio::spawn(kasmina_daemon::serve_bound(socket, api, settings, stopped(stop_rx)));
+    // Handlers installed before "ready", so a signal right after it is caught.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    println!("ready: listening on {}", path.display());
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    eprintln!("kasmina: shutting down");
+    let _ = stop_tx.send(true);
+    let report = unix.await.context("socket server task failed")??;
+    if report.aborted_connections > 0 {
+        eprintln!("kasmina: {} connections did not finish within the grace period", report.aborted_connections);
+    }
+    for task in tasks {
+        task.await.context("TCP server task failed")??;
+    }
+    if let Some(m) = metrics {
+        m.await.context("metrics task failed")?;
+    }
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
