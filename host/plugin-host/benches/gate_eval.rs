@@ -1,6 +1,8 @@
 //! Per-call gate evaluation: the default gate plugin on a fresh store per
-//! call (`per-call`), on a reused instance (`reuse`), and the same policy
-//! called natively; plus G3 over 128 mesh layers.
+//! call (`per-call`; pooled slots, the default, and on-demand mappings), on a
+//! reused instance (`reuse`), and the same policy called natively; plus G3
+//! over 128 mesh layers, with a variant that fails on its first rule to
+//! isolate the cost of copying 256 layer names into the guest.
 //!
 //! Run: `cargo bench -p kasmina-plugin-host --bench gate_eval -- --warm-up-time 1 --measurement-time 3`
 
@@ -12,7 +14,9 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use kasmina_gates_plugin::policy;
 use kasmina_plugin_host::conformance::corpus::passing_gate_inputs;
-use kasmina_plugin_host::{GateInputs, GatePlugin, Isolation, Pin, PluginLimits, PluginRuntime, PluginSpec, RuntimeConfig};
+use kasmina_plugin_host::{
+    GateInputs, GatePlugin, InstanceAllocation, Isolation, Pin, PluginLimits, PluginRuntime, PluginSpec, RuntimeConfig,
+};
 use kasmina_plugin_sdk::gate::{GateInputs as SdkInputs, PerformanceStatus};
 use kasmina_plugin_sdk::types::{Gate, Parameter, ParameterBound, Stage};
 use leyline::GateId;
@@ -68,14 +72,22 @@ fn bench(c: &mut Criterion) {
     let Ok(reused) = per_call.with_limits(PluginLimits { isolation: Isolation::Reuse, ..PluginLimits::default() }) else {
         return;
     };
+    let on_demand_config =
+        RuntimeConfig { instance_allocation: InstanceAllocation::OnDemand, ..RuntimeConfig::new(dir.path()) };
+    let Ok(on_demand_runtime) = PluginRuntime::new(on_demand_config) else { return };
+    let Ok(on_demand) = GatePlugin::load(&on_demand_runtime, &spec) else { return };
     let g2 = passing_gate_inputs(GateId::G2Stability);
     let g2_native = native_inputs(&g2, Stage::Training);
     let g3 = with_layers(passing_gate_inputs(GateId::G3Interface), 128);
     let g3_native = native_inputs(&g3, Stage::Blending);
     assert!(per_call.evaluate(GateId::G2Stability, &g2).passed && reused.evaluate(GateId::G3Interface, &g3).passed);
+    assert!(on_demand.evaluate(GateId::G2Stability, &g2).passed);
 
     let mut group = c.benchmark_group("gate_eval_g2");
     group.bench_function("wasm_fresh_store", |b| b.iter(|| black_box(per_call.evaluate(GateId::G2Stability, black_box(&g2)))));
+    group.bench_function("wasm_fresh_store_on_demand", |b| {
+        b.iter(|| black_box(on_demand.evaluate(GateId::G2Stability, black_box(&g2))))
+    });
     group.bench_function("wasm_reused_instance", |b| b.iter(|| black_box(reused.evaluate(GateId::G2Stability, black_box(&g2)))));
     group.bench_function("native", |b| b.iter(|| black_box(policy::evaluate(Gate::G2Stability, black_box(&g2_native)))));
     group.finish();
@@ -83,6 +95,13 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("gate_eval_g3_128_layers");
     group.bench_function("wasm_reused_instance", |b| b.iter(|| black_box(reused.evaluate(GateId::G3Interface, black_box(&g3)))));
     group.bench_function("native", |b| b.iter(|| black_box(policy::evaluate(Gate::G3Interface, black_box(&g3_native)))));
+    // Fails on `host_not_registered` before touching the layers: what is
+    // left is the canonical-ABI copy of the inputs in and the verdict out.
+    let mut g3_transfer = g3.clone();
+    g3_transfer.host_registered = false;
+    group.bench_function("wasm_reused_transfer_only", |b| {
+        b.iter(|| black_box(reused.evaluate(GateId::G3Interface, black_box(&g3_transfer))))
+    });
     group.finish();
 }
 

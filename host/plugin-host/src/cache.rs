@@ -146,8 +146,10 @@ impl ArtifactCache {
             .precompile_component(bytes)
             .map_err(|e| PluginError::NotAComponent { path: source.to_owned(), detail: e.to_string() })?;
         self.compiles.fetch_add(1, Ordering::Relaxed);
-        write_atomically(&artifact, &compiled)?;
+        // Sidecar first: a reader that sees the artifact always finds its
+        // digest (the other order made concurrent loaders reject and recompile).
         write_atomically(&sidecar, sha256_hex(&compiled).as_bytes())?;
+        write_atomically(&artifact, &compiled)?;
         let component = deserialize(engine, &compiled)
             .map_err(|e| PluginError::NotAComponent { path: source.to_owned(), detail: e.to_string() })?;
         Ok((component, outcome))
@@ -175,8 +177,14 @@ fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
     unsafe { Component::deserialize(engine, bytes) }
 }
 
+/// Writes via a temporary file and a rename. The temporary name is unique
+/// per write, not just per process: threads of one process (parallel tests,
+/// two runtimes sharing a cache) compiling the same plugin at once used to
+/// share it, and the second rename failed with "No such file or directory".
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PluginError> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let unique = WRITES.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{unique}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(cache_io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(cache_io(path))
 }

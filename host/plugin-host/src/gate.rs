@@ -5,18 +5,21 @@ use std::collections::BTreeMap;
 
 use leyline::{GateId, ParameterBounds, SeedStage};
 use wasmtime::Store;
-use wasmtime::component::InstancePre;
+use wasmtime::component::{ComponentExportIndex, Instance, InstancePre};
 
-use crate::bindings::gate::exports::esper::kasmina::gate_policy as wit;
-use crate::bindings::gate::{GatePlugin as GateWorldInstance, GatePluginPre};
+use crate::bindings::gate::{GatePlugin as GateWorldBindings, GatePluginPre};
 use crate::bindings::wit_types;
 use crate::error::{PluginError, PluginFailure};
+use crate::inspect::{API_PACKAGE, API_VERSION};
 use crate::kind::PluginKind;
 use crate::limits::PluginLimits;
 use crate::plugin::{Core, PluginIdentity, World};
 use crate::runtime::{PluginRuntime, PluginSpec};
 use crate::store::StoreState;
 use crate::verdict::{self, Verdict};
+
+/// The `gate-inputs` record lowered by reference (no per-call clones).
+mod args;
 
 /// Performance status of a seed's kernel path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,61 +134,44 @@ pub(crate) fn bounds_to_wit(bounds: &BTreeMap<String, ParameterBounds>) -> Vec<w
     bounds.iter().map(|(name, b)| wit_types::ParameterBound { name: name.clone(), min: b.min, max: b.max }).collect()
 }
 
-impl GateInputs {
-    fn to_wit(&self) -> wit::GateInputs {
-        wit::GateInputs {
-            seed_id: self.seed_id.clone(),
-            site: self.site.clone(),
-            blueprint_id: self.blueprint_id.clone(),
-            blueprint_known: self.blueprint_known,
-            current_stage: stage_to_wit(self.current_stage),
-            expected_stage: stage_to_wit(self.expected_stage),
-            reported_stage: stage_to_wit(self.reported_stage),
-            parameters: parameters_to_wit(&self.parameters),
-            parameter_bounds: bounds_to_wit(&self.parameter_bounds),
-            kernel_attached: self.kernel_attached,
-            kernel_verified: self.kernel_verified,
-            fallback_used: self.fallback_used,
-            isolation_violations: self.isolation_violations,
-            max_cosine: self.max_cosine,
-            outputs_finite: self.outputs_finite,
-            loss_window: self.loss_window.clone(),
-            loss_variance_threshold: self.loss_variance_threshold,
-            kernel_latency_us: self.kernel_latency_us,
-            latency_budget_us: self.latency_budget_us,
-            host_registered: self.host_registered,
-            required_layers: self.required_layers.clone(),
-            available_layers: self.available_layers.clone(),
-            interface_matches: self.interface_matches,
-            performance_status: match self.performance_status {
-                PerformanceStatus::Nominal => wit::PerformanceStatus::Nominal,
-                PerformanceStatus::Healthy => wit::PerformanceStatus::Healthy,
-                PerformanceStatus::Degraded => wit::PerformanceStatus::Degraded,
-                PerformanceStatus::Fallback => wit::PerformanceStatus::Fallback,
-                PerformanceStatus::Critical => wit::PerformanceStatus::Critical,
-            },
-            metric_delta: self.metric_delta,
-            metric_tolerance: self.metric_tolerance,
-            reset_clean: self.reset_clean,
-        }
-    }
+pub(crate) struct GateWorld;
+
+/// The gate world pre-instantiated: the generated bindings (which type-check
+/// every export against the world at load) plus where `evaluate` lives.
+#[derive(Clone)]
+pub(crate) struct GatePre {
+    world: GatePluginPre<StoreState>,
+    evaluate: ComponentExportIndex,
 }
 
-pub(crate) struct GateWorld;
+/// One instance: only `evaluate` is looked up (and type-checked) per
+/// instance; `info` is reached through the generated bindings at load.
+pub(crate) struct GateInstance {
+    instance: Instance,
+    evaluate: args::EvaluateFunc,
+}
 
 impl World for GateWorld {
     const KIND: PluginKind = PluginKind::GatePolicy;
-    type Pre = GatePluginPre<StoreState>;
-    type Instance = GateWorldInstance;
+    type Pre = GatePre;
+    type Instance = GateInstance;
 
     fn pre(instance_pre: InstancePre<StoreState>) -> wasmtime::Result<Self::Pre> {
-        GatePluginPre::new(instance_pre)
+        let interface = format!("{API_PACKAGE}/{}@{API_VERSION}", PluginKind::GatePolicy.interface());
+        let component = instance_pre.component();
+        let evaluate = component
+            .get_export_index(None, &interface)
+            .and_then(|iface| component.get_export_index(Some(&iface), "evaluate"))
+            .ok_or_else(|| wasmtime::format_err!("no export `{interface}#evaluate`"))?;
+        Ok(GatePre { world: GatePluginPre::new(instance_pre)?, evaluate })
     }
     fn instantiate(pre: &Self::Pre, store: &mut Store<StoreState>) -> wasmtime::Result<Self::Instance> {
-        pre.instantiate(store)
+        let instance = pre.world.instance_pre().instantiate(&mut *store)?;
+        let evaluate = instance.get_typed_func(&mut *store, pre.evaluate)?;
+        Ok(GateInstance { instance, evaluate })
     }
     fn info(instance: &Self::Instance, store: &mut Store<StoreState>) -> wasmtime::Result<wit_types::PluginInfo> {
-        instance.call_info(store)
+        GateWorldBindings::new(&mut *store, &instance.instance)?.call_info(store)
     }
 }
 
@@ -208,11 +194,10 @@ impl GatePlugin {
 
     /// Evaluates `gate`; any plugin failure is returned as such.
     pub fn try_evaluate(&self, gate: GateId, inputs: &GateInputs) -> Result<Verdict, PluginFailure> {
-        let wit_gate = gate_to_wit(gate);
-        let wit_inputs = inputs.to_wit();
+        let args = args::evaluate_args(gate, inputs);
         let caps = self.core.output_caps();
         self.core.call_validated(
-            |instance, store| instance.esper_kasmina_gate_policy().call_evaluate(store, wit_gate, &wit_inputs),
+            |instance, store| instance.evaluate.call(store, args).map(|(verdict,)| verdict),
             |raw| verdict::validate(raw, caps),
         )
     }

@@ -4,6 +4,9 @@
 //! - [`runtime`]: [`PluginRuntime`] — one engine (epoch interruption, weak
 //!   ticker thread), the linker whose only real import is `log` (every other
 //!   import is a trap), SHA-256 pinning and loading;
+//! - `pool`: instance allocation ([`InstanceAllocation`]) — wasmtime's
+//!   pooling allocator, so a fresh store per call recycles a reset slot
+//!   instead of mapping new memory;
 //! - `cache`: precompiled artifacts keyed by content digest and engine
 //!   configuration ([`CacheOutcome`], [`CacheStats`]);
 //! - [`inspect`]: the declared kind and API version, read from the
@@ -27,6 +30,7 @@ mod error;
 mod kind;
 mod limits;
 mod plugin;
+mod pool;
 mod store;
 mod verdict;
 
@@ -49,6 +53,7 @@ pub use limits::{
     DEFAULT_DEADLINE, DEFAULT_MEMORY_BYTES, EPOCH_TICK, Isolation, MAX_PLUGIN_FILE_BYTES, OutputCaps, PluginLimits,
 };
 pub use plugin::{PluginIdentity, PluginInfo};
+pub use pool::{DEFAULT_POOLED_INSTANCES, InstanceAllocation};
 pub use reload::{PluginSlot, ReloadError};
 pub use runtime::{Pin, PluginRuntime, PluginSpec, RuntimeConfig};
 pub use verdict::Verdict;

@@ -15,6 +15,7 @@ use crate::cache::{ArtifactCache, CacheOutcome, CacheStats, sha256_hex};
 use crate::error::PluginError;
 use crate::inspect::{self, ComponentShape};
 use crate::limits::{EPOCH_TICK, MAX_PLUGIN_FILE_BYTES, OutputCaps, PluginLimits};
+use crate::pool::{self, InstanceAllocation};
 use crate::store::StoreState;
 
 /// How a plugin file is pinned.
@@ -67,6 +68,9 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Caps on plugin outputs.
     pub output_caps: OutputCaps,
+    /// How plugin instances are allocated (default: a pool of
+    /// [`crate::DEFAULT_POOLED_INSTANCES`] recycled slots).
+    pub instance_allocation: InstanceAllocation,
 }
 
 impl RuntimeConfig {
@@ -77,6 +81,7 @@ impl RuntimeConfig {
             fuel_metering: false,
             epoch_tick: EPOCH_TICK,
             output_caps: OutputCaps::default(),
+            instance_allocation: InstanceAllocation::default(),
         }
     }
 }
@@ -118,6 +123,7 @@ impl PluginRuntime {
         // A policy needs little stack; a small one makes runaway recursion
         // trap quickly and keeps a stack overflow cheap.
         wasm.max_wasm_stack(256 << 10);
+        pool::configure(&mut wasm, config.instance_allocation)?;
         let engine = Engine::new(&wasm).map_err(|e| PluginError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         crate::bindings::gate::GatePlugin::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)

@@ -40,6 +40,13 @@ impl StoreState {
     /// Maps any error from instantiating or calling a plugin to a failure kind.
     /// Many failures are not `Trap` values, so anything unrecognised is a trap.
     pub(crate) fn classify(&self, error: &wasmtime::Error, deadline_ms: u128) -> PluginFailure {
+        if crate::pool::is_exhausted(error) {
+            // Host capacity, not plugin behaviour; still fails closed.
+            return PluginFailure::new(
+                FailureKind::Oom,
+                format!("the host's plugin instance pool is exhausted ({})", error.root_cause()),
+            );
+        }
         if let Some(desired) = self.limiter.denied {
             return PluginFailure::new(
                 FailureKind::Oom,

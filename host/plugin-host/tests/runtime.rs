@@ -173,6 +173,31 @@ fn artifacts_are_compiled_once_and_loaded_from_disk() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runtimes sharing one cold cache directory (parallel tests, a daemon and
+/// its CLI) may compile the same plugin at once; every load must succeed.
+#[test]
+fn concurrent_compiles_into_one_cache_all_succeed() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bytes = std::fs::read(artifacts::BLUEPRINT_POLICY)?;
+    let runtimes =
+        (0..4).map(|_| PluginRuntime::new(RuntimeConfig::new(dir.path()))).collect::<Result<Vec<_>, _>>()?;
+    let outcomes = std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            runtimes.iter().map(|runtime| scope.spawn(|| runtime.load_through_disk_cache(&bytes))).collect();
+        handles.into_iter().map(|h| h.join().map_err(|_| anyhow::anyhow!("loader panicked"))).collect::<Vec<_>>()
+    });
+    for outcome in outcomes {
+        let outcome = outcome??;
+        assert!(matches!(outcome, CacheOutcome::Compiled | CacheOutcome::Disk), "{outcome:?}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|name| name.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    Ok(())
+}
+
 #[test]
 fn annotation_plugin_parses_and_the_host_revalidates() -> anyhow::Result<()> {
     let (runtime, _dir) = runtime()?;

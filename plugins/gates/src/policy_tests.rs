@@ -125,6 +125,21 @@ fn g3_checks_mesh_covers_this_sites_layers() {
 }
 
 #[test]
+fn g3_names_missing_layers_in_required_order_over_a_large_mesh() {
+    let g = Gate::G3Interface;
+    let mut inputs = passing(g);
+    inputs.available_layers = (0..128).map(|i| format!("layer{i}")).collect();
+    inputs.required_layers = (0..128).rev().map(|i| format!("layer{i}")).collect();
+    assert!(evaluate(g, &inputs).passed, "every required layer is available, in any order");
+    inputs.required_layers.extend(["gone3", "gone1", "gone2", "gone0", "gone4"].map(String::from));
+    let verdict = evaluate(g, &inputs);
+    assert_eq!(verdict.reason, "mesh_not_covering");
+    let attr = |key: &str| verdict.attributes.iter().find(|a| a.key == key).map(|a| a.value.clone());
+    assert_eq!(attr("missing_count").as_deref(), Some("5"));
+    assert_eq!(attr("missing").as_deref(), Some("gone3,gone1,gone2,gone0"));
+}
+
+#[test]
 fn g4_fails_on_fallback_status_and_regression() {
     let g = Gate::G4SystemImpact;
     assert_eq!(reason(g, |i| i.performance_status = PerformanceStatus::Fallback), "performance_fallback");
