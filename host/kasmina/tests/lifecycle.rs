@@ -242,3 +242,31 @@ fn isolation_violations_fail_g1() {
     assert!(h.run_until("seed-a", SeedStage::Embargoed, 10));
     assert_eq!(gate_failure(&h, &h.events(), "seed-a").map(|g| g.0), Some("G1".to_owned()));
 }
+
+#[test]
+fn a_corrupted_artifact_never_reaches_the_trainer_and_the_seed_is_culled() {
+    let mut h = harness();
+    // Corrupt the published artifact after the catalog recorded its digest.
+    let urza = kasmina_kernels::UrzaLibrary::open(h.dir.path().join("urza")).expect("urza");
+    let entry = urza.entry(MLP_ADAPTER_64).expect("published");
+    let path = urza.artifact_path(&entry);
+    let mut bytes = std::fs::read(&path).expect("artifact");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, bytes).expect("corrupt");
+
+    assert!(h.germinate("seed-a", MLP_ADAPTER_64).accepted);
+    let mut attached = false;
+    for _ in 0..5 {
+        attached |= h.step().iter().any(|d| matches!(d, GraftDirective::Attach { .. }));
+    }
+    assert!(!attached, "a corrupted kernel was handed to the trainer");
+    assert!(h.trainer.seeds.is_empty(), "the trainer holds a kernel");
+    assert_eq!(h.state("seed-a").stage, SeedStage::Embargoed);
+    let events = h.events();
+    assert!(events.iter().any(|e| e.name == "kasmina.kernel.unavailable"), "no kernel-unavailable event");
+    assert_eq!(gate_failure(&h, &events, "seed-a").map(|g| g.0), Some("G1".to_owned()));
+    // The corrupt file was quarantined, and no kernel is served for it.
+    assert!(!path.exists(), "corrupt artifact still in place");
+    assert!(h.host.fetch_kernel(MLP_ADAPTER_64).is_err());
+}

@@ -43,7 +43,8 @@ pub struct Harness {
     pub trainer: SimTrainer,
     pub step: u64,
     next_id: u64,
-    _dir: tempfile::TempDir,
+    /// Holds the Urza library (`urza/`) for the test's lifetime.
+    pub dir: tempfile::TempDir,
 }
 
 pub fn harness() -> Harness {
@@ -75,7 +76,7 @@ pub fn harness_with(settings_toml: &str) -> Harness {
         ],
     })
     .expect("register");
-    Harness { host, key, clock, trainer: SimTrainer::default(), step: 0, next_id: 0, _dir: dir }
+    Harness { host, key, clock, trainer: SimTrainer::default(), step: 0, next_id: 0, dir }
 }
 
 impl Harness {
