@@ -22,7 +22,12 @@ use tch::Device;
 
 /// Grow seeds in a digits classifier while it trains.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    name = "digits",
+    version,
+    about = "Grow seeds in a digits classifier while it trains: a baseline run, then the same run while a \
+             scripted controller germinates a useful and an unstable blueprint through Kasmina's gates."
+)]
 struct Args {
     /// Training steps (mini-batches) per run.
     #[arg(long, default_value_t = 400)]

@@ -3,12 +3,12 @@
 //! choosing which `Arc<dyn KasminaApi>` it holds. Observers turn a client
 //! into a [`TelemetryStream`].
 
-use std::io::{BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use leyline::api::{ApiError, ApiErrorCode, GraftDirective, HostRegistration, HostStatus, KasminaApi, KernelArtifact, StepReport};
 use leyline::protocol::{ClientFrame, PROTOCOL_VERSION, RequestBody, ResponseBody, Role, ServerFrame};
@@ -18,6 +18,12 @@ use crate::codec::{self, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES, 
 
 /// Default bound on one request's round trip (kernel fetches included).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time a caller polls for its answer before sleeping in a
+/// blocking read. Waking a sleeping thread costs tens of microseconds on
+/// virtual machines, more than the daemon takes to answer a step report,
+/// so a short poll roughly halves the round trip; the poll yields the CPU
+/// between tries, so the daemon is never starved of it.
+pub const DEFAULT_SPIN_WAIT: Duration = Duration::from_micros(200);
 
 /// Client limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +34,8 @@ pub struct ClientSettings {
     pub max_response_bytes: u32,
     /// Bound on waiting for one answer; `None` waits forever.
     pub request_timeout: Option<Duration>,
+    /// How long to poll for an answer before a blocking read; zero never polls.
+    pub spin_wait: Duration,
 }
 
 impl Default for ClientSettings {
@@ -36,6 +44,7 @@ impl Default for ClientSettings {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
+            spin_wait: DEFAULT_SPIN_WAIT,
         }
     }
 }
@@ -86,6 +95,12 @@ impl Stream {
             Stream::Tcp(s) => s.set_read_timeout(t),
         }
     }
+    fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_nonblocking(on),
+            Stream::Tcp(s) => s.set_nonblocking(on),
+        }
+    }
 }
 
 impl Read for Stream {
@@ -132,6 +147,29 @@ impl Conn {
         Ok(())
     }
 
+    /// Polls (without blocking) until the answer starts to arrive or
+    /// `spin_wait` passes; the blocking read that follows then finds it
+    /// buffered instead of sleeping until it arrives.
+    fn poll_for_answer(&mut self) -> Result<(), ClientError> {
+        let spin = self.settings.spin_wait;
+        if spin.is_zero() || !self.io.buffer().is_empty() {
+            return Ok(());
+        }
+        self.io.get_ref().set_nonblocking(true).map_err(FrameError::Io)?;
+        let started = Instant::now();
+        let polled = loop {
+            match self.io.fill_buf() {
+                Ok(_) => break Ok(()), // bytes, or EOF for the read to report
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && started.elapsed() < spin => std::thread::yield_now(),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        // Back to blocking reads (bounded by the request timeout) either way.
+        self.io.get_ref().set_nonblocking(false).map_err(FrameError::Io)?;
+        polled.map_err(|e| ClientError::Frame(FrameError::Io(e)))
+    }
+
     fn recv(&mut self) -> Result<ServerFrame, ClientError> {
         Ok(codec::read_frame_blocking(&mut self.io, self.settings.max_response_bytes, &mut self.rbuf)?)
     }
@@ -153,6 +191,7 @@ impl Conn {
 
     fn exchange(&mut self, id: u64, body: RequestBody) -> Result<Result<ResponseBody, ApiError>, ClientError> {
         self.send(&ClientFrame::Request { correlation_id: id, body })?;
+        self.poll_for_answer()?;
         match self.recv()? {
             ServerFrame::Response { correlation_id, body } if correlation_id == id => Ok(body),
             ServerFrame::Response { correlation_id, .. } => Err(ClientError::Protocol(format!("answer to request {correlation_id} while waiting for {id}"))),

@@ -1,48 +1,44 @@
-//! One client connection: handshake, then three parts joined by bounded
-//! queues, so a slow or hostile client can block only itself:
+//! One client connection: an async handshake, then one plain std thread
+//! that reads a request, calls the host and writes the answer itself:
 //!
 //! ```text
-//! socket ─▶ reader (async) ─work─▶ worker (thread: host calls, in order) ─out─▶ writer (async) ─▶ socket
-//!                                                     telemetry hub ─(critical first)─▶ writer
+//! socket ─▶ connection thread (read → role check → host call → write) ─▶ socket
+//!           telemetry hub ─(critical first)─▶ connection task (async) ─▶ socket
 //! ```
-//! The reader stops reading when the work queue is full (the client feels
-//! backpressure through its socket); the worker blocks when the writer's
-//! queue is full; the writer gives up on a client that does not read within
-//! the write timeout. Requests of one connection run in arrival order.
+//! A request costs one wake-up on each side (no hand-offs between threads);
+//! the host is called off the async runtime, in arrival order. The thread
+//! reads the next request only after answering the last, so a client that
+//! floods us feels backpressure through its socket; answers to requests the
+//! client has already queued are batched into one write. The async task
+//! pushes telemetry to subscribers, turns a server shutdown into a read
+//! shutdown (the thread answers what it has read, then says why it closes),
+//! and shuts the socket if the task is aborted. Writes share one lock so
+//! frames never interleave, and every write is bounded by the write timeout.
 
+use std::io::{BufReader, Write};
+use std::net::Shutdown;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use leyline::api::{ApiError, ApiErrorCode, KasminaApi};
 use leyline::protocol::{ClientFrame, PROTOCOL_VERSION, RequestBody, ResponseBody, Role, ServerFrame};
 use leyline::{TelemetryEvent, TelemetryLevel};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::{broadcast, mpsc};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{broadcast, oneshot, watch};
 
-use crate::codec::{self, FrameError};
-use crate::server::ServerSettings;
+use crate::codec::{self, FrameError, LENGTH_PREFIX_BYTES};
+use crate::server::{BlockingStream, Listener, ServerSettings};
 use crate::telemetry::{self, TelemetryHub, TelemetryReceivers};
+
+/// Bytes of answers or telemetry gathered before a write is forced.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
 /// State shared by every connection.
 pub(crate) struct Shared {
     pub api: Arc<dyn KasminaApi>,
     pub settings: ServerSettings,
     pub hub: TelemetryHub,
-}
-
-/// What the reader hands the worker.
-enum Work {
-    Call { id: u64, body: RequestBody },
-    Reply { id: u64, result: Result<ResponseBody, ApiError> },
-    Close(ApiError),
-}
-
-/// What the worker hands the writer.
-enum Outgoing {
-    Frame(ServerFrame),
-    Subscribe { id: u64, min_level: TelemetryLevel },
-    Drain { id: u64 },
-    Close(ApiError),
 }
 
 /// Whether `role` may make this request: controllers command, trainers
@@ -75,16 +71,13 @@ fn request_name(body: &RequestBody) -> &'static str {
 }
 
 /// Serves one accepted connection until the client leaves, breaks the
-/// protocol, or the server shuts down (in-flight requests are answered).
-pub(crate) async fn serve<S>(stream: S, peer: String, shared: Arc<Shared>, mut shutdown: broadcast::Receiver<()>)
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let (rd, mut wr) = tokio::io::split(stream);
-    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+/// protocol, or the server shuts down (the request being served is answered).
+pub(crate) async fn serve<L: Listener>(mut stream: L::Stream, peer: String, shared: Arc<Shared>, mut shutdown: broadcast::Receiver<()>) {
     let settings = &shared.settings;
     let mut buf = Vec::new();
-    let hello = tokio::time::timeout(settings.handshake_timeout, codec::read_frame::<_, ClientFrame>(&mut rd, settings.max_request_bytes, &mut buf)).await;
+    // Unbuffered: a frame is read to its end and no further, so nothing the
+    // client sent after Hello is left behind in an async buffer.
+    let hello = tokio::time::timeout(settings.handshake_timeout, codec::read_frame::<_, ClientFrame>(&mut stream, settings.max_request_bytes, &mut buf)).await;
     let role = match hello {
         Ok(Ok(ClientFrame::Hello { protocol_version, role, client_name })) if protocol_version == PROTOCOL_VERSION => {
             tracing::info!(%peer, role = role.as_str(), client = %client_name, "kasmina.daemon.connected");
@@ -101,78 +94,293 @@ where
                 Err(_) => format!("no Hello within {} ms", settings.handshake_timeout.as_millis()),
             };
             tracing::warn!(%peer, %reason, "kasmina.daemon.handshake_refused");
-            let _ = write_one(&mut wr, &ServerFrame::Refused { reason }, settings).await;
+            let _ = write_one(&mut stream, &ServerFrame::Refused { reason }, settings).await;
             return;
         }
     };
     let welcome = ServerFrame::Welcome { protocol_version: PROTOCOL_VERSION, server: format!("kasminad {}", env!("CARGO_PKG_VERSION")) };
-    if write_one(&mut wr, &welcome, settings).await.is_err() {
+    if write_one(&mut stream, &welcome, settings).await.is_err() {
         return;
     }
     let receivers = shared.hub.subscribe();
-    let (work_tx, work_rx) = mpsc::channel::<Work>(settings.max_in_flight_per_connection);
-    let (out_tx, out_rx) = mpsc::channel::<Outgoing>(settings.outgoing_queue);
-    let worker_shared = Arc::clone(&shared);
-    let spawned = std::thread::Builder::new().name("kasmina-conn".into()).spawn(move || worker(work_rx, out_tx, &worker_shared));
+    let (control, reader, writer) = match split_blocking::<L>(stream, settings) {
+        Ok(parts) => parts,
+        Err(err) => {
+            tracing::error!(%peer, %err, "kasmina.daemon.socket_setup_failed");
+            return;
+        }
+    };
+    // Whatever ends this task (including an abort when the shutdown grace
+    // runs out) closes the socket, so the client is never left hanging.
+    let control = CloseOnDrop(control);
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (done_tx, mut done_rx) = oneshot::channel::<()>();
+    let (pushed_tx, mut pushed_rx) = oneshot::channel::<TelemetryReceivers>();
+    let (level_tx, level_rx) = watch::channel(TelemetryLevel::Info);
+    let conn = Conn {
+        shared: Arc::clone(&shared),
+        role,
+        reader: BufReader::with_capacity(WRITE_BATCH_BYTES, reader),
+        writer: Arc::clone(&writer),
+        stopping: Arc::clone(&stopping),
+        local: Some(receivers),
+        pushed_tx: Some(pushed_tx),
+        level_tx,
+        _done: done_tx,
+    };
+    let spawned = std::thread::Builder::new().name("kasmina-conn".into()).spawn(move || conn.run());
     if let Err(err) = spawned {
         tracing::error!(%err, "kasmina.daemon.worker_spawn_failed");
         return;
     }
-    let writer = tokio::spawn(writer(wr, out_rx, receivers, Arc::clone(&shared)));
 
-    let close = loop {
-        let frame = tokio::select! {
-            biased;
-            _ = shutdown.recv() => break Some(ApiError::new(ApiErrorCode::ShuttingDown, "server shutting down")),
-            _ = work_tx.closed() => break None,
-            frame = codec::read_frame::<_, ClientFrame>(&mut rd, settings.max_request_bytes, &mut buf) => frame,
+    let mut pushed: Option<TelemetryReceivers> = None;
+    let mut handover_open = true;
+    let mut shutting_down = false;
+    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    loop {
+        let (critical, normal) = match pushed.as_mut() {
+            Some(rx) => (Some(&mut rx.critical), Some(&mut rx.normal)),
+            None => (None, None),
         };
-        let work = match frame {
-            Ok(ClientFrame::Request { correlation_id: id, body }) => match check_role(role, &body) {
-                Ok(()) => Work::Call { id, body },
-                Err(err) => Work::Reply { id, result: Err(err) },
-            },
-            Ok(ClientFrame::Hello { .. }) => break Some(ApiError::new(ApiErrorCode::BadRequest, "protocol violation: second Hello")),
-            Err(FrameError::Eof) => break None,
-            Err(err) => {
-                tracing::warn!(%peer, %err, "kasmina.daemon.bad_frame");
-                break Some(ApiError::new(ApiErrorCode::BadRequest, format!("bad frame: {err}")));
+        let next = tokio::select! {
+            biased;
+            _ = &mut done_rx => break,
+            _ = shutdown.recv(), if !shutting_down => Next::Shutdown,
+            handed = &mut pushed_rx, if handover_open => Next::Subscribed(handed.ok()),
+            ev = recv_from(critical) => Next::Critical(ev),
+            ev = recv_from(normal) => Next::Normal(ev),
+        };
+        let min = *level_rx.borrow();
+        match next {
+            Next::Shutdown => {
+                shutting_down = true;
+                stopping.store(true, Ordering::SeqCst);
+                // The thread finishes the request it is serving, answers any
+                // it has already read, then finds the end of input.
+                let _ = control.0.shutdown(Shutdown::Read);
+                continue;
             }
-        };
-        tokio::select! {
-            biased;
-            _ = shutdown.recv() => break Some(ApiError::new(ApiErrorCode::ShuttingDown, "server shutting down")),
-            sent = work_tx.send(work) => if sent.is_err() { break None },
+            Next::Subscribed(handed) => {
+                handover_open = false;
+                pushed = handed;
+                continue;
+            }
+            Next::Critical(ev) => push_event(ev, true, TelemetryLevel::Critical, &mut out, settings),
+            Next::Normal(ev) => push_event(ev, false, min, &mut out, settings),
         }
-    };
-    if let Some(reason) = close {
-        // Queued behind the requests already read, so those are answered first.
-        let _ = work_tx.send(Work::Close(reason)).await;
+        if let Some(rx) = pushed.as_mut() {
+            coalesce_events(rx, min, &mut out, settings);
+        }
+        if out.is_empty() {
+            continue;
+        }
+        let w = Arc::clone(&writer);
+        let batch = std::mem::take(&mut out);
+        match tokio::task::spawn_blocking(move || {
+            w.write(&batch);
+            batch
+        })
+        .await
+        {
+            Ok(mut batch) => {
+                batch.clear();
+                out = batch;
+            }
+            Err(err) => tracing::error!(%err, "kasmina.daemon.telemetry_write_panicked"),
+        }
     }
-    drop(work_tx);
-    let _ = writer.await;
     tracing::debug!(%peer, "kasmina.daemon.disconnected");
 }
 
-/// Runs host calls for one connection, in order, off the async reactor.
-fn worker(mut work_rx: mpsc::Receiver<Work>, out_tx: mpsc::Sender<Outgoing>, shared: &Shared) {
-    while let Some(work) = work_rx.blocking_recv() {
-        let out = match work {
-            Work::Call { id, body: RequestBody::SubscribeTelemetry { min_level } } => Outgoing::Subscribe { id, min_level },
-            Work::Call { id, body: RequestBody::DrainTelemetry } => Outgoing::Drain { id },
-            Work::Call { id, body } => {
-                let api = &*shared.api;
-                let result = std::panic::catch_unwind(AssertUnwindSafe(|| dispatch(api, body)))
-                    .unwrap_or_else(|_| Err(ApiError::new(ApiErrorCode::Internal, "the host panicked while serving this request")));
-                shared.hub.pump(api);
-                Outgoing::Frame(ServerFrame::Response { correlation_id: id, body: result })
-            }
-            Work::Reply { id, result } => Outgoing::Frame(ServerFrame::Response { correlation_id: id, body: result }),
-            Work::Close(reason) => Outgoing::Close(reason),
+/// Three handles on the socket: control (shutdown), the thread's reader,
+/// and the shared writer.
+fn split_blocking<L: Listener>(stream: L::Stream, settings: &ServerSettings) -> std::io::Result<(BlockingStream, BlockingStream, Arc<FrameWriter>)> {
+    let stream = L::into_blocking(stream)?;
+    stream.set_write_timeout(Some(settings.write_timeout))?;
+    let control = stream.try_clone()?;
+    let reader = stream.try_clone()?;
+    Ok((control, reader, Arc::new(FrameWriter { stream: Mutex::new(Some(stream)) })))
+}
+
+struct CloseOnDrop(BlockingStream);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.shutdown(Shutdown::Both);
+    }
+}
+
+/// The write side, shared by the connection thread (answers) and the task
+/// (telemetry); the lock keeps frames whole. `None` once the connection is
+/// closed: nothing may follow a Closing frame.
+struct FrameWriter {
+    stream: Mutex<Option<BlockingStream>>,
+}
+
+impl FrameWriter {
+    /// Writes whole frames; on failure (client gone, or too slow for the
+    /// write timeout) closes the socket and returns false.
+    fn write(&self, bytes: &[u8]) -> bool {
+        let mut guard = match self.stream.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
         };
-        if out_tx.blocking_send(out).is_err() {
-            break; // writer gone: client vanished or was dropped as too slow
+        let Some(stream) = guard.as_mut() else { return false };
+        match stream.write_all(bytes) {
+            Ok(()) => true,
+            Err(err) => {
+                if matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+                    tracing::warn!(bytes = bytes.len(), "kasmina.daemon.slow_consumer_dropped");
+                } else {
+                    tracing::debug!(%err, "kasmina.daemon.write_failed");
+                }
+                let _ = stream.shutdown(Shutdown::Both);
+                *guard = None;
+                false
+            }
         }
+    }
+
+    /// Writes the last frames and closes the socket in one step.
+    fn finish(&self, bytes: &[u8]) {
+        if bytes.is_empty() || self.write(bytes) {
+            let mut guard = match self.stream.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if let Some(stream) = guard.take() {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// How the connection thread's loop ended.
+enum End {
+    /// The client left between frames.
+    Quiet,
+    /// Tell the client why, then close.
+    Close(ApiError),
+    /// The socket is already closed (write failed).
+    Dead,
+}
+
+/// The connection thread's state.
+struct Conn {
+    shared: Arc<Shared>,
+    role: Role,
+    reader: BufReader<BlockingStream>,
+    writer: Arc<FrameWriter>,
+    stopping: Arc<AtomicBool>,
+    /// Receivers while the client drains telemetry itself.
+    local: Option<TelemetryReceivers>,
+    /// Hands the receivers to the task when the client subscribes.
+    pushed_tx: Option<oneshot::Sender<TelemetryReceivers>>,
+    level_tx: watch::Sender<TelemetryLevel>,
+    /// Dropped when the thread ends: tells the task the connection is over.
+    _done: oneshot::Sender<()>,
+}
+
+impl Conn {
+    fn run(mut self) {
+        let settings = self.shared.settings.clone();
+        let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+        let mut held = 0usize;
+        let mut buf = Vec::new();
+        let end = loop {
+            let frame = codec::read_frame_blocking::<_, ClientFrame>(&mut self.reader, settings.max_request_bytes, &mut buf);
+            let stopping = self.stopping.load(Ordering::SeqCst);
+            match frame {
+                Ok(ClientFrame::Request { correlation_id: id, body }) => {
+                    let subscribe = match (&body, check_role(self.role, &body)) {
+                        (_, Err(err)) => {
+                            push_frame(ServerFrame::Response { correlation_id: id, body: Err(err) }, &mut out, &settings);
+                            None
+                        }
+                        (RequestBody::SubscribeTelemetry { min_level }, Ok(())) => Some(*min_level),
+                        (_, Ok(())) => {
+                            let answer = self.answer(body);
+                            push_frame(ServerFrame::Response { correlation_id: id, body: answer }, &mut out, &settings);
+                            None
+                        }
+                    };
+                    if let Some(level) = subscribe {
+                        // The answer goes out before any pushed event.
+                        self.level_tx.send_replace(level);
+                        push_frame(ServerFrame::Response { correlation_id: id, body: Ok(ResponseBody::Subscribed) }, &mut out, &settings);
+                        if !self.writer.write(&out) {
+                            break End::Dead;
+                        }
+                        out.clear();
+                        held = 0;
+                        if let (Some(rx), Some(tx)) = (self.local.take(), self.pushed_tx.take()) {
+                            let _ = tx.send(rx);
+                        }
+                        continue;
+                    }
+                }
+                Ok(ClientFrame::Hello { .. }) => break End::Close(ApiError::new(ApiErrorCode::BadRequest, "protocol violation: second Hello")),
+                Err(_) if stopping => break End::Close(ApiError::new(ApiErrorCode::ShuttingDown, "server shutting down")),
+                Err(FrameError::Eof) => break End::Quiet,
+                Err(err) => {
+                    tracing::warn!(%err, "kasmina.daemon.bad_frame");
+                    break End::Close(ApiError::new(ApiErrorCode::BadRequest, format!("bad frame: {err}")));
+                }
+            }
+            held += 1;
+            // Hold answers back only while the client has another request
+            // queued, so a lone request is answered at once.
+            let more_queued = whole_frame_buffered(self.reader.buffer());
+            if !more_queued || held >= settings.max_in_flight_per_connection || out.len() >= WRITE_BATCH_BYTES {
+                if !self.writer.write(&out) {
+                    break End::Dead;
+                }
+                out.clear();
+                held = 0;
+            }
+        };
+        match end {
+            End::Dead => {}
+            End::Quiet => self.writer.finish(&out),
+            End::Close(reason) => {
+                push_frame(ServerFrame::Closing(reason), &mut out, &settings);
+                self.writer.finish(&out);
+            }
+        }
+    }
+
+    /// Calls the host (never inside the async runtime) and publishes the
+    /// telemetry the call produced before answering.
+    fn answer(&mut self, body: RequestBody) -> Result<ResponseBody, ApiError> {
+        if let RequestBody::DrainTelemetry = body {
+            return match self.local.as_mut() {
+                Some(rx) => {
+                    let mut events = Vec::new();
+                    drain_into(&mut rx.critical, true, &mut events);
+                    drain_into(&mut rx.normal, false, &mut events);
+                    Ok(ResponseBody::Telemetry(events))
+                }
+                None => Err(ApiError::new(ApiErrorCode::BadRequest, "this connection is subscribed: its telemetry is pushed, not drained")),
+            };
+        }
+        let api = &*self.shared.api;
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| dispatch(api, body)))
+            .unwrap_or_else(|_| Err(ApiError::new(ApiErrorCode::Internal, "the host panicked while serving this request")));
+        self.shared.hub.pump(api);
+        result
+    }
+}
+
+/// Whether `buffered` starts with a complete frame (length prefix and all).
+fn whole_frame_buffered(buffered: &[u8]) -> bool {
+    match buffered.get(..LENGTH_PREFIX_BYTES) {
+        Some(prefix) => {
+            let mut len = [0u8; LENGTH_PREFIX_BYTES];
+            len.copy_from_slice(prefix);
+            buffered.len() - LENGTH_PREFIX_BYTES >= u32::from_be_bytes(len) as usize
+        }
+        None => false,
     }
 }
 
@@ -191,77 +399,35 @@ fn dispatch(api: &dyn KasminaApi, body: RequestBody) -> Result<ResponseBody, Api
 }
 
 enum Next {
-    Out(Option<Outgoing>),
+    Shutdown,
+    Subscribed(Option<TelemetryReceivers>),
     Critical(Result<Arc<TelemetryEvent>, broadcast::error::RecvError>),
     Normal(Result<Arc<TelemetryEvent>, broadcast::error::RecvError>),
 }
 
-/// Writes responses and telemetry; CRITICAL telemetry always goes first.
-async fn writer<W: AsyncWrite + Unpin>(mut wr: W, mut out_rx: mpsc::Receiver<Outgoing>, mut rx: TelemetryReceivers, shared: Arc<Shared>) {
-    let settings = &shared.settings;
-    let mut subscribed: Option<TelemetryLevel> = None;
-    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
-    loop {
-        let next = tokio::select! {
-            biased;
-            ev = rx.critical.recv(), if subscribed.is_some() => Next::Critical(ev),
-            out = out_rx.recv() => Next::Out(out),
-            ev = rx.normal.recv(), if subscribed.is_some() => Next::Normal(ev),
-        };
-        let mut closing = false;
-        match next {
-            Next::Out(None) => break,
-            Next::Out(Some(out)) => closing = push_outgoing(out, &mut buf, &mut subscribed, &mut rx, settings),
-            Next::Critical(ev) => push_event(ev, true, TelemetryLevel::Critical, &mut buf, settings),
-            Next::Normal(ev) => push_event(ev, false, subscribed.unwrap_or(TelemetryLevel::Info), &mut buf, settings),
-        }
-        // Coalesce whatever else is ready into the same write.
-        while !closing && buf.len() < 64 * 1024 {
-            match out_rx.try_recv() {
-                Ok(out) => closing = push_outgoing(out, &mut buf, &mut subscribed, &mut rx, settings),
-                Err(_) => break,
-            }
-        }
-        if !buf.is_empty() {
-            match tokio::time::timeout(settings.write_timeout, wr.write_all(&buf)).await {
-                Ok(Ok(())) => buf.clear(),
-                Ok(Err(err)) => {
-                    tracing::debug!(%err, "kasmina.daemon.write_failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::warn!(timeout_ms = settings.write_timeout.as_millis() as u64, "kasmina.daemon.slow_consumer_dropped");
-                    return;
-                }
-            }
-        }
-        if closing {
-            break;
-        }
+/// Next event of a receiver, or never when there is none yet.
+async fn recv_from(rx: Option<&mut broadcast::Receiver<Arc<TelemetryEvent>>>) -> Result<Arc<TelemetryEvent>, broadcast::error::RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
-    let _ = tokio::time::timeout(settings.write_timeout, wr.shutdown()).await;
 }
 
-/// Encodes one outgoing item; returns whether the connection closes after it.
-fn push_outgoing(out: Outgoing, buf: &mut Vec<u8>, subscribed: &mut Option<TelemetryLevel>, rx: &mut TelemetryReceivers, settings: &ServerSettings) -> bool {
-    match out {
-        Outgoing::Frame(frame) => push_frame(frame, buf, settings),
-        Outgoing::Subscribe { id, min_level } => {
-            *subscribed = Some(min_level);
-            push_frame(ServerFrame::Response { correlation_id: id, body: Ok(ResponseBody::Subscribed) }, buf, settings);
-        }
-        Outgoing::Drain { id } => {
-            let mut events = Vec::new();
-            drain_into(&mut rx.critical, true, &mut events);
-            drain_into(&mut rx.normal, false, &mut events);
-            push_frame(ServerFrame::Response { correlation_id: id, body: Ok(ResponseBody::Telemetry(events)) }, buf, settings);
-        }
-        Outgoing::Close(reason) => {
-            push_frame(ServerFrame::Closing(reason), buf, settings);
-            return true;
+/// Adds events that are already waiting to the same write, CRITICAL first.
+fn coalesce_events(rx: &mut TelemetryReceivers, min: TelemetryLevel, out: &mut Vec<u8>, settings: &ServerSettings) {
+    let mut frames = 1usize;
+    for (critical, level) in [(true, TelemetryLevel::Critical), (false, min)] {
+        let channel = if critical { &mut rx.critical } else { &mut rx.normal };
+        while frames < settings.outgoing_queue && out.len() < WRITE_BATCH_BYTES {
+            let ev = match channel.try_recv() {
+                Ok(ev) => Ok(ev),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => Err(broadcast::error::RecvError::Lagged(n)),
+                Err(_) => break,
+            };
+            push_event(ev, critical, level, out, settings);
+            frames += 1;
         }
     }
-    false
 }
 
 fn drain_into(rx: &mut broadcast::Receiver<Arc<TelemetryEvent>>, critical: bool, events: &mut Vec<TelemetryEvent>) {

@@ -23,6 +23,10 @@ use crate::codec::{self, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES};
 use crate::connection::{self, Shared};
 use crate::telemetry::TelemetryHub;
 
+#[path = "blocking_stream.rs"]
+mod blocking_stream;
+pub use blocking_stream::BlockingStream;
+
 /// Default bound on simultaneous connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// Default requests a connection may have read but not yet answered.
@@ -45,9 +49,11 @@ pub struct ServerSettings {
     pub max_response_bytes: u32,
     /// Simultaneous connections; more are refused with a reason.
     pub max_connections: usize,
-    /// Requests read but not yet answered, per connection (backpressure).
+    /// Answers a connection may hold back to write in one batch while the
+    /// client has further requests queued (pipelining); requests are read
+    /// only as they are served, so the socket buffer is the backpressure.
     pub max_in_flight_per_connection: usize,
-    /// Frames queued for one connection's writer.
+    /// Telemetry frames coalesced into one write to a subscriber.
     pub outgoing_queue: usize,
     /// Time a client has to send Hello.
     pub handshake_timeout: Duration,
@@ -147,6 +153,9 @@ pub trait Listener: Send + 'static {
     /// Writes without waiting (used to refuse a connection over the limit
     /// without spending a task on it).
     fn try_write_now(stream: &Self::Stream, bytes: &[u8]) -> io::Result<usize>;
+    /// Takes a stream off the reactor after the handshake: its connection
+    /// thread then reads, calls the host and answers on it directly.
+    fn into_blocking(stream: Self::Stream) -> io::Result<BlockingStream>;
 }
 
 impl Listener for UnixListener {
@@ -157,6 +166,9 @@ impl Listener for UnixListener {
     }
     fn try_write_now(stream: &UnixStream, bytes: &[u8]) -> io::Result<usize> {
         stream.try_write(bytes)
+    }
+    fn into_blocking(stream: UnixStream) -> io::Result<BlockingStream> {
+        BlockingStream::from_tokio_unix(stream)
     }
 }
 
@@ -170,6 +182,9 @@ impl Listener for TcpListener {
     }
     fn try_write_now(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
         stream.try_write(bytes)
+    }
+    fn into_blocking(stream: TcpStream) -> io::Result<BlockingStream> {
+        BlockingStream::from_tokio_tcp(stream)
     }
 }
 
@@ -200,7 +215,7 @@ pub async fn run<L: Listener>(mut listener: L, api: Arc<dyn KasminaApi>, setting
                         let shared = Arc::clone(&shared);
                         let rx = notify_shutdown.subscribe();
                         conns.spawn(async move {
-                            connection::serve(stream, peer, shared, rx).await;
+                            connection::serve::<L>(stream, peer, shared, rx).await;
                             drop(permit);
                         });
                     }
