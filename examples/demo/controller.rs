@@ -89,14 +89,13 @@ impl Controller {
         }
         if !self.fossilize_sent {
             let states = api.seed_states()?;
-            if let Some(s) = states.iter().find(|s| s.seed_id == self.good_seed) {
-                if ready_to_fossilize(s, self.plan.probation_steps) {
+            if let Some(s) = states.iter().find(|s| s.seed_id == self.good_seed)
+                && ready_to_fossilize(s, self.plan.probation_steps) {
                     let (seed, bp) = (self.good_seed.clone(), self.good_blueprint.clone());
                     let outcome = self.send(api, &seed, SeedOperation::Fossilize, &bp, "RESIDUAL")?;
                     timeline.push(TimelineEntry::command(step, &seed, "FOSSILIZE", &bp, &outcome));
                     self.fossilize_sent = true;
                 }
-            }
         }
         Ok(())
     }

@@ -163,13 +163,12 @@ pub fn train(config: &TrainConfig, data: &Split, mut control: Option<Control<'_>
         loss.backward();
         for (id, seed) in seeds.iter_mut() {
             seed.violations = 0;
-            if matches!(seed.slot.stage(), SeedStage::Training | SeedStage::Blending) {
-                if let Some(kernel) = seed.slot.kernel() {
+            if matches!(seed.slot.stage(), SeedStage::Training | SeedStage::Blending)
+                && let Some(kernel) = seed.slot.kernel() {
                     let report = isolation.check(id, step, &host_params, &kernel.parameters())?;
                     seed.violations = u32::from(report.violation);
                     seed.max_cosine = report.cosine.unwrap_or(0.0);
                 }
-            }
         }
         opt.step();
         optimizers.step()?;

@@ -2,6 +2,9 @@
 //! describe the same host as the embedded demo, or the two modes would take
 //! different decisions.
 
+// Tests: a failed expectation should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[test]
 fn daemon_settings_file_matches_the_embedded_demo() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("digits/daemon.toml");

@@ -3,6 +3,9 @@
 //! culled by G2 for non-finite outputs, seeds must not cost accuracy, and
 //! both modes must make exactly the same decisions at the same steps.
 
+// Tests: a failed expectation should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

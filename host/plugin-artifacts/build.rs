@@ -133,10 +133,10 @@ fn outer_target_dir(out_dir: &Path) -> Result<PathBuf, String> {
     if target.join("CACHEDIR.TAG").exists() {
         return Ok(target.to_path_buf());
     }
-    if let Some(parent) = target.parent() {
-        if parent.join("CACHEDIR.TAG").exists() {
-            target = parent;
-        }
+    if let Some(parent) = target.parent()
+        && parent.join("CACHEDIR.TAG").exists()
+    {
+        target = parent;
     }
     Ok(target.to_path_buf())
 }

@@ -89,6 +89,7 @@ impl TelemetrySink for MemorySink {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

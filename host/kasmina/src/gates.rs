@@ -365,6 +365,7 @@ fn performance_status(seed: &SeedContext, env: &GateEnvironment, budget_us: u64)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -302,11 +302,10 @@ impl EmbeddedHost {
 
     /// Stops background work (nonce purger, prefetch) within the bound.
     pub fn shutdown(&self) {
-        if let Some(purger) = self.purger.lock().unwrap_or_else(PoisonError::into_inner).take() {
-            if let Err(err) = purger.stop(self.shutdown_timeout) {
+        if let Some(purger) = self.purger.lock().unwrap_or_else(PoisonError::into_inner).take()
+            && let Err(err) = purger.stop(self.shutdown_timeout) {
                 tracing::error!(%err, "kasmina.host.purger_stop_failed");
             }
-        }
         let report = self.manager.kernels().shutdown();
         tracing::info!(?report, "kasmina.host.shutdown");
     }

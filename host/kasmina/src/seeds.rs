@@ -150,14 +150,13 @@ impl SeedManager {
     pub fn register_host(&self, registration: HostRegistration) -> Result<(), String> {
         validate_registration(&registration)?;
         let mut st = self.lock();
-        if let Some(existing) = &st.registration {
-            if existing.training_run_id != registration.training_run_id && st.seeds.values().any(|s| s.stage.is_active()) {
+        if let Some(existing) = &st.registration
+            && existing.training_run_id != registration.training_run_id && st.seeds.values().any(|s| s.stage.is_active()) {
                 return Err(format!(
                     "training run {} has active seeds; cannot re-register as {}",
                     existing.training_run_id, registration.training_run_id
                 ));
             }
-        }
         for slot in &registration.slots {
             if !st.seeds.contains_key(&slot.seed_id) {
                 let mut seed = SeedContext::new(&slot.seed_id, &slot.site);

@@ -461,11 +461,10 @@ impl Settings {
             ("plugins.blueprint_policy.sha256", &p.blueprint_policy),
             ("plugins.shadow_gates.sha256", &p.shadow_gates),
         ] {
-            if let Some(plugin) = plugin {
-                if plugin.sha256.len() != 64 || !plugin.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if let Some(plugin) = plugin
+                && (plugin.sha256.len() != 64 || !plugin.sha256.bytes().all(|b| b.is_ascii_hexdigit())) {
                     return invalid(key, "must be 64 hex characters (the file's SHA-256)");
                 }
-            }
         }
         let b = &self.breaker;
         nonzero("breaker.failure_threshold", u64::from(b.failure_threshold))?;
@@ -515,6 +514,7 @@ fn unit_interval_open_low(key: &'static str, value: f64) -> Result<(), SettingsE
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

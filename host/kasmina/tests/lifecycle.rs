@@ -1,6 +1,9 @@
 //! The seed lifecycle end to end on real plugins, real Urza files and real
 //! libtorch kernel loads (issue 6 "done when").
 
+// Tests: a failed expectation should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod harness;
 
 use harness::{Harness, SITE, harness, harness_with};

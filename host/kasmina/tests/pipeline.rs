@@ -2,6 +2,9 @@
 //! SPEC.md §3 leaves seeds and directives untouched; pipeline refusals name
 //! what to fix.
 
+// Tests: a failed expectation should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod harness;
 
 use harness::{RUN, harness};

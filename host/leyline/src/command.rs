@@ -258,6 +258,7 @@ pub fn canonical_bytes(command: &AdaptationCommand) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -226,6 +226,7 @@ impl std::fmt::Display for GateId {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use SeedStage::*;

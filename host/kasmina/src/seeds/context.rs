@@ -148,11 +148,10 @@ impl SeedContext {
         }
         // A trainer running a kernel other than the verified one is a
         // fallback, whatever it claims.
-        if let (Some(k), Some(reported)) = (&self.kernel, &report.kernel_sha256) {
-            if report.kernel_attached && k.sha256 != *reported {
+        if let (Some(k), Some(reported)) = (&self.kernel, &report.kernel_sha256)
+            && report.kernel_attached && k.sha256 != *reported {
                 self.fallback_used = true;
             }
-        }
         self.outputs_finite = report.outputs_finite;
         self.output_shape_ok = report.output_shape_ok;
         if report.kernel_attached {

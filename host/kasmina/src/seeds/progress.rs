@@ -40,11 +40,10 @@ impl SeedManager {
                 report.training_run_id, registration.training_run_id
             ));
         }
-        if let Some(last) = st.last_step {
-            if report.step <= last {
+        if let Some(last) = st.last_step
+            && report.step <= last {
                 return Err(format!("step {} does not follow the last reported step {last}", report.step));
             }
-        }
         for seed_report in &report.seeds {
             if !st.seeds.contains_key(&seed_report.seed_id) {
                 return Err(format!("report names unknown seed {:?}", seed_report.seed_id));
@@ -52,11 +51,10 @@ impl SeedManager {
         }
         // Checked whole; now apply.
         st.last_step = Some(report.step);
-        if let Some(metric) = report.global_metric {
-            if metric.is_finite() {
+        if let Some(metric) = report.global_metric
+            && metric.is_finite() {
                 st.latest_metric = Some(metric);
             }
-        }
         let window = self.settings.gates.loss_window;
         let latest_metric = st.latest_metric;
         for seed in st.seeds.values_mut() {

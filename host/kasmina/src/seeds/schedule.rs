@@ -21,6 +21,7 @@ pub fn ramp_alpha(step: u64, total: u64, temperature: f64) -> f64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -3,7 +3,7 @@
 //! fixtures in a temp dir, real libtorch kernel loads, signed commands and an
 //! injected clock. `SimTrainer` plays the trainer: it applies directives and
 //! reports what a trainer would measure; tests override the measurements.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -236,7 +236,7 @@ impl SimTrainer {
     }
 
     pub fn report(&self, step: u64) -> StepReport {
-        let jitter = if step % 2 == 0 { self.m.loss_jitter } else { -self.m.loss_jitter };
+        let jitter = if step.is_multiple_of(2) { self.m.loss_jitter } else { -self.m.loss_jitter };
         let seeds = self
             .seeds
             .iter()
