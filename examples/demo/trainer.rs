@@ -333,24 +333,33 @@ fn apply(
             let mut slot = SeedSlot::new(&seed_id, SITE, tensor_spec(&blend)?, schedule)?;
             slot.transition(SeedStage::Germinated)?;
             slot.attach_kernel(Box::new(kernel))?;
-            if optimizers.leave(&seed_id) {
+            // Ownership is recorded at graft time; the parameters join an
+            // optimizer only when the seed starts training (Stage directive).
+            optimizers.leave(&seed_id);
+            if registry.seeds().any(|s| s == seed_id) {
                 registry.deregister_seed(&seed_id)?;
             }
             registry.register_seed(&seed_id, &params)?;
-            optimizers.join(&seed_id, &params, registry, SeedOptimizerConfig::Adam { lr: config.learning_rate, beta1: 0.9, beta2: 0.999, weight_decay: 0.0 })?;
             seeds.insert(seed_id, Seed { slot, sha256: artifact_sha256, failed: None, latency_us: 0, violations: 0, max_cosine: 0.0 });
         }
         GraftDirective::Stage { seed_id, stage, alpha } => {
             let seed = seeds.get_mut(&seed_id).with_context(|| format!("stage directive for unknown seed {seed_id}"))?;
             if seed.slot.stage() != stage {
                 seed.slot.transition(stage)?;
+                if stage == SeedStage::Training {
+                    if let Some(kernel) = seed.slot.kernel() {
+                        let adam = SeedOptimizerConfig::Adam { lr: learning_rate_at(config, step), beta1: 0.9, beta2: 0.999, weight_decay: 0.0 };
+                        optimizers.join(&seed_id, &kernel.parameters(), registry, adam)?;
+                    }
+                }
             }
             if stage == SeedStage::Blending {
                 seed.slot.set_directed_alpha(alpha)?;
             }
         }
         GraftDirective::Detach { seed_id, reason } => {
-            if optimizers.leave(&seed_id) {
+            optimizers.leave(&seed_id);
+            if registry.seeds().any(|s| s == seed_id) {
                 registry.deregister_seed(&seed_id)?;
             }
             if seeds.remove(&seed_id).is_some() {
