@@ -50,7 +50,13 @@ pub struct Apis<'a> {
 }
 
 /// Runs the baseline and then the seeded run.
-pub fn run(config: &TrainConfig, data: &Split, apis: Apis<'_>, controller: &mut Controller, progress: bool) -> Result<Outcome> {
+pub fn run(
+    config: &TrainConfig,
+    data: &Split,
+    apis: Apis<'_>,
+    controller: &mut Controller,
+    progress: bool,
+) -> Result<Outcome> {
     let started = Instant::now();
     if progress {
         eprintln!("baseline: the host network alone");
@@ -60,7 +66,8 @@ pub fn run(config: &TrainConfig, data: &Split, apis: Apis<'_>, controller: &mut 
         eprintln!("baseline done in {:.1} s; now with seeds", started.elapsed().as_secs_f64());
     }
     let mut timeline = Vec::new();
-    let seeded = trainer::train(config, data, Some(trainer::Control { apis, controller, timeline: &mut timeline }), progress)?;
+    let seeded =
+        trainer::train(config, data, Some(trainer::Control { apis, controller, timeline: &mut timeline }), progress)?;
     let seeds = apis.controller.seed_states()?;
     Ok(Outcome { baseline, seeded, timeline, seeds })
 }

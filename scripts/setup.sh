@@ -41,6 +41,12 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
 
+# rustfmt: scripts/test.sh checks formatting
+if ! rustup component list --installed 2>/dev/null | grep -q '^rustfmt'; then
+    say "adding rustup component rustfmt"
+    rustup component add rustfmt
+fi
+
 # (a) slim libtorch ---------------------------------------------------------
 if [[ "${KASMINA_SKIP_LIBTORCH:-0}" != 1 ]]; then
     if [[ -f "$LIBTORCH_DIR/build-version" ]] && [[ "$(cat "$LIBTORCH_DIR/build-version")" == "$BUILD_VERSION" ]]; then

@@ -15,5 +15,9 @@ if cargo tree --locked -p leyline -e normal,build --prefix none | grep -qE '^(wa
     echo "[test] FAIL: leyline depends on wasmtime or tch (cargo tree -p leyline)" >&2
     exit 1
 fi
+if ! cargo fmt --all --check >/dev/null; then
+    echo "[test] FAIL: code is not formatted; run: cargo fmt --all" >&2
+    exit 1
+fi
 echo "[test] cargo test --workspace (first run compiles libtorch bindings and wasmtime: several minutes)" >&2
 exec cargo test --workspace --locked "$@"

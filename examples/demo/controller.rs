@@ -52,7 +52,14 @@ impl std::fmt::Debug for Controller {
 
 impl Controller {
     /// A controller signing with `key` for training run `run_id`.
-    pub fn new(key: HmacKey, plan: Plan, run_id: &str, site: &str, seeds: (&str, &str), blueprints: (&str, &str)) -> Self {
+    pub fn new(
+        key: HmacKey,
+        plan: Plan,
+        run_id: &str,
+        site: &str,
+        seeds: (&str, &str),
+        blueprints: (&str, &str),
+    ) -> Self {
         Controller {
             key,
             plan,
@@ -90,17 +97,25 @@ impl Controller {
         if !self.fossilize_sent {
             let states = api.seed_states()?;
             if let Some(s) = states.iter().find(|s| s.seed_id == self.good_seed)
-                && ready_to_fossilize(s, self.plan.probation_steps) {
-                    let (seed, bp) = (self.good_seed.clone(), self.good_blueprint.clone());
-                    let outcome = self.send(api, &seed, SeedOperation::Fossilize, &bp, "RESIDUAL")?;
-                    timeline.push(TimelineEntry::command(step, &seed, "FOSSILIZE", &bp, &outcome));
-                    self.fossilize_sent = true;
-                }
+                && ready_to_fossilize(s, self.plan.probation_steps)
+            {
+                let (seed, bp) = (self.good_seed.clone(), self.good_blueprint.clone());
+                let outcome = self.send(api, &seed, SeedOperation::Fossilize, &bp, "RESIDUAL")?;
+                timeline.push(TimelineEntry::command(step, &seed, "FOSSILIZE", &bp, &outcome));
+                self.fossilize_sent = true;
+            }
         }
         Ok(())
     }
 
-    fn send(&mut self, api: &dyn KasminaApi, seed: &str, op: SeedOperation, blueprint: &str, blend: &str) -> Result<Outcome> {
+    fn send(
+        &mut self,
+        api: &dyn KasminaApi,
+        seed: &str,
+        op: SeedOperation,
+        blueprint: &str,
+        blend: &str,
+    ) -> Result<Outcome> {
         self.sent += 1;
         let mut annotations = BTreeMap::new();
         annotations.insert("training_run_id".to_owned(), self.run_id.clone());
@@ -114,7 +129,11 @@ impl Controller {
             execution_deadline_ms: None,
             issued_at_ms: Some(u64::try_from(now)?),
             issued_by: "digits-demo-controller".to_owned(),
-            payload: CommandPayload::Seed(SeedCommand { operation: op, blueprint_id: blueprint.to_owned(), parameters: BTreeMap::new() }),
+            payload: CommandPayload::Seed(SeedCommand {
+                operation: op,
+                blueprint_id: blueprint.to_owned(),
+                parameters: BTreeMap::new(),
+            }),
             annotations,
             signature: None,
         };

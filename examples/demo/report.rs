@@ -30,14 +30,30 @@ impl TimelineEntry {
     pub fn command(step: u64, seed: &str, op: &str, blueprint: &str, outcome: &CommandOutcome) -> Self {
         let reason = match &outcome.reason {
             None => format!("{op} {blueprint}"),
-            Some(r) => format!("{op} {blueprint}: {r} {}", outcome.attributes.get("detail").map(String::as_str).unwrap_or("")),
+            Some(r) => {
+                format!("{op} {blueprint}: {r} {}", outcome.attributes.get("detail").map(String::as_str).unwrap_or(""))
+            }
         };
-        TimelineEntry { step, seed_id: seed.to_owned(), kind: "command".to_owned(), what: op.to_owned(), passed: Some(outcome.accepted), reason }
+        TimelineEntry {
+            step,
+            seed_id: seed.to_owned(),
+            kind: "command".to_owned(),
+            what: op.to_owned(),
+            passed: Some(outcome.accepted),
+            reason,
+        }
     }
 
     /// A trainer-side note.
     pub fn note(step: u64, seed: &str, text: String) -> Self {
-        TimelineEntry { step, seed_id: seed.to_owned(), kind: "note".to_owned(), what: String::new(), passed: None, reason: text }
+        TimelineEntry {
+            step,
+            seed_id: seed.to_owned(),
+            kind: "note".to_owned(),
+            what: String::new(),
+            passed: None,
+            reason: text,
+        }
     }
 
     /// The timeline line for a telemetry event, if it is one.

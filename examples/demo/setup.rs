@@ -37,7 +37,9 @@ pub fn settings() -> Result<Settings> {
 pub fn fresh_key() -> Result<HmacKey> {
     use rand::RngCore;
     let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.try_fill_bytes(&mut bytes).map_err(|e| anyhow::anyhow!("no OS randomness for the HMAC key: {e}"))?;
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("no OS randomness for the HMAC key: {e}"))?;
     Ok(HmacKey::from_bytes(&bytes)?)
 }
 

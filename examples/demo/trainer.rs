@@ -14,8 +14,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use kasmina_core::{MemorySink, SystemClock};
 use kasmina_tensor::{
-    AlphaSchedule, BlendSpec, ConfidenceGate, ForwardCtx, IsolationConfig, IsolationMonitor, ParameterRegistry, ScheduleConfig,
-    ScriptedKernel, SeedKernel, SeedOptimizerConfig, SeedOptimizers, SeedSlot,
+    AlphaSchedule, BlendSpec, ConfidenceGate, ForwardCtx, IsolationConfig, IsolationMonitor, ParameterRegistry,
+    ScheduleConfig, ScriptedKernel, SeedKernel, SeedOptimizerConfig, SeedOptimizers, SeedSlot,
 };
 use leyline::api::{GraftDirective, HostRegistration, KasminaApi, SeedStepReport, SiteSpec, SlotSpec, StepReport};
 use leyline::{BlendMode, Dim, SeedStage};
@@ -114,14 +114,23 @@ pub fn train(config: &TrainConfig, data: &Split, mut control: Option<Control<'_>
     // Isolation is measured for real; its events go to the host via the
     // step report (violations, cosine), so the local sink only bounds them.
     let mut isolation = IsolationMonitor::new(
-        IsolationConfig { cosine_threshold: 0.1, samples_per_param: 256, violations_to_trip: 3, window_steps: 100, fail_fast: false },
+        IsolationConfig {
+            cosine_threshold: 0.1,
+            samples_per_param: 256,
+            violations_to_trip: 3,
+            window_steps: 100,
+            fail_fast: false,
+        },
         std::sync::Arc::new(SystemClock),
         std::sync::Arc::new(MemorySink::new(256)),
     )?;
     if let Some(c) = control.as_mut() {
         c.apis.trainer.register_host(HostRegistration {
             training_run_id: RUN_ID.to_owned(),
-            sites: vec![SiteSpec { name: SITE.to_owned(), feature_shape: vec![Dim::Batch, Dim::Fixed(config.hidden as u64)] }],
+            sites: vec![SiteSpec {
+                name: SITE.to_owned(),
+                feature_shape: vec![Dim::Batch, Dim::Fixed(config.hidden as u64)],
+            }],
             slots: SLOTS.iter().map(|s| SlotSpec { seed_id: (*s).to_owned(), site: SITE.to_owned() }).collect(),
         })?;
     }
@@ -164,11 +173,12 @@ pub fn train(config: &TrainConfig, data: &Split, mut control: Option<Control<'_>
         for (id, seed) in seeds.iter_mut() {
             seed.violations = 0;
             if matches!(seed.slot.stage(), SeedStage::Training | SeedStage::Blending)
-                && let Some(kernel) = seed.slot.kernel() {
-                    let report = isolation.check(id, step, &host_params, &kernel.parameters())?;
-                    seed.violations = u32::from(report.violation);
-                    seed.max_cosine = report.cosine.unwrap_or(0.0);
-                }
+                && let Some(kernel) = seed.slot.kernel()
+            {
+                let report = isolation.check(id, step, &host_params, &kernel.parameters())?;
+                seed.violations = u32::from(report.violation);
+                seed.max_cosine = report.cosine.unwrap_or(0.0);
+            }
         }
         opt.step();
         optimizers.step()?;
@@ -281,7 +291,11 @@ fn seed_report(id: &str, s: &Seed, task_loss: f64) -> SeedStepReport {
     let attached = s.slot.kernel().is_some();
     let running = matches!(
         s.slot.stage(),
-        SeedStage::Training | SeedStage::Blending | SeedStage::Shadowing | SeedStage::Probationary | SeedStage::Fossilized
+        SeedStage::Training
+            | SeedStage::Blending
+            | SeedStage::Shadowing
+            | SeedStage::Probationary
+            | SeedStage::Fossilized
     );
     SeedStepReport {
         seed_id: id.to_owned(),
@@ -321,7 +335,11 @@ fn apply(
             let digest = hex(&Sha256::digest(&artifact.bytes));
             if digest != artifact_sha256 || artifact.sha256 != artifact_sha256 {
                 // Never graft bytes other than the ones the directive names.
-                timeline.push(TimelineEntry::note(step, &seed_id, format!("refused kernel {blueprint_id}: digest {digest} != {artifact_sha256}")));
+                timeline.push(TimelineEntry::note(
+                    step,
+                    &seed_id,
+                    format!("refused kernel {blueprint_id}: digest {digest} != {artifact_sha256}"),
+                ));
                 return Ok(());
             }
             let vs = nn::VarStore::new(config.device);
@@ -340,17 +358,26 @@ fn apply(
                 registry.deregister_seed(&seed_id)?;
             }
             registry.register_seed(&seed_id, &params)?;
-            seeds.insert(seed_id, Seed { slot, sha256: artifact_sha256, failed: None, latency_us: 0, violations: 0, max_cosine: 0.0 });
+            seeds.insert(
+                seed_id,
+                Seed { slot, sha256: artifact_sha256, failed: None, latency_us: 0, violations: 0, max_cosine: 0.0 },
+            );
         }
         GraftDirective::Stage { seed_id, stage, alpha } => {
-            let seed = seeds.get_mut(&seed_id).with_context(|| format!("stage directive for unknown seed {seed_id}"))?;
+            let seed =
+                seeds.get_mut(&seed_id).with_context(|| format!("stage directive for unknown seed {seed_id}"))?;
             if seed.slot.stage() != stage {
                 seed.slot.transition(stage)?;
-                if stage == SeedStage::Training {
-                    if let Some(kernel) = seed.slot.kernel() {
-                        let adam = SeedOptimizerConfig::Adam { lr: learning_rate_at(config, step), beta1: 0.9, beta2: 0.999, weight_decay: 0.0 };
-                        optimizers.join(&seed_id, &kernel.parameters(), registry, adam)?;
-                    }
+                if stage == SeedStage::Training
+                    && let Some(kernel) = seed.slot.kernel()
+                {
+                    let adam = SeedOptimizerConfig::Adam {
+                        lr: learning_rate_at(config, step),
+                        beta1: 0.9,
+                        beta2: 0.999,
+                        weight_decay: 0.0,
+                    };
+                    optimizers.join(&seed_id, &kernel.parameters(), registry, adam)?;
                 }
             }
             if stage == SeedStage::Blending {
@@ -373,7 +400,11 @@ fn apply(
         }
         GraftDirective::DropTeacher => {}
         GraftDirective::Optimizer { optimizer_id, .. } => {
-            timeline.push(TimelineEntry::note(step, "-", format!("optimizer {optimizer_id} settings received (the demo keeps its own)")));
+            timeline.push(TimelineEntry::note(
+                step,
+                "-",
+                format!("optimizer {optimizer_id} settings received (the demo keeps its own)"),
+            ));
         }
     }
     Ok(())

@@ -101,7 +101,8 @@ fn main() -> Result<()> {
             let trainer = connect(leyline::protocol::Role::Trainer, "digits-demo-trainer")?;
             let controller_conn = connect(leyline::protocol::Role::Controller, "digits-demo-controller")?;
             let mut controller = Controller::demo(key, plan);
-            let apis = demo::Apis { trainer: &trainer as &dyn KasminaApi, controller: &controller_conn as &dyn KasminaApi };
+            let apis =
+                demo::Apis { trainer: &trainer as &dyn KasminaApi, controller: &controller_conn as &dyn KasminaApi };
             ("daemon", demo::run(&config, &data, apis, &mut controller, true)?)
         }
     };

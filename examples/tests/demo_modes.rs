@@ -38,7 +38,11 @@ fn plan(s: &kasmina::Settings) -> Plan {
 fn check_outcome(o: &Outcome) {
     let stage = |id: &str| o.seeds.iter().find(|s| s.seed_id == id).map(|s| s.stage);
     assert_eq!(stage("seed-a"), Some(SeedStage::Fossilized), "good seed: {:#?}", o.timeline);
-    assert!(matches!(stage("seed-b"), Some(SeedStage::Embargoed | SeedStage::Culled)), "bad seed: {:?}", stage("seed-b"));
+    assert!(
+        matches!(stage("seed-b"), Some(SeedStage::Embargoed | SeedStage::Culled)),
+        "bad seed: {:?}",
+        stage("seed-b")
+    );
     let failed_gate = o
         .timeline
         .iter()
@@ -76,7 +80,8 @@ fn embedded_and_daemon_runs_make_the_same_decisions() {
     let p = plan(&s);
     let host = setup::embedded_host(s, key.clone(), urza.path()).expect("embedded host");
     let mut controller = Controller::demo(key, p);
-    let embedded = demo::run(&config, &data, Apis { trainer: &host, controller: &host }, &mut controller, false).expect("embedded run");
+    let embedded = demo::run(&config, &data, Apis { trainer: &host, controller: &host }, &mut controller, false)
+        .expect("embedded run");
     check_outcome(&embedded);
     drop(host);
 
@@ -85,15 +90,22 @@ fn embedded_and_daemon_runs_make_the_same_decisions() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = settings();
     let p = plan(&s);
-    let host: Arc<dyn KasminaApi> = Arc::new(setup::embedded_host(s, key.clone(), &dir.path().join("urza")).expect("host"));
+    let host: Arc<dyn KasminaApi> =
+        Arc::new(setup::embedded_host(s, key.clone(), &dir.path().join("urza")).expect("host"));
     let socket = dir.path().join("kasmina.sock");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server_socket = socket.clone();
     let server = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        runtime.block_on(kasmina_daemon::serve_unix(&server_socket, host, kasmina_daemon::ServerSettings::default(), async {
-            let _ = stop_rx.await;
-        }))
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        runtime.block_on(kasmina_daemon::serve_unix(
+            &server_socket,
+            host,
+            kasmina_daemon::ServerSettings::default(),
+            async {
+                let _ = stop_rx.await;
+            },
+        ))
     });
     let connect = |role, name| {
         for _ in 0..200 {

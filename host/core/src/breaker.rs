@@ -72,7 +72,12 @@ impl std::fmt::Debug for CircuitBreaker {
 impl CircuitBreaker {
     /// A CLOSED breaker. Zero thresholds are raised to 1 (settings validation
     /// refuses zeros before they get here; this keeps the invariant local).
-    pub fn new(name: impl Into<String>, config: BreakerConfig, clock: Arc<dyn Clock>, sink: Arc<dyn TelemetrySink>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        config: BreakerConfig,
+        clock: Arc<dyn Clock>,
+        sink: Arc<dyn TelemetrySink>,
+    ) -> Self {
         let config = BreakerConfig {
             failure_threshold: config.failure_threshold.max(1),
             half_open_successes: config.half_open_successes.max(1),
@@ -223,10 +228,15 @@ impl CircuitBreaker {
             inner.consecutive_failures = 0;
         }
         let level = if to == BreakerState::Open { TelemetryLevel::Error } else { TelemetryLevel::Info };
-        self.event("kasmina.breaker.transition", level, format!("breaker {} {} -> {}", self.name, from.as_str(), to.as_str()), now)
-            .attr("from", from.as_str())
-            .attr("to", to.as_str())
-            .attr("reason", reason)
+        self.event(
+            "kasmina.breaker.transition",
+            level,
+            format!("breaker {} {} -> {}", self.name, from.as_str(), to.as_str()),
+            now,
+        )
+        .attr("from", from.as_str())
+        .attr("to", to.as_str())
+        .attr("reason", reason)
     }
 
     fn emit_all(&self, events: impl IntoIterator<Item = TelemetryEvent>) {

@@ -97,10 +97,18 @@ pub fn read_capped(path: &std::path::Path, cap: u64, what: &str) -> anyhow::Resu
 }
 
 /// Parses TOML or JSON by the file's extension.
-pub fn parse_toml_or_json<T: serde::de::DeserializeOwned>(path: &std::path::Path, text: &str, what: &str) -> anyhow::Result<T> {
+pub fn parse_toml_or_json<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    text: &str,
+    what: &str,
+) -> anyhow::Result<T> {
     match path.extension().and_then(|e| e.to_str()) {
-        Some("toml") => toml::from_str(text).map_err(|e| anyhow::anyhow!("{what} {} is not valid: {e}", path.display())),
-        Some("json") => serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{what} {} is not valid: {e}", path.display())),
+        Some("toml") => {
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{what} {} is not valid: {e}", path.display()))
+        }
+        Some("json") => {
+            serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{what} {} is not valid: {e}", path.display()))
+        }
         _ => anyhow::bail!("{what} {} must end in .toml or .json", path.display()),
     }
 }

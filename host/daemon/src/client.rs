@@ -10,7 +10,9 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use leyline::api::{ApiError, ApiErrorCode, GraftDirective, HostRegistration, HostStatus, KasminaApi, KernelArtifact, StepReport};
+use leyline::api::{
+    ApiError, ApiErrorCode, GraftDirective, HostRegistration, HostStatus, KasminaApi, KernelArtifact, StepReport,
+};
 use leyline::protocol::{ClientFrame, PROTOCOL_VERSION, RequestBody, ResponseBody, Role, ServerFrame};
 use leyline::{AdaptationCommand, Outcome, SeedState, TelemetryEvent, TelemetryLevel};
 
@@ -160,8 +162,12 @@ impl Conn {
         let polled = loop {
             match self.io.fill_buf() {
                 Ok(_) => break Ok(()), // bytes, or EOF for the read to report
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && started.elapsed() < spin => std::thread::yield_now(),
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => break Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && started.elapsed() < spin => {
+                    std::thread::yield_now()
+                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {
+                    break Ok(());
+                }
                 Err(e) => break Err(e),
             }
         };
@@ -176,7 +182,10 @@ impl Conn {
 
     fn call(&mut self, body: RequestBody) -> Result<ResponseBody, ApiError> {
         if let Some(why) = &self.broken {
-            return Err(ApiError::new(ApiErrorCode::Transport, format!("connection unusable after an earlier failure: {why}")));
+            return Err(ApiError::new(
+                ApiErrorCode::Transport,
+                format!("connection unusable after an earlier failure: {why}"),
+            ));
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -194,9 +203,13 @@ impl Conn {
         self.poll_for_answer()?;
         match self.recv()? {
             ServerFrame::Response { correlation_id, body } if correlation_id == id => Ok(body),
-            ServerFrame::Response { correlation_id, .. } => Err(ClientError::Protocol(format!("answer to request {correlation_id} while waiting for {id}"))),
+            ServerFrame::Response { correlation_id, .. } => {
+                Err(ClientError::Protocol(format!("answer to request {correlation_id} while waiting for {id}")))
+            }
             ServerFrame::Closing(err) => Err(ClientError::Closed(err)),
-            other => Err(ClientError::Protocol(format!("unexpected {} while waiting for an answer", frame_name(&other)))),
+            other => {
+                Err(ClientError::Protocol(format!("unexpected {} while waiting for an answer", frame_name(&other))))
+            }
         }
     }
 }
@@ -227,23 +240,46 @@ impl std::fmt::Debug for DaemonClient {
 
 impl DaemonClient {
     /// Connects over a Unix socket and performs the handshake.
-    pub fn connect_unix(path: impl AsRef<Path>, role: Role, client_name: &str, settings: ClientSettings) -> Result<Self, ClientError> {
+    pub fn connect_unix(
+        path: impl AsRef<Path>,
+        role: Role,
+        client_name: &str,
+        settings: ClientSettings,
+    ) -> Result<Self, ClientError> {
         let path = path.as_ref();
-        let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect { addr: path.display().to_string(), source })?;
+        let stream = UnixStream::connect(path)
+            .map_err(|source| ClientError::Connect { addr: path.display().to_string(), source })?;
         Self::handshake(Stream::Unix(stream), role, client_name, settings)
     }
 
     /// Connects over loopback TCP and performs the handshake.
-    pub fn connect_tcp(addr: SocketAddr, role: Role, client_name: &str, settings: ClientSettings) -> Result<Self, ClientError> {
-        let stream = TcpStream::connect(addr).map_err(|source| ClientError::Connect { addr: addr.to_string(), source })?;
+    pub fn connect_tcp(
+        addr: SocketAddr,
+        role: Role,
+        client_name: &str,
+        settings: ClientSettings,
+    ) -> Result<Self, ClientError> {
+        let stream =
+            TcpStream::connect(addr).map_err(|source| ClientError::Connect { addr: addr.to_string(), source })?;
         stream.set_nodelay(true).map_err(|source| ClientError::Connect { addr: addr.to_string(), source })?;
         Self::handshake(Stream::Tcp(stream), role, client_name, settings)
     }
 
     fn handshake(stream: Stream, role: Role, client_name: &str, settings: ClientSettings) -> Result<Self, ClientError> {
         stream.set_read_timeout(settings.request_timeout).map_err(FrameError::Io)?;
-        let mut conn = Conn { io: BufReader::with_capacity(64 * 1024, stream), settings, next_id: 1, broken: None, wbuf: Vec::new(), rbuf: Vec::new() };
-        let sent = conn.send(&ClientFrame::Hello { protocol_version: PROTOCOL_VERSION, role, client_name: client_name.to_owned() });
+        let mut conn = Conn {
+            io: BufReader::with_capacity(64 * 1024, stream),
+            settings,
+            next_id: 1,
+            broken: None,
+            wbuf: Vec::new(),
+            rbuf: Vec::new(),
+        };
+        let sent = conn.send(&ClientFrame::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            role,
+            client_name: client_name.to_owned(),
+        });
         // A server refusing the connection (e.g. over its limit) writes its
         // reason and closes at once, so our Hello may hit a closed socket:
         // read the reason anyway before reporting the send failure.
@@ -251,7 +287,9 @@ impl DaemonClient {
             (Ok(ServerFrame::Refused { reason }), _) => return Err(ClientError::Refused(reason)),
             (_, Err(send_err)) => return Err(send_err),
             (Ok(ServerFrame::Welcome { server, .. }), Ok(())) => server,
-            (Ok(other), Ok(())) => return Err(ClientError::Protocol(format!("expected Welcome, got {}", frame_name(&other)))),
+            (Ok(other), Ok(())) => {
+                return Err(ClientError::Protocol(format!("expected Welcome, got {}", frame_name(&other))));
+            }
             (Err(err), Ok(())) => return Err(err),
         };
         Ok(DaemonClient { conn: Mutex::new(conn), role, server })
@@ -269,7 +307,8 @@ impl DaemonClient {
 
     /// Sends one request and waits for its answer.
     pub fn request(&self, body: RequestBody) -> Result<ResponseBody, ApiError> {
-        let mut conn = self.conn.lock().map_err(|_| ApiError::new(ApiErrorCode::Internal, "client lock poisoned by a panic"))?;
+        let mut conn =
+            self.conn.lock().map_err(|_| ApiError::new(ApiErrorCode::Internal, "client lock poisoned by a panic"))?;
         conn.call(body)
     }
 
@@ -280,7 +319,10 @@ impl DaemonClient {
             ResponseBody::Subscribed => {}
             other => return Err(unexpected("SubscribeTelemetry", &other)),
         }
-        let conn = self.conn.into_inner().map_err(|_| ApiError::new(ApiErrorCode::Internal, "client lock poisoned by a panic"))?;
+        let conn = self
+            .conn
+            .into_inner()
+            .map_err(|_| ApiError::new(ApiErrorCode::Internal, "client lock poisoned by a panic"))?;
         // Observers wait for events indefinitely.
         conn.io.get_ref().set_read_timeout(None).map_err(|e| ApiError::new(ApiErrorCode::Transport, e.to_string()))?;
         Ok(TelemetryStream { conn, done: false })
@@ -369,7 +411,9 @@ impl Iterator for TelemetryStream {
             Ok(ServerFrame::Telemetry(event)) => return Some(Ok(event)),
             Err(ClientError::Frame(FrameError::Eof)) => None,
             Ok(ServerFrame::Closing(err)) => Some(Err(ClientError::Closed(err))),
-            Ok(other) => Some(Err(ClientError::Protocol(format!("unexpected {} on a telemetry stream", frame_name(&other))))),
+            Ok(other) => {
+                Some(Err(ClientError::Protocol(format!("unexpected {} on a telemetry stream", frame_name(&other)))))
+            }
             Err(err) => Some(Err(err)),
         };
         self.done = true;

@@ -109,7 +109,11 @@ where
     while got < LENGTH_PREFIX_BYTES {
         let n = reader.read(&mut prefix[got..]).await?;
         if n == 0 {
-            return Err(if got == 0 { FrameError::Eof } else { FrameError::Truncated { got, expected: LENGTH_PREFIX_BYTES } });
+            return Err(if got == 0 {
+                FrameError::Eof
+            } else {
+                FrameError::Truncated { got, expected: LENGTH_PREFIX_BYTES }
+            });
         }
         got += n;
     }
@@ -137,7 +141,11 @@ where
             Err(e) => return Err(e.into()),
         };
         if n == 0 {
-            return Err(if got == 0 { FrameError::Eof } else { FrameError::Truncated { got, expected: LENGTH_PREFIX_BYTES } });
+            return Err(if got == 0 {
+                FrameError::Eof
+            } else {
+                FrameError::Truncated { got, expected: LENGTH_PREFIX_BYTES }
+            });
         }
         got += n;
     }
@@ -173,12 +181,24 @@ mod tests {
 
         let mut cut = &bytes[..bytes.len() - 2];
         assert_eq!(read_frame_blocking::<_, ClientFrame>(&mut cut, 1024, &mut buf).unwrap(), hello());
-        assert!(matches!(read_frame_blocking::<_, ClientFrame>(&mut cut, 1024, &mut buf), Err(FrameError::Truncated { .. })));
-        assert!(matches!(read_frame_blocking::<_, ClientFrame>(&mut &bytes[..2], 1024, &mut buf), Err(FrameError::Truncated { got: 2, expected: 4 })));
-        assert!(matches!(read_frame_blocking::<_, ClientFrame>(&mut bytes.as_slice(), 3, &mut buf), Err(FrameError::Oversized { max: 3, .. })));
+        assert!(matches!(
+            read_frame_blocking::<_, ClientFrame>(&mut cut, 1024, &mut buf),
+            Err(FrameError::Truncated { .. })
+        ));
+        assert!(matches!(
+            read_frame_blocking::<_, ClientFrame>(&mut &bytes[..2], 1024, &mut buf),
+            Err(FrameError::Truncated { got: 2, expected: 4 })
+        ));
+        assert!(matches!(
+            read_frame_blocking::<_, ClientFrame>(&mut bytes.as_slice(), 3, &mut buf),
+            Err(FrameError::Oversized { max: 3, .. })
+        ));
 
         let garbage = [0, 0, 0, 3, 0xFF, 0xFF, 0xFF];
-        assert!(matches!(read_frame_blocking::<_, ClientFrame>(&mut garbage.as_slice(), 1024, &mut buf), Err(FrameError::Garbage(_))));
+        assert!(matches!(
+            read_frame_blocking::<_, ClientFrame>(&mut garbage.as_slice(), 1024, &mut buf),
+            Err(FrameError::Garbage(_))
+        ));
         let mut out = vec![9];
         assert!(matches!(encode_frame(&hello(), 2, &mut out), Err(FrameError::Oversized { max: 2, .. })));
         assert_eq!(out, vec![9], "a refused frame leaves the buffer as it was");

@@ -46,14 +46,19 @@ pub(crate) struct Shared {
 pub fn check_role(role: Role, body: &RequestBody) -> Result<(), ApiError> {
     let allowed = match body {
         RequestBody::SubmitCommand(_) => role == Role::Controller,
-        RequestBody::RegisterHost(_) | RequestBody::FetchKernel { .. } | RequestBody::StepReport(_) => role == Role::Trainer,
+        RequestBody::RegisterHost(_) | RequestBody::FetchKernel { .. } | RequestBody::StepReport(_) => {
+            role == Role::Trainer
+        }
         RequestBody::SubscribeTelemetry { .. } => matches!(role, Role::Observer | Role::Controller),
         RequestBody::SeedStates | RequestBody::Status | RequestBody::DrainTelemetry => true,
     };
     if allowed {
         Ok(())
     } else {
-        Err(ApiError::new(ApiErrorCode::BadRequest, format!("role {} may not send {}", role.as_str(), request_name(body))))
+        Err(ApiError::new(
+            ApiErrorCode::BadRequest,
+            format!("role {} may not send {}", role.as_str(), request_name(body)),
+        ))
     }
 }
 
@@ -72,12 +77,21 @@ fn request_name(body: &RequestBody) -> &'static str {
 
 /// Serves one accepted connection until the client leaves, breaks the
 /// protocol, or the server shuts down (the request being served is answered).
-pub(crate) async fn serve<L: Listener>(mut stream: L::Stream, peer: String, shared: Arc<Shared>, mut shutdown: broadcast::Receiver<()>) {
+pub(crate) async fn serve<L: Listener>(
+    mut stream: L::Stream,
+    peer: String,
+    shared: Arc<Shared>,
+    mut shutdown: broadcast::Receiver<()>,
+) {
     let settings = &shared.settings;
     let mut buf = Vec::new();
     // Unbuffered: a frame is read to its end and no further, so nothing the
     // client sent after Hello is left behind in an async buffer.
-    let hello = tokio::time::timeout(settings.handshake_timeout, codec::read_frame::<_, ClientFrame>(&mut stream, settings.max_request_bytes, &mut buf)).await;
+    let hello = tokio::time::timeout(
+        settings.handshake_timeout,
+        codec::read_frame::<_, ClientFrame>(&mut stream, settings.max_request_bytes, &mut buf),
+    )
+    .await;
     let role = match hello {
         Ok(Ok(ClientFrame::Hello { protocol_version, role, client_name })) if protocol_version == PROTOCOL_VERSION => {
             tracing::info!(%peer, role = role.as_str(), client = %client_name, "kasmina.daemon.connected");
@@ -86,7 +100,9 @@ pub(crate) async fn serve<L: Listener>(mut stream: L::Stream, peer: String, shar
         refused => {
             let reason = match refused {
                 Ok(Ok(ClientFrame::Hello { protocol_version, .. })) => {
-                    format!("protocol version mismatch: client speaks version {protocol_version}, server speaks version {PROTOCOL_VERSION}")
+                    format!(
+                        "protocol version mismatch: client speaks version {protocol_version}, server speaks version {PROTOCOL_VERSION}"
+                    )
                 }
                 Ok(Ok(ClientFrame::Request { .. })) => "the first frame must be Hello".to_owned(),
                 Ok(Err(FrameError::Eof)) => return,
@@ -98,7 +114,10 @@ pub(crate) async fn serve<L: Listener>(mut stream: L::Stream, peer: String, shar
             return;
         }
     };
-    let welcome = ServerFrame::Welcome { protocol_version: PROTOCOL_VERSION, server: format!("kasminad {}", env!("CARGO_PKG_VERSION")) };
+    let welcome = ServerFrame::Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        server: format!("kasminad {}", env!("CARGO_PKG_VERSION")),
+    };
     if write_one(&mut stream, &welcome, settings).await.is_err() {
         return;
     }
@@ -195,7 +214,10 @@ pub(crate) async fn serve<L: Listener>(mut stream: L::Stream, peer: String, shar
 
 /// Three handles on the socket: control (shutdown), the thread's reader,
 /// and the shared writer.
-fn split_blocking<L: Listener>(stream: L::Stream, settings: &ServerSettings) -> std::io::Result<(BlockingStream, BlockingStream, Arc<FrameWriter>)> {
+fn split_blocking<L: Listener>(
+    stream: L::Stream,
+    settings: &ServerSettings,
+) -> std::io::Result<(BlockingStream, BlockingStream, Arc<FrameWriter>)> {
     let stream = L::into_blocking(stream)?;
     stream.set_write_timeout(Some(settings.write_timeout))?;
     let control = stream.try_clone()?;
@@ -289,13 +311,18 @@ impl Conn {
         let mut held = 0usize;
         let mut buf = Vec::new();
         let end = loop {
-            let frame = codec::read_frame_blocking::<_, ClientFrame>(&mut self.reader, settings.max_request_bytes, &mut buf);
+            let frame =
+                codec::read_frame_blocking::<_, ClientFrame>(&mut self.reader, settings.max_request_bytes, &mut buf);
             let stopping = self.stopping.load(Ordering::SeqCst);
             match frame {
                 Ok(ClientFrame::Request { correlation_id: id, body }) => {
                     let subscribe = match (&body, check_role(self.role, &body)) {
                         (_, Err(err)) => {
-                            push_frame(ServerFrame::Response { correlation_id: id, body: Err(err) }, &mut out, &settings);
+                            push_frame(
+                                ServerFrame::Response { correlation_id: id, body: Err(err) },
+                                &mut out,
+                                &settings,
+                            );
                             None
                         }
                         (RequestBody::SubscribeTelemetry { min_level }, Ok(())) => Some(*min_level),
@@ -308,7 +335,11 @@ impl Conn {
                     if let Some(level) = subscribe {
                         // The answer goes out before any pushed event.
                         self.level_tx.send_replace(level);
-                        push_frame(ServerFrame::Response { correlation_id: id, body: Ok(ResponseBody::Subscribed) }, &mut out, &settings);
+                        push_frame(
+                            ServerFrame::Response { correlation_id: id, body: Ok(ResponseBody::Subscribed) },
+                            &mut out,
+                            &settings,
+                        );
                         if !self.writer.write(&out) {
                             break End::Dead;
                         }
@@ -320,8 +351,12 @@ impl Conn {
                         continue;
                     }
                 }
-                Ok(ClientFrame::Hello { .. }) => break End::Close(ApiError::new(ApiErrorCode::BadRequest, "protocol violation: second Hello")),
-                Err(_) if stopping => break End::Close(ApiError::new(ApiErrorCode::ShuttingDown, "server shutting down")),
+                Ok(ClientFrame::Hello { .. }) => {
+                    break End::Close(ApiError::new(ApiErrorCode::BadRequest, "protocol violation: second Hello"));
+                }
+                Err(_) if stopping => {
+                    break End::Close(ApiError::new(ApiErrorCode::ShuttingDown, "server shutting down"));
+                }
                 Err(FrameError::Eof) => break End::Quiet,
                 Err(err) => {
                     tracing::warn!(%err, "kasmina.daemon.bad_frame");
@@ -361,12 +396,16 @@ impl Conn {
                     drain_into(&mut rx.normal, false, &mut events);
                     Ok(ResponseBody::Telemetry(events))
                 }
-                None => Err(ApiError::new(ApiErrorCode::BadRequest, "this connection is subscribed: its telemetry is pushed, not drained")),
+                None => Err(ApiError::new(
+                    ApiErrorCode::BadRequest,
+                    "this connection is subscribed: its telemetry is pushed, not drained",
+                )),
             };
         }
         let api = &*self.shared.api;
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| dispatch(api, body)))
-            .unwrap_or_else(|_| Err(ApiError::new(ApiErrorCode::Internal, "the host panicked while serving this request")));
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| dispatch(api, body))).unwrap_or_else(|_| {
+            Err(ApiError::new(ApiErrorCode::Internal, "the host panicked while serving this request"))
+        });
         self.shared.hub.pump(api);
         result
     }
@@ -406,7 +445,9 @@ enum Next {
 }
 
 /// Next event of a receiver, or never when there is none yet.
-async fn recv_from(rx: Option<&mut broadcast::Receiver<Arc<TelemetryEvent>>>) -> Result<Arc<TelemetryEvent>, broadcast::error::RecvError> {
+async fn recv_from(
+    rx: Option<&mut broadcast::Receiver<Arc<TelemetryEvent>>>,
+) -> Result<Arc<TelemetryEvent>, broadcast::error::RecvError> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -440,7 +481,13 @@ fn drain_into(rx: &mut broadcast::Receiver<Arc<TelemetryEvent>>, critical: bool,
     }
 }
 
-fn push_event(ev: Result<Arc<TelemetryEvent>, broadcast::error::RecvError>, critical: bool, min: TelemetryLevel, buf: &mut Vec<u8>, settings: &ServerSettings) {
+fn push_event(
+    ev: Result<Arc<TelemetryEvent>, broadcast::error::RecvError>,
+    critical: bool,
+    min: TelemetryLevel,
+    buf: &mut Vec<u8>,
+    settings: &ServerSettings,
+) {
     let event = match ev {
         Ok(ev) if ev.level >= min => (*ev).clone(),
         Ok(_) => return,
@@ -464,7 +511,11 @@ fn push_frame(frame: ServerFrame, buf: &mut Vec<u8>, settings: &ServerSettings) 
     }
 }
 
-async fn write_one<W: AsyncWrite + Unpin>(wr: &mut W, frame: &ServerFrame, settings: &ServerSettings) -> Result<(), FrameError> {
+async fn write_one<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    frame: &ServerFrame,
+    settings: &ServerSettings,
+) -> Result<(), FrameError> {
     let mut buf = Vec::new();
     codec::encode_frame(frame, settings.max_response_bytes, &mut buf)?;
     match tokio::time::timeout(settings.write_timeout, async {

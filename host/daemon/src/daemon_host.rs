@@ -15,7 +15,9 @@ use kasmina::seeds::restore::RestoreReport;
 use kasmina::{EmbeddedHost, HmacKey, HostBuilder, Settings};
 use kasmina_core::{Clock, SystemClock};
 use kasmina_journal::{DecisionJournal, JournalConfig, RecoveryReport, decision_journal_config};
-use leyline::api::{ApiError, ApiErrorCode, GraftDirective, HostRegistration, HostStatus, KasminaApi, KernelArtifact, StepReport};
+use leyline::api::{
+    ApiError, ApiErrorCode, GraftDirective, HostRegistration, HostStatus, KasminaApi, KernelArtifact, StepReport,
+};
 use leyline::journal::JournalRecord;
 use leyline::{AdaptationCommand, Outcome, SeedState, TelemetryEvent};
 
@@ -74,13 +76,23 @@ pub struct StartOptions {
 impl StartOptions {
     /// Options with the system clock and the default journal limits.
     pub fn new(settings: Settings) -> Self {
-        StartOptions { settings, urza_dir: None, journal_dir: None, journal_config: decision_journal_config(), key: None, clock: Arc::new(SystemClock) }
+        StartOptions {
+            settings,
+            urza_dir: None,
+            journal_dir: None,
+            journal_config: decision_journal_config(),
+            key: None,
+            clock: Arc::new(SystemClock),
+        }
     }
 }
 
 impl std::fmt::Debug for StartOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StartOptions").field("urza_dir", &self.urza_dir).field("journal_dir", &self.journal_dir).finish_non_exhaustive()
+        f.debug_struct("StartOptions")
+            .field("urza_dir", &self.urza_dir)
+            .field("journal_dir", &self.journal_dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,7 +110,14 @@ impl std::fmt::Display for StartReport {
         let r = &self.recovery;
         write!(f, "journal: {} segments, {} records", r.segments, r.records)?;
         if let Some(t) = &r.torn_tail {
-            write!(f, "; torn tail cut: {} bytes at offset {} of {} ({})", t.bytes_cut, t.offset, t.segment.display(), t.defect)?;
+            write!(
+                f,
+                "; torn tail cut: {} bytes at offset {} of {} ({})",
+                t.bytes_cut,
+                t.offset,
+                t.segment.display(),
+                t.defect
+            )?;
         }
         let s = &self.restore;
         write!(
@@ -147,16 +166,20 @@ impl DaemonHost {
             let host = Arc::new(builder.build()?);
             return Ok((DaemonHost { host, recorder: None, serial: Mutex::new(()) }, None));
         };
-        let (journal, entries, recovery) =
-            DecisionJournal::open(&dir, journal_config).map_err(|source| StartError::Journal { dir: dir.clone(), source })?;
+        let (journal, entries, recovery) = DecisionJournal::open(&dir, journal_config)
+            .map_err(|source| StartError::Journal { dir: dir.clone(), source })?;
         if let Some(torn) = &recovery.torn_tail {
             tracing::warn!(segment = %torn.segment.display(), offset = torn.offset, bytes_cut = torn.bytes_cut, defect = %torn.defect, "kasmina.daemon.journal_tail_cut");
         }
         let records: Vec<JournalRecord> = entries.into_iter().map(|e| e.record).collect();
         let recorder = Arc::new(JournalRecorder::new(journal, &records, Arc::clone(&clock)));
-        let host = Arc::new(builder.recorder(Arc::clone(&recorder) as Arc<dyn kasmina::seeds::DecisionRecorder>).build()?);
-        let restore = host.manager().restore(&records).map_err(|source| StartError::Restore { dir: dir.clone(), source })?;
-        recorder.checkpoint(host.manager().export_seed_states()).map_err(|detail| StartError::Checkpoint { dir: dir.clone(), detail })?;
+        let host =
+            Arc::new(builder.recorder(Arc::clone(&recorder) as Arc<dyn kasmina::seeds::DecisionRecorder>).build()?);
+        let restore =
+            host.manager().restore(&records).map_err(|source| StartError::Restore { dir: dir.clone(), source })?;
+        recorder
+            .checkpoint(host.manager().export_seed_states())
+            .map_err(|detail| StartError::Checkpoint { dir: dir.clone(), detail })?;
         let report = StartReport { recovery, restore };
         tracing::info!(%report, "kasmina.daemon.journal_restored");
         Ok((DaemonHost { host, recorder: Some(recorder), serial: Mutex::new(()) }, Some(report)))
@@ -179,7 +202,11 @@ impl DaemonHost {
 
     /// Runs one state-changing call: serialised, refused once the journal
     /// failed, and answered only after its records are durable.
-    fn mutate<T>(&self, step: Option<u64>, call: impl FnOnce(&EmbeddedHost) -> Result<T, ApiError>) -> Result<T, ApiError> {
+    fn mutate<T>(
+        &self,
+        step: Option<u64>,
+        call: impl FnOnce(&EmbeddedHost) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
         let _serial = self.serial.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(recorder) = &self.recorder else { return call(&self.host) };
         if let Some(why) = recorder.failure() {
@@ -195,7 +222,10 @@ impl DaemonHost {
 }
 
 fn journal_down(why: &str) -> ApiError {
-    ApiError::new(ApiErrorCode::Internal, format!("{why}; the daemon refuses state changes until it is restarted (restart recovers the journal)"))
+    ApiError::new(
+        ApiErrorCode::Internal,
+        format!("{why}; the daemon refuses state changes until it is restarted (restart recovers the journal)"),
+    )
 }
 
 impl KasminaApi for DaemonHost {

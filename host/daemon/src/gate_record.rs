@@ -62,7 +62,8 @@ fn performance(p: PerformanceStatus) -> &'static str {
 /// The inputs as ordered pairs (declaration order of [`GateInputs`]).
 pub fn to_pairs(i: &GateInputs) -> Vec<(String, String)> {
     let params: BTreeMap<&str, String> = i.parameters.iter().map(|(k, v)| (k.as_str(), f(*v))).collect();
-    let bounds: BTreeMap<&str, [String; 2]> = i.parameter_bounds.iter().map(|(k, b)| (k.as_str(), [f(b.min), f(b.max)])).collect();
+    let bounds: BTreeMap<&str, [String; 2]> =
+        i.parameter_bounds.iter().map(|(k, b)| (k.as_str(), [f(b.min), f(b.max)])).collect();
     let pairs: Vec<(&str, String)> = vec![
         ("seed_id", i.seed_id.clone()),
         ("site", i.site.clone()),
@@ -102,7 +103,11 @@ impl Fields {
         self.0.remove(key).ok_or(GateRecordError::Missing(key))
     }
 
-    fn parse<T>(&mut self, key: &'static str, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<T, GateRecordError> {
+    fn parse<T>(
+        &mut self,
+        key: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, GateRecordError> {
         let value = self.take(key)?;
         parse(&value).map_err(|problem| GateRecordError::Invalid { key, value, problem })
     }
@@ -151,7 +156,10 @@ pub fn from_pairs(pairs: &[(String, String)]) -> Result<GateInputs, GateRecordEr
         })?,
         parameter_bounds: x.parse("parameter_bounds", |v| {
             let texts: BTreeMap<String, [String; 2]> = serde_json::from_str(v).map_err(|e| e.to_string())?;
-            texts.into_iter().map(|(k, [lo, hi])| Ok((k, ParameterBounds { min: parse_float(&lo)?, max: parse_float(&hi)? }))).collect()
+            texts
+                .into_iter()
+                .map(|(k, [lo, hi])| Ok((k, ParameterBounds { min: parse_float(&lo)?, max: parse_float(&hi)? })))
+                .collect()
         })?,
         kernel_attached: x.boolean("kernel_attached")?,
         kernel_verified: x.boolean("kernel_verified")?,
@@ -248,7 +256,10 @@ mod tests {
         let mut repeated = pairs.clone();
         repeated.push(pairs[0].clone());
         assert!(matches!(from_pairs(&repeated), Err(GateRecordError::Repeated(_))));
-        let bad: Vec<_> = pairs.iter().map(|(k, v)| if k == "max_cosine" { (k.clone(), "high".to_owned()) } else { (k.clone(), v.clone()) }).collect();
+        let bad: Vec<_> = pairs
+            .iter()
+            .map(|(k, v)| if k == "max_cosine" { (k.clone(), "high".to_owned()) } else { (k.clone(), v.clone()) })
+            .collect();
         assert!(matches!(from_pairs(&bad), Err(GateRecordError::Invalid { key: "max_cosine", .. })));
     }
 }

@@ -62,7 +62,8 @@ pub fn read_journal(dir: &Path) -> Result<(Vec<Entry<JournalRecord>>, RecoveryRe
     let copy = tempfile::tempdir().map_err(|source| ToolError::Copy { path: std::env::temp_dir(), source })?;
     for seg in &segments {
         let name = seg.path.file_name().map(PathBuf::from).unwrap_or_default();
-        std::fs::copy(&seg.path, copy.path().join(name)).map_err(|source| ToolError::Copy { path: seg.path.clone(), source })?;
+        std::fs::copy(&seg.path, copy.path().join(name))
+            .map_err(|source| ToolError::Copy { path: seg.path.clone(), source })?;
     }
     let (_journal, entries, mut report) = DecisionJournal::open(copy.path(), decision_journal_config())?;
     // Name the original file, not the private copy.
@@ -156,7 +157,8 @@ pub struct ReplayReport {
 pub fn load_candidate(path: &Path, cache_dir: &Path, limits: PluginLimits) -> Result<GatePlugin, ToolError> {
     let err = |detail: String| ToolError::Plugin { path: path.to_owned(), detail };
     let runtime = PluginRuntime::new(RuntimeConfig::new(cache_dir)).map_err(|e| err(e.to_string()))?;
-    GatePlugin::load(&runtime, &PluginSpec { path: path.to_owned(), pin: Pin::Unpinned, limits }).map_err(|e| err(e.to_string()))
+    GatePlugin::load(&runtime, &PluginSpec { path: path.to_owned(), pin: Pin::Unpinned, limits })
+        .map_err(|e| err(e.to_string()))
 }
 
 /// Re-runs every recorded gate decision through `candidate`, under the
@@ -164,8 +166,11 @@ pub fn load_candidate(path: &Path, cache_dir: &Path, limits: PluginLimits) -> Re
 pub fn replay(entries: &[Entry<JournalRecord>], candidate: &GatePlugin) -> Result<ReplayReport, ToolError> {
     let mut report = ReplayReport::default();
     for entry in entries {
-        let JournalRecord::GateVerdict { seed_id, gate, passed, reason, inputs, step, .. } = &entry.record else { continue };
-        let inputs = gate_record::from_pairs(inputs).map_err(|source| ToolError::Record { seq: entry.seq.0, source })?;
+        let JournalRecord::GateVerdict { seed_id, gate, passed, reason, inputs, step, .. } = &entry.record else {
+            continue;
+        };
+        let inputs =
+            gate_record::from_pairs(inputs).map_err(|source| ToolError::Record { seq: entry.seq.0, source })?;
         let decision = kasmina::gates::decide(candidate, *gate, inputs);
         report.decisions += 1;
         if decision.passed == *passed {

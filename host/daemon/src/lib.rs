@@ -44,9 +44,11 @@ pub mod recorder;
 pub mod server;
 pub mod telemetry;
 
-pub use daemon_host::{DaemonHost, StartError, StartOptions, StartReport};
-pub use recorder::JournalRecorder;
 pub use client::{ClientError, ClientSettings, DaemonClient, TelemetryStream};
 pub use codec::FrameError;
 pub use connection::check_role;
-pub use server::{ServeError, ServerSettings, ShutdownReport, UnixSocket, bind_tcp, run, serve_bound, serve_unix, shutdown_signal};
+pub use daemon_host::{DaemonHost, StartError, StartOptions, StartReport};
+pub use recorder::JournalRecorder;
+pub use server::{
+    ServeError, ServerSettings, ShutdownReport, UnixSocket, bind_tcp, run, serve_bound, serve_unix, shutdown_signal,
+};

@@ -101,14 +101,28 @@ pub fn render(host: &DaemonHost) -> String {
         out.sample("kasmina_kernel_cache_events_total", &[("event", event)], v as f64);
     }
     out.one("kasmina_kernel_cache_entries", "gauge", "Kernels in the cache.", manager.kernels().cache_entries() as f64);
-    out.one("kasmina_kernel_load_latency_us_total", "counter", "Sum of kernel load latencies (µs).", cache.load_latency_total_us as f64);
-    out.one("kasmina_kernel_load_latency_us_max", "gauge", "Largest kernel load latency (µs).", cache.load_latency_max_us as f64);
+    out.one(
+        "kasmina_kernel_load_latency_us_total",
+        "counter",
+        "Sum of kernel load latencies (µs).",
+        cache.load_latency_total_us as f64,
+    );
+    out.one(
+        "kasmina_kernel_load_latency_us_max",
+        "gauge",
+        "Largest kernel load latency (µs).",
+        cache.load_latency_max_us as f64,
+    );
 
     out.family("kasmina_breaker_state", "gauge", "Circuit breaker state (1 for the current state).");
     for breaker in manager.breakers() {
         let now = breaker.state();
         for state in [BreakerState::Closed, BreakerState::Open, BreakerState::HalfOpen] {
-            out.sample("kasmina_breaker_state", &[("breaker", breaker.name()), ("state", state.as_str())], f64::from(u8::from(now == state)));
+            out.sample(
+                "kasmina_breaker_state",
+                &[("breaker", breaker.name()), ("state", state.as_str())],
+                f64::from(u8::from(now == state)),
+            );
         }
     }
     out.family("kasmina_breaker_transitions_total", "counter", "Circuit breaker state changes.");
@@ -141,13 +155,41 @@ pub fn render(host: &DaemonHost) -> String {
     if let Some(recorder) = host.recorder() {
         let s = recorder.stats();
         out.family("kasmina_gate_verdicts_total", "counter", "Gate verdicts journaled, by result.");
-        out.sample("kasmina_gate_verdicts_total", &[("result", "passed")], s.gates_passed.load(Ordering::Relaxed) as f64);
-        out.sample("kasmina_gate_verdicts_total", &[("result", "failed")], s.gates_failed.load(Ordering::Relaxed) as f64);
-        out.one("kasmina_journal_appends_total", "counter", "Journal records appended.", s.appends.load(Ordering::Relaxed) as f64);
+        out.sample(
+            "kasmina_gate_verdicts_total",
+            &[("result", "passed")],
+            s.gates_passed.load(Ordering::Relaxed) as f64,
+        );
+        out.sample(
+            "kasmina_gate_verdicts_total",
+            &[("result", "failed")],
+            s.gates_failed.load(Ordering::Relaxed) as f64,
+        );
+        out.one(
+            "kasmina_journal_appends_total",
+            "counter",
+            "Journal records appended.",
+            s.appends.load(Ordering::Relaxed) as f64,
+        );
         out.one("kasmina_journal_fsyncs_total", "counter", "Journal fsyncs.", s.syncs.load(Ordering::Relaxed) as f64);
-        out.one("kasmina_journal_fsync_us_total", "counter", "Time spent in journal fsync (µs).", s.sync_us.load(Ordering::Relaxed) as f64);
-        out.one("kasmina_journal_compactions_total", "counter", "Journal compactions.", s.compactions.load(Ordering::Relaxed) as f64);
-        out.one("kasmina_journal_healthy", "gauge", "1 while the journal accepts writes.", f64::from(u8::from(recorder.failure().is_none())));
+        out.one(
+            "kasmina_journal_fsync_us_total",
+            "counter",
+            "Time spent in journal fsync (µs).",
+            s.sync_us.load(Ordering::Relaxed) as f64,
+        );
+        out.one(
+            "kasmina_journal_compactions_total",
+            "counter",
+            "Journal compactions.",
+            s.compactions.load(Ordering::Relaxed) as f64,
+        );
+        out.one(
+            "kasmina_journal_healthy",
+            "gauge",
+            "1 while the journal accepts writes.",
+            f64::from(u8::from(recorder.failure().is_none())),
+        );
     }
     let seeds = manager.export_seed_states();
     out.one("kasmina_seeds", "gauge", "Seed slots known to the host.", seeds.len() as f64);
@@ -213,7 +255,10 @@ async fn respond(mut stream: tokio::net::TcpStream, host: Arc<DaemonHost>) -> st
         (true, Some("GET"), Some(_)) => ("404 Not Found", "only /metrics is served here\n".to_owned(), "text/plain"),
         (true, _, _) => ("405 Method Not Allowed", "only GET /metrics is served here\n".to_owned(), "text/plain"),
     };
-    let response = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
 }

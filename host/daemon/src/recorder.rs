@@ -82,7 +82,12 @@ impl JournalRecorder {
         for record in history {
             remember_germination(&mut germinations, record);
         }
-        JournalRecorder { inner: Mutex::new(Inner { journal, dirty: false, failure: None, germinations }), clock, stats: JournalStats::default(), step: AtomicU64::new(0) }
+        JournalRecorder {
+            inner: Mutex::new(Inner { journal, dirty: false, failure: None, germinations }),
+            clock,
+            stats: JournalStats::default(),
+            step: AtomicU64::new(0),
+        }
     }
 
     /// Counters.
@@ -179,7 +184,9 @@ impl JournalRecorder {
 
     fn count_sync(&self, started: Instant) {
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
-        self.stats.sync_us.fetch_add(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.stats
+            .sync_us
+            .fetch_add(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// Appends unless an earlier failure stopped the journal.
@@ -229,7 +236,11 @@ fn remember_germination(germinations: &mut BTreeMap<String, JournalRecord>, reco
 
 impl DecisionRecorder for JournalRecorder {
     fn command_accepted(&self, command: &AdaptationCommand, outcome: &Outcome) {
-        let record = JournalRecord::CommandAccepted { command: command.clone(), outcome: outcome.clone(), recorded_at_ms: self.clock.now_ms() };
+        let record = JournalRecord::CommandAccepted {
+            command: command.clone(),
+            outcome: outcome.clone(),
+            recorded_at_ms: self.clock.now_ms(),
+        };
         self.record(record, true);
     }
 

@@ -190,7 +190,12 @@ impl Listener for TcpListener {
 
 /// Serves `api` on `listener` until `shutdown` completes, then shuts down
 /// gracefully within `settings.shutdown_grace`.
-pub async fn run<L: Listener>(mut listener: L, api: Arc<dyn KasminaApi>, settings: ServerSettings, shutdown: impl Future) -> Result<ShutdownReport, ServeError> {
+pub async fn run<L: Listener>(
+    mut listener: L,
+    api: Arc<dyn KasminaApi>,
+    settings: ServerSettings,
+    shutdown: impl Future,
+) -> Result<ShutdownReport, ServeError> {
     settings.validate()?;
     let hub = TelemetryHub::new(settings.telemetry_capacity, settings.critical_capacity);
     let shared = Arc::new(Shared { api, settings, hub });
@@ -233,7 +238,8 @@ pub async fn run<L: Listener>(mut listener: L, api: Arc<dyn KasminaApi>, setting
     let _ = notify_shutdown.send(());
     let open = conns.len();
     tracing::info!(open, grace_ms = settings.shutdown_grace.as_millis() as u64, "kasmina.daemon.shutting_down");
-    let drained = tokio::time::timeout(settings.shutdown_grace, async { while conns.join_next().await.is_some() {} }).await;
+    let drained =
+        tokio::time::timeout(settings.shutdown_grace, async { while conns.join_next().await.is_some() {} }).await;
     let aborted_connections = if drained.is_err() {
         let left = conns.len();
         conns.shutdown().await;
@@ -310,7 +316,8 @@ impl UnixSocket {
         // to report a busy path before it starts anything else).
         let listener = std::os::unix::net::UnixListener::bind(&tmp).map_err(io_err("binding", tmp.display()))?;
         listener.set_nonblocking(true).map_err(io_err("configuring", tmp.display()))?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io_err("restricting", tmp.display()))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err("restricting", tmp.display()))?;
         std::fs::rename(&tmp, &path).map_err(io_err("moving socket into place at", path.display()))?;
         Ok(UnixSocket { listener: Some(listener), path })
     }
@@ -330,13 +337,23 @@ impl Drop for UnixSocket {
 
 /// Serves `api` on a Unix socket at `path` (mode 0600) until `shutdown`;
 /// removes the socket file afterwards. The CLI's `serve` entry point.
-pub async fn serve_unix(path: impl AsRef<Path>, api: Arc<dyn KasminaApi>, settings: ServerSettings, shutdown: impl Future) -> Result<ShutdownReport, ServeError> {
+pub async fn serve_unix(
+    path: impl AsRef<Path>,
+    api: Arc<dyn KasminaApi>,
+    settings: ServerSettings,
+    shutdown: impl Future,
+) -> Result<ShutdownReport, ServeError> {
     serve_bound(UnixSocket::bind(path)?, api, settings, shutdown).await
 }
 
 /// Serves on a socket bound earlier with [`UnixSocket::bind`] (bind first
 /// to report a busy path before anything else starts).
-pub async fn serve_bound(mut socket: UnixSocket, api: Arc<dyn KasminaApi>, settings: ServerSettings, shutdown: impl Future) -> Result<ShutdownReport, ServeError> {
+pub async fn serve_bound(
+    mut socket: UnixSocket,
+    api: Arc<dyn KasminaApi>,
+    settings: ServerSettings,
+    shutdown: impl Future,
+) -> Result<ShutdownReport, ServeError> {
     let listener = socket.listener.take().ok_or_else(|| ServeError::Settings("socket already served".into()))?;
     let listener = UnixListener::from_std(listener).map_err(io_err("registering", socket.path().display()))?;
     tracing::info!(path = %socket.path().display(), "kasmina.daemon.listening");

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use leyline::TelemetryLevel;
 use leyline::TelemetryEvent;
+use leyline::TelemetryLevel;
 use leyline::api::KasminaApi;
 use tokio::sync::broadcast;
 
@@ -21,7 +21,10 @@ impl TelemetryHub {
     /// Channels holding at most `normal_capacity` / `critical_capacity`
     /// events per lagging receiver.
     pub fn new(normal_capacity: usize, critical_capacity: usize) -> Self {
-        TelemetryHub { critical: broadcast::channel(critical_capacity.max(1)).0, normal: broadcast::channel(normal_capacity.max(1)).0 }
+        TelemetryHub {
+            critical: broadcast::channel(critical_capacity.max(1)).0,
+            normal: broadcast::channel(normal_capacity.max(1)).0,
+        }
     }
 
     /// Receivers that see everything published from now on.
@@ -33,7 +36,8 @@ impl TelemetryHub {
     /// connection listens are dropped by design (the daemon streams, it does
     /// not store); the count is logged.
     pub fn publish(&self, events: Vec<TelemetryEvent>) {
-        let (critical, normal): (Vec<_>, Vec<_>) = events.into_iter().partition(|e| e.level == TelemetryLevel::Critical);
+        let (critical, normal): (Vec<_>, Vec<_>) =
+            events.into_iter().partition(|e| e.level == TelemetryLevel::Critical);
         let mut unheard = 0usize;
         for event in critical {
             unheard += usize::from(self.critical.send(Arc::new(event)).is_err());
@@ -75,7 +79,13 @@ pub fn lag_notice(lost: u64, critical: bool) -> TelemetryEvent {
     } else {
         ("kasmina.daemon.telemetry_dropped", TelemetryLevel::Warning)
     };
-    TelemetryEvent::new(name, level, format!("{lost} events were dropped because this connection fell behind"), now_ms()).attr("dropped", lost)
+    TelemetryEvent::new(
+        name,
+        level,
+        format!("{lost} events were dropped because this connection fell behind"),
+        now_ms(),
+    )
+    .attr("dropped", lost)
 }
 
 fn now_ms() -> u64 {

@@ -58,7 +58,10 @@ fn every_api_call_round_trips_and_roles_are_enforced() {
     let err = observer.submit_command(command("c3", "hidden-0", SeedOperation::Cull, true)).unwrap_err();
     assert_eq!(err.code, ApiErrorCode::BadRequest);
     assert!(err.message.contains("observer") && err.message.contains("SubmitCommand"), "{err}");
-    assert_eq!(trainer.submit_command(command("c4", "hidden-0", SeedOperation::Cull, true)).unwrap_err().code, ApiErrorCode::BadRequest);
+    assert_eq!(
+        trainer.submit_command(command("c4", "hidden-0", SeedOperation::Cull, true)).unwrap_err().code,
+        ApiErrorCode::BadRequest
+    );
     assert_eq!(controller.step_report(step(30)).unwrap_err().code, ApiErrorCode::BadRequest);
     assert_eq!(observer.register_host(registration()).unwrap_err().code, ApiErrorCode::BadRequest);
     assert_eq!(observer.status().unwrap().seeds, 4);
@@ -66,7 +69,10 @@ fn every_api_call_round_trips_and_roles_are_enforced() {
     // The trainer's drain sees the telemetry published since it connected.
     let events = trainer.drain_telemetry().unwrap();
     assert!(events.iter().any(|e| e.name == "kasmina.command.executed"), "{events:?}");
-    assert!(events.iter().take_while(|e| e.level == TelemetryLevel::Critical).count() >= 1, "CRITICAL first: {events:?}");
+    assert!(
+        events.iter().take_while(|e| e.level == TelemetryLevel::Critical).count() >= 1,
+        "CRITICAL first: {events:?}"
+    );
     assert!(trainer.drain_telemetry().unwrap().is_empty(), "a drain returns each event once");
     drop((trainer, controller, observer));
     assert_eq!(server.stop().aborted_connections, 0);

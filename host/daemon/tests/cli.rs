@@ -67,7 +67,8 @@ fn by_hand_session_keygen_publish_serve_register_send_seeds() {
     let (code, out, _) = cli(&["send", &examples("germinate.toml"), "--key-file", key_s, "--socket", socket]);
     assert!(code == 1 && out.contains("REJECTED") && out.contains("invalid_stage"), "{out}");
     // A wrong key is refused by the daemon's envelope check.
-    let (code, out, _) = cli(&["send", &examples("cull.json"), "--key-file", files.key_file.to_str().unwrap(), "--socket", socket]);
+    let (code, out, _) =
+        cli(&["send", &examples("cull.json"), "--key-file", files.key_file.to_str().unwrap(), "--socket", socket]);
     assert!(code == 1 && out.contains("invalid_signature"), "{out}");
     let (code, out, _) = cli(&["status", "--socket", socket]);
     assert!(code == 0 && out.contains("1 accepted, 2 rejected"), "{out}");

@@ -112,7 +112,11 @@ fn kill_9_at_random_points_loses_no_acknowledged_command() {
             let (i, _, next) = next_step(&phases, 0).expect("a command was in flight");
             let mut with_inflight = phases.clone();
             with_inflight[i] = next;
-            assert_eq!(restored, expected(&with_inflight), "run {run}: state is neither the last acknowledged one nor that plus the in-flight command");
+            assert_eq!(
+                restored,
+                expected(&with_inflight),
+                "run {run}: state is neither the last acknowledged one nor that plus the in-flight command"
+            );
             phases = with_inflight;
             inflight_durable += 1;
         }
@@ -158,6 +162,9 @@ fn kill_9_at_random_points_loses_no_acknowledged_command() {
         }
     }
     let left = phases.iter().filter(|p| **p != Phase::Embargoed).count();
-    println!("{RUNS} kills, {acked_total} acknowledged commands, {inflight_durable} in-flight commands durable, {left} seeds not yet culled, {:?}", started.elapsed());
+    println!(
+        "{RUNS} kills, {acked_total} acknowledged commands, {inflight_durable} in-flight commands durable, {left} seeds not yet culled, {:?}",
+        started.elapsed()
+    );
     assert!(acked_total >= RUNS, "the kills landed inside the command stream");
 }

@@ -44,12 +44,20 @@ fn restart_restores_seed_state_and_a_torn_tail_is_cut_and_reported() {
     assert!(host.submit_command(command("g2", "hidden-2", SeedOperation::Germinate, true)).unwrap().accepted);
     assert!(host.submit_command(command("c2", "hidden-2", SeedOperation::Cull, true)).unwrap().accepted);
     let before = host.seed_states().unwrap();
-    assert_eq!(before.iter().map(|s| s.stage).collect::<Vec<_>>(), [SeedStage::Germinated, SeedStage::Germinated, SeedStage::Embargoed, SeedStage::Dormant]);
+    assert_eq!(
+        before.iter().map(|s| s.stage).collect::<Vec<_>>(),
+        [SeedStage::Germinated, SeedStage::Germinated, SeedStage::Embargoed, SeedStage::Dormant]
+    );
     assert!(before[1].paused && before[0].blend_mode.is_some());
     drop(host);
 
     // A torn record at the tail: what a crash mid-append leaves.
-    std::fs::OpenOptions::new().append(true).open(segment(dir.path())).unwrap().write_all(&[0x40, 0, 0, 0, 1, 2, 3]).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(segment(dir.path()))
+        .unwrap()
+        .write_all(&[0x40, 0, 0, 0, 1, 2, 3])
+        .unwrap();
     let (host, report) = start(dir.path(), "", |_| {});
     let torn = report.recovery.torn_tail.as_ref().expect("torn tail reported");
     assert_eq!(torn.bytes_cut, 7);
@@ -105,7 +113,10 @@ fn replay_and_shadow_judge_recorded_gates_with_a_stricter_candidate() {
     let dir = tempfile::tempdir().unwrap();
     urza(dir.path());
     let strict = kasmina_plugin_artifacts::EXAMPLE_CUSTOM_GATE;
-    let shadow = format!("[plugins.shadow_gates]\npath = {strict:?}\nsha256 = {:?}\n", kasmina_plugin_artifacts::EXAMPLE_CUSTOM_GATE_SHA256);
+    let shadow = format!(
+        "[plugins.shadow_gates]\npath = {strict:?}\nsha256 = {:?}\n",
+        kasmina_plugin_artifacts::EXAMPLE_CUSTOM_GATE_SHA256
+    );
     let (host, _) = start(dir.path(), &shadow, |_| {});
     host.register_host(registration()).unwrap();
     assert!(host.submit_command(command("g0", "hidden-0", SeedOperation::Germinate, true)).unwrap().accepted);
@@ -117,7 +128,8 @@ fn replay_and_shadow_judge_recorded_gates_with_a_stricter_candidate() {
     }
     assert_eq!(stage_of(&host, "hidden-0"), SeedStage::Blending, "the shadow never changes a decision");
     let events = host.drain_telemetry().unwrap();
-    let disagreement = events.iter().find(|e| e.name == "kasmina.gate.shadow_disagreement").expect("shadow disagreement emitted");
+    let disagreement =
+        events.iter().find(|e| e.name == "kasmina.gate.shadow_disagreement").expect("shadow disagreement emitted");
     assert_eq!(disagreement.attributes.get("gate").map(ToString::to_string).as_deref(), Some("G2"));
     assert_eq!(disagreement.attributes.get("shadow_reason").map(ToString::to_string).as_deref(), Some("unstable"));
     let calls = host.host().manager().gate_service().call_stats();
@@ -127,7 +139,8 @@ fn replay_and_shadow_judge_recorded_gates_with_a_stricter_candidate() {
     let journal = dir.path().join("journal");
     let (entries, _) = journal_tools::read_journal(&journal).unwrap();
     let cache = support::plugin_cache();
-    let limits = kasmina_plugin_host::PluginLimits { deadline: std::time::Duration::from_millis(250), ..Default::default() };
+    let limits =
+        kasmina_plugin_host::PluginLimits { deadline: std::time::Duration::from_millis(250), ..Default::default() };
     let same = journal_tools::load_candidate(kasmina_plugin_artifacts::GATES.as_ref(), &cache, limits.clone()).unwrap();
     let report = journal_tools::replay(&entries, &same).unwrap();
     assert!(report.decisions >= 3 && report.disagreements.is_empty(), "{report:?}");
@@ -135,6 +148,9 @@ fn replay_and_shadow_judge_recorded_gates_with_a_stricter_candidate() {
     let report = journal_tools::replay(&entries, &candidate).unwrap();
     assert_eq!(report.disagreements.len(), 1, "{report:?}");
     let d = &report.disagreements[0];
-    assert_eq!((d.seed_id.as_str(), d.gate, d.old_passed, d.new_passed, d.new_reason.as_str()), ("hidden-0", leyline::GateId::G2Stability, true, false, "unstable"));
+    assert_eq!(
+        (d.seed_id.as_str(), d.gate, d.old_passed, d.new_passed, d.new_reason.as_str()),
+        ("hidden-0", leyline::GateId::G2Stability, true, false, "unstable")
+    );
     assert!(d.to_string().contains("recorded passed") && d.to_string().contains("candidate failed (unstable)"), "{d}");
 }

@@ -58,7 +58,12 @@ fn malformed_frames_close_only_the_offending_client() {
     // Truncated: half a frame, then the client stops sending.
     let mut c = RawConn::hello(&server.path, Role::Observer);
     let mut frame = Vec::new();
-    kasmina_daemon::codec::encode_frame(&ClientFrame::Request { correlation_id: 1, body: RequestBody::Status }, 1024, &mut frame).unwrap();
+    kasmina_daemon::codec::encode_frame(
+        &ClientFrame::Request { correlation_id: 1, body: RequestBody::Status },
+        1024,
+        &mut frame,
+    )
+    .unwrap();
     c.send_bytes(&frame[..frame.len() - 1]);
     c.stream.shutdown(std::net::Shutdown::Write).unwrap();
     expect_closing(&mut c, "inside a frame");

@@ -18,7 +18,8 @@ use support::{GatedApi, RawConn, TestServer, command, registration, settings, te
 fn gated() -> (Arc<GatedApi>, mpsc::Receiver<()>, mpsc::Sender<()>) {
     let (entered_tx, entered_rx) = mpsc::channel();
     let (release_tx, release_rx) = mpsc::channel();
-    let api = Arc::new(GatedApi { inner: test_api(), entered: Mutex::new(entered_tx), release: Mutex::new(release_rx) });
+    let api =
+        Arc::new(GatedApi { inner: test_api(), entered: Mutex::new(entered_tx), release: Mutex::new(release_rx) });
     (api, entered_rx, release_tx)
 }
 
@@ -81,7 +82,9 @@ fn critical_events_reach_observers_first_and_levels_filter() {
     // Unsigned: the envelope check refuses it with a CRITICAL event.
     let outcome = controller.submit_command(command("c1", "hidden-0", SeedOperation::Germinate, false)).unwrap();
     assert!(!outcome.accepted);
-    let next = |rx: &mpsc::Receiver<Result<leyline::TelemetryEvent, kasmina_daemon::ClientError>>| rx.recv_timeout(Duration::from_secs(10)).expect("event delivered").expect("stream healthy");
+    let next = |rx: &mpsc::Receiver<Result<leyline::TelemetryEvent, kasmina_daemon::ClientError>>| {
+        rx.recv_timeout(Duration::from_secs(10)).expect("event delivered").expect("stream healthy")
+    };
     let first: leyline::TelemetryEvent = next(&rx_all);
     assert_eq!((first.level, first.name.as_str()), (TelemetryLevel::Critical, "kasmina.security.command_rejected"));
 
@@ -110,7 +113,8 @@ fn trainers_may_not_subscribe_but_may_drain() {
     assert_eq!(err.code, ApiErrorCode::BadRequest);
     let trainer = server.client(Role::Trainer);
     trainer.register_host(registration()).unwrap();
-    let outcome = server.client(Role::Controller).submit_command(command("c1", "hidden-0", SeedOperation::Cull, true)).unwrap();
+    let outcome =
+        server.client(Role::Controller).submit_command(command("c1", "hidden-0", SeedOperation::Cull, true)).unwrap();
     assert_eq!(outcome.reason, Some(leyline::ReasonCode::InvalidStage), "a dormant seed cannot be culled");
     trainer.step_report(support::step(1)).unwrap();
     let events = trainer.drain_telemetry().unwrap();

@@ -28,7 +28,11 @@ fn record() -> JournalRecord {
             execution_deadline_ms: Some(1_700_000_060_000),
             issued_at_ms: Some(1_700_000_000_000),
             issued_by: "tamiyo".to_owned(),
-            payload: CommandPayload::Seed(SeedCommand { operation: SeedOperation::Germinate, blueprint_id: "bp-lora-8".to_owned(), parameters }),
+            payload: CommandPayload::Seed(SeedCommand {
+                operation: SeedOperation::Germinate,
+                blueprint_id: "bp-lora-8".to_owned(),
+                parameters,
+            }),
             annotations,
             signature: Some(vec![0xAB; 32]),
         },

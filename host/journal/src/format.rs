@@ -122,7 +122,9 @@ impl std::fmt::Display for RecordDefect {
             RecordDefect::Oversized { len } => write!(f, "length field {len} exceeds the record cap"),
             RecordDefect::ShortPayload { len } => write!(f, "payload of {len} bytes runs past the end of the file"),
             RecordDefect::Checksum => f.write_str("checksum mismatch"),
-            RecordDefect::SequenceGap { expected, found } => write!(f, "sequence {found} where {expected} was expected"),
+            RecordDefect::SequenceGap { expected, found } => {
+                write!(f, "sequence {found} where {expected} was expected")
+            }
         }
     }
 }

@@ -51,7 +51,9 @@ impl JournalConfig {
             return Err(JournalError::Config("max_record_bytes must be > 0".into()));
         }
         if self.segment_bytes <= SEGMENT_HEADER_LEN as u64 {
-            return Err(JournalError::Config(format!("segment_bytes must exceed the {SEGMENT_HEADER_LEN}-byte header")));
+            return Err(JournalError::Config(format!(
+                "segment_bytes must exceed the {SEGMENT_HEADER_LEN}-byte header"
+            )));
         }
         if self.compact_after_bytes < self.segment_bytes {
             return Err(JournalError::Config("compact_after_bytes must be >= segment_bytes".into()));
@@ -98,7 +100,10 @@ impl<R: Serialize + DeserializeOwned> Journal<R> {
     /// Opens (creating if needed) the journal in directory `dir`: reads every
     /// segment, cuts a torn tail of the newest one, and returns the intact
     /// records in order with a report of what was found.
-    pub fn open(dir: impl AsRef<Path>, config: JournalConfig) -> Result<(Self, Vec<Entry<R>>, RecoveryReport), JournalError> {
+    pub fn open(
+        dir: impl AsRef<Path>,
+        config: JournalConfig,
+    ) -> Result<(Self, Vec<Entry<R>>, RecoveryReport), JournalError> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| JournalError::io(&dir, e))?;
@@ -125,14 +130,25 @@ impl<R: Serialize + DeserializeOwned> Journal<R> {
         report.records = records.len() as u64;
         let next_seq = next_seq.unwrap_or(1);
         let file = match segments.last() {
-            Some(active) => OpenOptions::new().append(true).open(&active.path).map_err(|e| JournalError::io(&active.path, e))?,
+            Some(active) => {
+                OpenOptions::new().append(true).open(&active.path).map_err(|e| JournalError::io(&active.path, e))?
+            }
             None => {
                 let (seg, file) = create_segment(&dir, next_seq, config.schema_version)?;
                 segments.push(seg);
                 file
             }
         };
-        let journal = Journal { dir, config, segments, file, next_seq, poisoned: None, scratch: Vec::new(), _record: PhantomData };
+        let journal = Journal {
+            dir,
+            config,
+            segments,
+            file,
+            next_seq,
+            poisoned: None,
+            scratch: Vec::new(),
+            _record: PhantomData,
+        };
         Ok((journal, records, report))
     }
 
@@ -271,7 +287,8 @@ impl<R: Serialize + DeserializeOwned> Journal<R> {
 /// entry synced, so a crash never leaves a newer segment without a header.
 fn create_segment(dir: &Path, first_seq: u64, schema_version: u32) -> Result<(SegmentFile, File), JournalError> {
     let path = dir.join(recovery::segment_name(first_seq));
-    let mut file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(|e| JournalError::io(&path, e))?;
+    let mut file =
+        OpenOptions::new().create_new(true).append(true).open(&path).map_err(|e| JournalError::io(&path, e))?;
     let header = SegmentHeader { first_seq, schema_version }.encode();
     file.write_all(&header).map_err(|e| JournalError::io(&path, e))?;
     file.sync_all().map_err(|e| JournalError::io(&path, e))?;

@@ -21,7 +21,9 @@ pub mod journal;
 pub mod recovery;
 
 pub use error::{JournalError, RecoveryReport, TailDefect, TornTail};
-pub use journal::{DEFAULT_COMPACT_AFTER_BYTES, DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_BYTES, Entry, Journal, JournalConfig, Seq};
+pub use journal::{
+    DEFAULT_COMPACT_AFTER_BYTES, DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_BYTES, Entry, Journal, JournalConfig, Seq,
+};
 
 /// The daemon's journal of accepted commands, transitions, gate verdicts and
 /// snapshots.

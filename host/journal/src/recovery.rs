@@ -77,7 +77,11 @@ pub fn scan_segment<R: DeserializeOwned>(
     // that by at most one record; anything larger is not ours to load.
     let bound = config.segment_bytes + u64::from(config.max_record_bytes) + 64;
     if seg.len > bound {
-        return Err(JournalError::corrupt(&seg.path, 0, format!("segment is {} bytes, above the bound of {bound}", seg.len)));
+        return Err(JournalError::corrupt(
+            &seg.path,
+            0,
+            format!("segment is {} bytes, above the bound of {bound}", seg.len),
+        ));
     }
     let bytes = fs::read(&seg.path).map_err(|e| JournalError::io(&seg.path, e))?;
     let header = match SegmentHeader::decode(&bytes) {
@@ -86,21 +90,43 @@ pub fn scan_segment<R: DeserializeOwned>(
             // Crash while the segment was being created: nothing in it was
             // ever acknowledged (rotation syncs the header before any record).
             fs::remove_file(&seg.path).map_err(|e| JournalError::io(&seg.path, e))?;
-            let torn = TornTail { segment: seg.path.clone(), offset: 0, bytes_cut: seg.len, defect: TailDefect::SegmentHeader };
-            return Ok(SegmentScan { next_seq: expected_first.unwrap_or(seg.first_seq), len: 0, torn_tail: Some(torn), removed: true });
+            let torn = TornTail {
+                segment: seg.path.clone(),
+                offset: 0,
+                bytes_cut: seg.len,
+                defect: TailDefect::SegmentHeader,
+            };
+            return Ok(SegmentScan {
+                next_seq: expected_first.unwrap_or(seg.first_seq),
+                len: 0,
+                torn_tail: Some(torn),
+                removed: true,
+            });
         }
         Err(defect) => return Err(JournalError::corrupt(&seg.path, 0, format!("segment header: {defect:?}"))),
     };
     if header.first_seq != seg.first_seq {
-        return Err(JournalError::corrupt(&seg.path, 0, format!("header says first record {}, file name says {}", header.first_seq, seg.first_seq)));
+        return Err(JournalError::corrupt(
+            &seg.path,
+            0,
+            format!("header says first record {}, file name says {}", header.first_seq, seg.first_seq),
+        ));
     }
     if header.schema_version != config.schema_version {
-        return Err(JournalError::SchemaMismatch { segment: seg.path.clone(), found: header.schema_version, expected: config.schema_version });
+        return Err(JournalError::SchemaMismatch {
+            segment: seg.path.clone(),
+            found: header.schema_version,
+            expected: config.schema_version,
+        });
     }
     if let Some(expected) = expected_first
         && expected != header.first_seq
     {
-        return Err(JournalError::corrupt(&seg.path, 0, format!("segment starts at record {} but the previous segment ended before {expected}", header.first_seq)));
+        return Err(JournalError::corrupt(
+            &seg.path,
+            0,
+            format!("segment starts at record {} but the previous segment ended before {expected}", header.first_seq),
+        ));
     }
     let mut pos = SEGMENT_HEADER_LEN;
     let mut seq = header.first_seq;
@@ -110,7 +136,11 @@ pub fn scan_segment<R: DeserializeOwned>(
             Ok(raw) => {
                 let record = decode(raw.payload).map_err(|source| match source {
                     Some(source) => JournalError::Undecodable { segment: seg.path.clone(), seq, source },
-                    None => JournalError::corrupt(&seg.path, pos as u64, format!("record {seq} has trailing bytes after its payload")),
+                    None => JournalError::corrupt(
+                        &seg.path,
+                        pos as u64,
+                        format!("record {seq} has trailing bytes after its payload"),
+                    ),
                 })?;
                 out.push(Entry { seq: Seq(seq), record });
                 pos += raw.frame_len;
@@ -119,10 +149,16 @@ pub fn scan_segment<R: DeserializeOwned>(
             Err(defect) => {
                 check_cuttable(seg, is_last, pos, rest, seq, defect, config)?;
                 let cut = (bytes.len() - pos) as u64;
-                let file = fs::OpenOptions::new().write(true).open(&seg.path).map_err(|e| JournalError::io(&seg.path, e))?;
+                let file =
+                    fs::OpenOptions::new().write(true).open(&seg.path).map_err(|e| JournalError::io(&seg.path, e))?;
                 file.set_len(pos as u64).map_err(|e| JournalError::io(&seg.path, e))?;
                 file.sync_all().map_err(|e| JournalError::io(&seg.path, e))?;
-                let torn = TornTail { segment: seg.path.clone(), offset: pos as u64, bytes_cut: cut, defect: TailDefect::Record(defect) };
+                let torn = TornTail {
+                    segment: seg.path.clone(),
+                    offset: pos as u64,
+                    bytes_cut: cut,
+                    defect: TailDefect::Record(defect),
+                };
                 tracing::warn!(segment = %seg.path.display(), offset = pos, bytes_cut = cut, defect = %defect, "kasmina.journal.torn_tail_cut");
                 return Ok(SegmentScan { next_seq: seq, len: pos as u64, torn_tail: Some(torn), removed: false });
             }
@@ -143,7 +179,11 @@ fn check_cuttable(
     config: &JournalConfig,
 ) -> Result<(), JournalError> {
     if !is_last {
-        return Err(JournalError::corrupt(&seg.path, pos as u64, format!("record {seq}: {defect} (not the newest segment)")));
+        return Err(JournalError::corrupt(
+            &seg.path,
+            pos as u64,
+            format!("record {seq}: {defect} (not the newest segment)"),
+        ));
     }
     match defect {
         // Our writer never produces a checksummed record out of sequence.
@@ -152,7 +192,11 @@ fn check_cuttable(
             let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
             let next = rest.get(format::RECORD_HEADER_LEN + len..).unwrap_or(&[]);
             if format::parse_record(next, seq + 1, config.max_record_bytes).is_ok() {
-                Err(JournalError::corrupt(&seg.path, pos as u64, format!("record {seq} is damaged but intact records follow it")))
+                Err(JournalError::corrupt(
+                    &seg.path,
+                    pos as u64,
+                    format!("record {seq} is damaged but intact records follow it"),
+                ))
             } else {
                 Ok(())
             }

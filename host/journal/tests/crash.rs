@@ -31,7 +31,8 @@ fn config() -> JournalConfig {
 /// The record for a sequence number: deterministic, 0.1–6 KB, so the parent
 /// can check content and kills land inside multi-page writes.
 fn record_for(seq: u64) -> JournalRecord {
-    let inputs = (0..(seq * 7919 % 50)).map(|k| (format!("input_{k}"), format!("{seq}:{k}:{}", "v".repeat(80)))).collect();
+    let inputs =
+        (0..(seq * 7919 % 50)).map(|k| (format!("input_{k}"), format!("{seq}:{k}:{}", "v".repeat(80)))).collect();
     JournalRecord::GateVerdict {
         seed_id: format!("seed-{}", seq % 5),
         gate: GateId::G2Stability,

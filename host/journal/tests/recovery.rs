@@ -69,7 +69,10 @@ fn truncation_anywhere_inside_the_last_record_is_cut_and_reported() {
         assert_eq!(recs, (1..=4).map(transition).collect::<Vec<_>>(), "cut at {cut_at}");
         let torn = report.torn_tail.expect("torn tail reported");
         assert_eq!((torn.offset, torn.bytes_cut), (last_start, cut_at - last_start));
-        assert!(matches!(torn.defect, TailDefect::Record(RecordDefect::ShortHeader | RecordDefect::ShortPayload { .. })));
+        assert!(matches!(
+            torn.defect,
+            TailDefect::Record(RecordDefect::ShortHeader | RecordDefect::ShortPayload { .. })
+        ));
         assert_eq!(fs::metadata(&seg).unwrap().len(), last_start, "file truncated to the last intact record");
         // The journal keeps working where the intact prefix ends.
         assert_eq!(j.append_durable(&transition(99)).unwrap().0, 5);

@@ -26,8 +26,8 @@ use kasmina::security::{CommandVerifier, HmacKey, sign_in_place};
 use kasmina::{CommandValidator, Settings};
 use kasmina_core::{ManualClock, TelemetrySink};
 use kasmina_plugin_host::{
-    AdmissionContext, AnnotationLimits, AnnotationPlugin, BlueprintPlugin, GateInputs, GatePlugin, Isolation, PerformanceStatus,
-    Pin, PluginLimits, PluginRuntime, PluginSpec, RuntimeConfig,
+    AdmissionContext, AnnotationLimits, AnnotationPlugin, BlueprintPlugin, GateInputs, GatePlugin, Isolation,
+    PerformanceStatus, Pin, PluginLimits, PluginRuntime, PluginSpec, RuntimeConfig,
 };
 use leyline::command::{SeedCommand, SeedOperation};
 use leyline::{AdaptationCommand, CommandPayload, GateId, SeedStage, TelemetryEvent};
@@ -57,16 +57,23 @@ fn spec(path: &str, sha: &str, isolation: Isolation) -> PluginSpec {
 fn pipeline(isolation: Isolation, key: &HmacKey, clock: Arc<ManualClock>, cache: &std::path::Path) -> Pipeline {
     let settings = Settings::default();
     let sink: Arc<dyn TelemetrySink> = Arc::new(Discard);
-    let verifier = CommandVerifier::from_settings(&settings.security, key.clone(), clock.clone(), sink.clone()).unwrap();
+    let verifier =
+        CommandVerifier::from_settings(&settings.security, key.clone(), clock.clone(), sink.clone()).unwrap();
     let validator = CommandValidator::new(&settings.annotations, clock, sink);
     let runtime = PluginRuntime::new(RuntimeConfig::new(cache)).unwrap();
     use kasmina_plugin_artifacts as a;
-    let annotations = AnnotationPlugin::load(&runtime, &spec(a::ANNOTATIONS, a::ANNOTATIONS_SHA256, isolation)).unwrap();
-    let blueprints = BlueprintPlugin::load(&runtime, &spec(a::BLUEPRINT_POLICY, a::BLUEPRINT_POLICY_SHA256, isolation)).unwrap();
+    let annotations =
+        AnnotationPlugin::load(&runtime, &spec(a::ANNOTATIONS, a::ANNOTATIONS_SHA256, isolation)).unwrap();
+    let blueprints =
+        BlueprintPlugin::load(&runtime, &spec(a::BLUEPRINT_POLICY, a::BLUEPRINT_POLICY_SHA256, isolation)).unwrap();
     let gates = GatePlugin::load(&runtime, &spec(a::GATES, a::GATES_SHA256, isolation)).unwrap();
     let descriptor = kasmina_kernels::fixtures::get(kasmina_kernels::fixtures::MLP_ADAPTER_64).unwrap().descriptor;
     let a = &settings.annotations;
-    let limits = AnnotationLimits { alpha_vec_cap: a.alpha_vec_cap, mesh_layers_cap: a.mesh_layers_cap, annotation_bytes_cap: a.total_bytes_cap };
+    let limits = AnnotationLimits {
+        alpha_vec_cap: a.alpha_vec_cap,
+        mesh_layers_cap: a.mesh_layers_cap,
+        annotation_bytes_cap: a.total_bytes_cap,
+    };
     Pipeline { verifier, validator, annotations, blueprints, gates, descriptor, limits }
 }
 
@@ -104,7 +111,11 @@ fn decide(p: &Pipeline, cmd: AdaptationCommand) -> bool {
     assert!(p.validator.validate(cmd).accepted);
     let parsed = p.annotations.parse(&cmd.annotations, &p.limits).expect("parsed");
     let CommandPayload::Seed(seed) = &cmd.payload else { unreachable!() };
-    let context = AdmissionContext { training_run_id: parsed.training_run_id.clone().unwrap_or_default(), quarantine: false, approved: false };
+    let context = AdmissionContext {
+        training_run_id: parsed.training_run_id.clone().unwrap_or_default(),
+        quarantine: false,
+        approved: false,
+    };
     assert!(p.blueprints.admit(&p.descriptor, &seed.parameters, &context).passed);
     let inputs = GateInputs {
         seed_id: cmd.target_seed_id.clone(),

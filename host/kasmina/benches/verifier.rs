@@ -113,10 +113,14 @@ fn bench_verify(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("ledger", label), &level, |b, &level| {
             b.iter_custom(|iters| {
                 let (verifier, clock) = verifier(level, T0 + FAR_FUTURE_MS);
-                let elapsed = in_batches(iters, |i| germinate(i, T0 + i * TTL_MS, &key), |command| {
-                    black_box(verifier.verify(command).expect("accepted"));
-                    clock.advance_ms(TTL_MS);
-                });
+                let elapsed = in_batches(
+                    iters,
+                    |i| germinate(i, T0 + i * TTL_MS, &key),
+                    |command| {
+                        black_box(verifier.verify(command).expect("accepted"));
+                        clock.advance_ms(TTL_MS);
+                    },
+                );
                 assert_eq!(verifier.ledger().len(), level + 1, "ledger level drifted");
                 elapsed
             });
@@ -128,9 +132,13 @@ fn bench_verify(c: &mut Criterion) {
             // entries and each other's TTL, so every insert must evict.
             let (verifier, clock) = verifier(CAPACITY, T0);
             clock.advance_ms(1);
-            let elapsed = in_batches(iters, |i| germinate(i, T0 + 1, &key), |command| {
-                black_box(verifier.verify(command).expect("accepted"));
-            });
+            let elapsed = in_batches(
+                iters,
+                |i| germinate(i, T0 + 1, &key),
+                |command| {
+                    black_box(verifier.verify(command).expect("accepted"));
+                },
+            );
             assert_eq!(verifier.ledger().stats().truncations, iters, "every insert evicted");
             elapsed
         });
@@ -150,9 +158,13 @@ fn bench_ledger(c: &mut Criterion) {
                 for i in 0..level {
                     ledger.check_and_insert(&format!("prefill-{i:08}"), FAR_FUTURE_MS).expect("unique");
                 }
-                in_batches(iters, |i| (i, format!("cmd-{i:012}")), |(i, id)| {
-                    black_box(ledger.check_and_insert(&id, i * TTL_MS).expect("fresh"));
-                })
+                in_batches(
+                    iters,
+                    |i| (i, format!("cmd-{i:012}")),
+                    |(i, id)| {
+                        black_box(ledger.check_and_insert(&id, i * TTL_MS).expect("fresh"));
+                    },
+                )
             });
         });
     }
@@ -162,9 +174,13 @@ fn bench_ledger(c: &mut Criterion) {
             for i in 0..CAPACITY {
                 ledger.check_and_insert(&format!("prefill-{i:08}"), 0).expect("unique");
             }
-            let elapsed = in_batches(iters, |i| format!("cmd-{i:012}"), |id| {
-                black_box(ledger.check_and_insert(&id, 1).expect("fresh"));
-            });
+            let elapsed = in_batches(
+                iters,
+                |i| format!("cmd-{i:012}"),
+                |id| {
+                    black_box(ledger.check_and_insert(&id, 1).expect("fresh"));
+                },
+            );
             assert_eq!(ledger.stats().truncations, iters, "every insert evicted");
             elapsed
         });

@@ -193,7 +193,13 @@ impl GateService {
     }
 
     /// Evaluates `gate` for `seed`; emits a telemetry event either way.
-    pub fn evaluate(&self, gate: GateId, seed: &SeedContext, expected: SeedStage, env: &GateEnvironment) -> GateDecision {
+    pub fn evaluate(
+        &self,
+        gate: GateId,
+        seed: &SeedContext,
+        expected: SeedStage,
+        env: &GateEnvironment,
+    ) -> GateDecision {
         let span = tracing::info_span!("kasmina.gate.evaluate", gate = gate.as_str(), seed = %seed.seed_id);
         let _entered = span.enter();
         let inputs = self.inputs(seed, expected, env);
@@ -222,7 +228,12 @@ impl GateService {
 
     /// Runs the candidate on the inputs the active plugin saw, under the
     /// same host invariants, and reports a different verdict.
-    fn shadow_compare(&self, candidate: &PluginSlot<kasmina_plugin_host::gate::GatePlugin>, seed: &SeedContext, active: &GateDecision) {
+    fn shadow_compare(
+        &self,
+        candidate: &PluginSlot<kasmina_plugin_host::gate::GatePlugin>,
+        seed: &SeedContext,
+        active: &GateDecision,
+    ) {
         let plugin = candidate.current();
         let verdict = plugin.evaluate(active.gate, &active.inputs);
         let shadow = enforce_invariants(GateDecision {
@@ -272,7 +283,12 @@ impl GateService {
         let mut event = TelemetryEvent::new(
             "kasmina.gate.verdict",
             level,
-            format!("{} {verdict} for {}{}", d.gate, seed.seed_id, if d.passed { String::new() } else { format!(": {}", d.reason) }),
+            format!(
+                "{} {verdict} for {}{}",
+                d.gate,
+                seed.seed_id,
+                if d.passed { String::new() } else { format!(": {}", d.reason) }
+            ),
             self.clock.now_ms(),
         )
         .seed(seed.seed_id.as_str())
@@ -311,7 +327,13 @@ pub fn decide(plugin: &kasmina_plugin_host::gate::GatePlugin, gate: GateId, inpu
         Some((reason, attributes)) => GateDecision { gate, passed: false, reason, attributes, inputs },
         None => {
             let verdict = plugin.evaluate(gate, &inputs);
-            enforce_invariants(GateDecision { gate, passed: verdict.passed, reason: verdict.reason, attributes: verdict.attributes, inputs })
+            enforce_invariants(GateDecision {
+                gate,
+                passed: verdict.passed,
+                reason: verdict.reason,
+                attributes: verdict.attributes,
+                inputs,
+            })
         }
     }
 }
@@ -335,7 +357,9 @@ fn violated_invariant(gate: GateId, i: &GateInputs) -> Option<&'static str> {
         GateId::G0Sanity if i.parameters.values().any(|v| !v.is_finite()) => Some("non_finite_parameter_must_fail_g0"),
         GateId::G1GradientHealth if i.isolation_violations > 0 => Some("isolation_violations_must_fail_g1"),
         GateId::G2Stability | GateId::G4SystemImpact if i.fallback_used => Some("fallback_must_fail_g2_g4"),
-        GateId::G4SystemImpact if i.performance_status == PerformanceStatus::Fallback => Some("fallback_must_fail_g2_g4"),
+        GateId::G4SystemImpact if i.performance_status == PerformanceStatus::Fallback => {
+            Some("fallback_must_fail_g2_g4")
+        }
         _ => None,
     }
 }

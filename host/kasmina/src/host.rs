@@ -13,9 +13,9 @@ use kasmina_plugin_host::annotation::AnnotationPlugin;
 use kasmina_plugin_host::blueprint::BlueprintPlugin;
 use kasmina_plugin_host::conformance::CheckOptions;
 use kasmina_plugin_host::gate::GatePlugin;
-use kasmina_plugin_host::{Isolation, PluginLimits};
 use kasmina_plugin_host::reload::{PluginSlot, Reloadable};
 use kasmina_plugin_host::runtime::{Pin, PluginRuntime, PluginSpec, RuntimeConfig};
+use kasmina_plugin_host::{Isolation, PluginLimits};
 use leyline::api::{
     ApiError, ApiErrorCode, GraftDirective, HostRegistration, HostStatus, KasminaApi, KernelArtifact, StepReport,
 };
@@ -90,7 +90,14 @@ impl std::fmt::Debug for HostBuilder {
 impl HostBuilder {
     /// A builder over validated `settings`.
     pub fn new(settings: Settings) -> Self {
-        HostBuilder { settings, clock: Arc::new(SystemClock), key: None, urza_dir: None, recorder: None, device: tch::Device::Cpu }
+        HostBuilder {
+            settings,
+            clock: Arc::new(SystemClock),
+            key: None,
+            urza_dir: None,
+            recorder: None,
+            device: tch::Device::Cpu,
+        }
     }
 
     /// Uses `clock` instead of the system clock (tests).
@@ -145,16 +152,43 @@ impl HostBuilder {
 
         let runtime = plugin_runtime(&settings)?;
         let limits = plugin_limits(&settings)?;
-        let gates: Arc<PluginSlot<GatePlugin>> = Arc::new(load_slot(&runtime, "gate", &settings.plugins.gates, kasmina_plugin_artifacts::GATES, kasmina_plugin_artifacts::GATES_SHA256, &limits)?);
-        let annotations: Arc<PluginSlot<AnnotationPlugin>> = Arc::new(load_slot(&runtime, "annotation", &settings.plugins.annotations, kasmina_plugin_artifacts::ANNOTATIONS, kasmina_plugin_artifacts::ANNOTATIONS_SHA256, &limits)?);
-        let blueprints: Arc<PluginSlot<BlueprintPlugin>> = Arc::new(load_slot(&runtime, "blueprint-policy", &settings.plugins.blueprint_policy, kasmina_plugin_artifacts::BLUEPRINT_POLICY, kasmina_plugin_artifacts::BLUEPRINT_POLICY_SHA256, &limits)?);
+        let gates: Arc<PluginSlot<GatePlugin>> = Arc::new(load_slot(
+            &runtime,
+            "gate",
+            &settings.plugins.gates,
+            kasmina_plugin_artifacts::GATES,
+            kasmina_plugin_artifacts::GATES_SHA256,
+            &limits,
+        )?);
+        let annotations: Arc<PluginSlot<AnnotationPlugin>> = Arc::new(load_slot(
+            &runtime,
+            "annotation",
+            &settings.plugins.annotations,
+            kasmina_plugin_artifacts::ANNOTATIONS,
+            kasmina_plugin_artifacts::ANNOTATIONS_SHA256,
+            &limits,
+        )?);
+        let blueprints: Arc<PluginSlot<BlueprintPlugin>> = Arc::new(load_slot(
+            &runtime,
+            "blueprint-policy",
+            &settings.plugins.blueprint_policy,
+            kasmina_plugin_artifacts::BLUEPRINT_POLICY,
+            kasmina_plugin_artifacts::BLUEPRINT_POLICY_SHA256,
+            &limits,
+        )?);
 
         let b = &settings.breaker;
-        let breaker_config =
-            BreakerConfig { failure_threshold: b.failure_threshold, cooldown_ms: b.cooldown_ms, half_open_successes: b.half_open_successes };
-        let fetch_breaker = Arc::new(CircuitBreaker::new("fetch", breaker_config, Arc::clone(&clock), Arc::clone(&sink)));
-        let isolation_config = BreakerConfig { failure_threshold: settings.isolation.violations_to_trip, ..breaker_config };
-        let isolation_breaker = Arc::new(CircuitBreaker::new("isolation", isolation_config, Arc::clone(&clock), Arc::clone(&sink)));
+        let breaker_config = BreakerConfig {
+            failure_threshold: b.failure_threshold,
+            cooldown_ms: b.cooldown_ms,
+            half_open_successes: b.half_open_successes,
+        };
+        let fetch_breaker =
+            Arc::new(CircuitBreaker::new("fetch", breaker_config, Arc::clone(&clock), Arc::clone(&sink)));
+        let isolation_config =
+            BreakerConfig { failure_threshold: settings.isolation.violations_to_trip, ..breaker_config };
+        let isolation_breaker =
+            Arc::new(CircuitBreaker::new("isolation", isolation_config, Arc::clone(&clock), Arc::clone(&sink)));
 
         let urza_dir = self.urza_dir.or_else(|| settings.kernels.urza_dir.clone()).ok_or(HostError::NoUrza)?;
         let urza = Arc::new(UrzaLibrary::open_with_clock(&urza_dir, Arc::clone(&clock))?);
@@ -169,8 +203,13 @@ impl HostBuilder {
             prewarm_runs: 5,
             device: self.device,
         };
-        let (kernels, prefetch_events) =
-            KernelLoadManager::new(urza, kernel_config, Arc::clone(&fetch_breaker), Arc::clone(&sink), Arc::clone(&clock))?;
+        let (kernels, prefetch_events) = KernelLoadManager::new(
+            urza,
+            kernel_config,
+            Arc::clone(&fetch_breaker),
+            Arc::clone(&sink),
+            Arc::clone(&clock),
+        )?;
         let rollback = Arc::new(RollbackLedger::new(
             crate::rollback::RollbackSla::from_settings(&settings.rollback),
             ROLLBACK_CAPACITY,
@@ -180,7 +219,8 @@ impl HostBuilder {
         let mut gate_service = GateService::new(gates, settings.gates.clone(), Arc::clone(&sink), Arc::clone(&clock));
         if let Some(candidate) = &settings.plugins.shadow_gates {
             // A pinned candidate only: there is no default shadow plugin.
-            let shadow: PluginSlot<GatePlugin> = load_slot(&runtime, "shadow gate", &Some(candidate.clone()), "", "", &limits)?;
+            let shadow: PluginSlot<GatePlugin> =
+                load_slot(&runtime, "shadow gate", &Some(candidate.clone()), "", "", &limits)?;
             gate_service = gate_service.with_shadow(Arc::new(shadow));
         }
         let manager = SeedManager::new(SeedManagerParts {
@@ -303,9 +343,10 @@ impl EmbeddedHost {
     /// Stops background work (nonce purger, prefetch) within the bound.
     pub fn shutdown(&self) {
         if let Some(purger) = self.purger.lock().unwrap_or_else(PoisonError::into_inner).take()
-            && let Err(err) = purger.stop(self.shutdown_timeout) {
-                tracing::error!(%err, "kasmina.host.purger_stop_failed");
-            }
+            && let Err(err) = purger.stop(self.shutdown_timeout)
+        {
+            tracing::error!(%err, "kasmina.host.purger_stop_failed");
+        }
         let report = self.manager.kernels().shutdown();
         tracing::info!(?report, "kasmina.host.shutdown");
     }

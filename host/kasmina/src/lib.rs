@@ -31,8 +31,8 @@ pub mod validator;
 
 pub use host::{EmbeddedHost, HostBuilder, HostError};
 pub use rollback::{RollbackLedger, RollbackPoint};
-pub use seeds::SeedManager;
 pub use security::{CommandVerifier, HmacKey, NonceLedger, VerifiedCommand};
+pub use seeds::SeedManager;
 pub use settings::Settings;
 pub use telemetry::TelemetryHub;
 pub use validator::CommandValidator;

@@ -222,7 +222,12 @@ impl<S> RollbackLedger<S> {
             capacity: capacity.max(1),
             clock,
             sink,
-            inner: Mutex::new(Inner { by_seq: BTreeMap::new(), by_id: HashMap::new(), by_seed: HashMap::new(), next_seq: 0 }),
+            inner: Mutex::new(Inner {
+                by_seq: BTreeMap::new(),
+                by_id: HashMap::new(),
+                by_seed: HashMap::new(),
+                next_seq: 0,
+            }),
             fast: KindCounters::default(),
             full: KindCounters::default(),
             capture_failures: AtomicU64::new(0),
@@ -261,11 +266,16 @@ impl<S> RollbackLedger<S> {
                 self.capture_failures.fetch_add(1, Ordering::Relaxed);
                 let detail = clip(&err.to_string(), DETAIL_CAP);
                 self.sink.emit(
-                    TelemetryEvent::new("kasmina.rollback.capture_failed", TelemetryLevel::Error, "rollback capture failed", finished)
-                        .seed(seed_id)
-                        .attr("reason", reason.to_string())
-                        .attr("kind", kind.as_str())
-                        .attr("detail", detail.clone()),
+                    TelemetryEvent::new(
+                        "kasmina.rollback.capture_failed",
+                        TelemetryLevel::Error,
+                        "rollback capture failed",
+                        finished,
+                    )
+                    .seed(seed_id)
+                    .attr("reason", reason.to_string())
+                    .attr("kind", kind.as_str())
+                    .attr("detail", detail.clone()),
                 );
                 return Err(RollbackError::CaptureFailed { seed_id: seed_id.to_owned(), detail });
             }
@@ -313,14 +323,19 @@ impl<S> RollbackLedger<S> {
             (TelemetryLevel::Error, "kasmina.rollback.sla_exceeded")
         };
         self.sink.emit(
-            TelemetryEvent::new(name, level, format!("rollback point {} ready in {latency} ms (budget {budget} ms)", point.id), finished)
-                .seed(seed_id)
-                .attr("rollback_point_id", point.id.as_str())
-                .attr("reason", reason.to_string())
-                .attr("kind", kind.as_str())
-                .attr("latency_ms", latency)
-                .attr("budget_ms", budget)
-                .attr("within_sla", within_sla),
+            TelemetryEvent::new(
+                name,
+                level,
+                format!("rollback point {} ready in {latency} ms (budget {budget} ms)", point.id),
+                finished,
+            )
+            .seed(seed_id)
+            .attr("rollback_point_id", point.id.as_str())
+            .attr("reason", reason.to_string())
+            .attr("kind", kind.as_str())
+            .attr("latency_ms", latency)
+            .attr("budget_ms", budget)
+            .attr("within_sla", within_sla),
         );
         Ok(point)
     }

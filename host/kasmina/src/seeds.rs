@@ -151,12 +151,14 @@ impl SeedManager {
         validate_registration(&registration)?;
         let mut st = self.lock();
         if let Some(existing) = &st.registration
-            && existing.training_run_id != registration.training_run_id && st.seeds.values().any(|s| s.stage.is_active()) {
-                return Err(format!(
-                    "training run {} has active seeds; cannot re-register as {}",
-                    existing.training_run_id, registration.training_run_id
-                ));
-            }
+            && existing.training_run_id != registration.training_run_id
+            && st.seeds.values().any(|s| s.stage.is_active())
+        {
+            return Err(format!(
+                "training run {} has active seeds; cannot re-register as {}",
+                existing.training_run_id, registration.training_run_id
+            ));
+        }
         for slot in &registration.slots {
             if !st.seeds.contains_key(&slot.seed_id) {
                 let mut seed = SeedContext::new(&slot.seed_id, &slot.site);
@@ -165,10 +167,15 @@ impl SeedManager {
             }
         }
         self.sink.emit(
-            TelemetryEvent::new("kasmina.host.registered", TelemetryLevel::Info, "trainer registered", self.clock.now_ms())
-                .attr("training_run_id", registration.training_run_id.as_str())
-                .attr("sites", registration.sites.len() as u64)
-                .attr("slots", registration.slots.len() as u64),
+            TelemetryEvent::new(
+                "kasmina.host.registered",
+                TelemetryLevel::Info,
+                "trainer registered",
+                self.clock.now_ms(),
+            )
+            .attr("training_run_id", registration.training_run_id.as_str())
+            .attr("sites", registration.sites.len() as u64)
+            .attr("slots", registration.slots.len() as u64),
         );
         st.registration = Some(registration);
         Ok(())
@@ -249,8 +256,13 @@ impl SeedManager {
         let from = seed.stage;
         if let Err(err) = from.check_transition(to) {
             self.sink.emit(
-                TelemetryEvent::new("kasmina.seed.transition_refused", TelemetryLevel::Error, err.to_string(), self.clock.now_ms())
-                    .seed(seed.seed_id.as_str()),
+                TelemetryEvent::new(
+                    "kasmina.seed.transition_refused",
+                    TelemetryLevel::Error,
+                    err.to_string(),
+                    self.clock.now_ms(),
+                )
+                .seed(seed.seed_id.as_str()),
             );
             return false;
         }
@@ -286,12 +298,20 @@ impl SeedManager {
 
     /// CULLED → EMBARGOED: records a rollback point, stops the kernel supply
     /// for the seed and tells the trainer to detach it.
-    fn cull(&self, directives: &mut Vec<GraftDirective>, seed: &mut SeedContext, reason: RollbackReason, detail: &str, step: Option<u64>) {
+    fn cull(
+        &self,
+        directives: &mut Vec<GraftDirective>,
+        seed: &mut SeedContext,
+        reason: RollbackReason,
+        detail: &str,
+        step: Option<u64>,
+    ) {
         let snapshot = seed.to_state(self.isolation_open());
         let stage = seed.stage;
-        if let Err(err) = self.rollback.record(&seed.seed_id, stage, reason, RollbackKind::Fast, || {
-            Ok::<_, std::convert::Infallible>(snapshot)
-        }) {
+        if let Err(err) = self
+            .rollback
+            .record(&seed.seed_id, stage, reason, RollbackKind::Fast, || Ok::<_, std::convert::Infallible>(snapshot))
+        {
             tracing::error!(seed = %seed.seed_id, %err, "kasmina.rollback.record_failed");
         }
         if !self.transition(seed, SeedStage::Culled, step, detail) {
@@ -302,15 +322,25 @@ impl SeedManager {
         seed.prefetch_request = None;
         directives.push(GraftDirective::Detach { seed_id: seed.seed_id.clone(), reason: detail.to_owned() });
         seed.alpha = 0.0;
-        let level = if matches!(reason, RollbackReason::Emergency) { TelemetryLevel::Critical } else { TelemetryLevel::Warning };
+        let level = if matches!(reason, RollbackReason::Emergency) {
+            TelemetryLevel::Critical
+        } else {
+            TelemetryLevel::Warning
+        };
         self.sink.emit(
-            TelemetryEvent::new("kasmina.seed.culled", level, format!("{} culled: {detail}", seed.seed_id), self.clock.now_ms())
-                .seed(seed.seed_id.as_str())
-                .attr("reason", detail)
-                .attr("rollback", reason.to_string()),
+            TelemetryEvent::new(
+                "kasmina.seed.culled",
+                level,
+                format!("{} culled: {detail}", seed.seed_id),
+                self.clock.now_ms(),
+            )
+            .seed(seed.seed_id.as_str())
+            .attr("reason", detail)
+            .attr("rollback", reason.to_string()),
         );
         if self.transition(seed, SeedStage::Embargoed, step, "embargo started") {
-            seed.embargo_until_ms = Some(self.clock.now_ms().saturating_add(self.settings.lifecycle.embargo_s.saturating_mul(1_000)));
+            seed.embargo_until_ms =
+                Some(self.clock.now_ms().saturating_add(self.settings.lifecycle.embargo_s.saturating_mul(1_000)));
         }
     }
 }

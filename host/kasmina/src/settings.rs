@@ -462,9 +462,10 @@ impl Settings {
             ("plugins.shadow_gates.sha256", &p.shadow_gates),
         ] {
             if let Some(plugin) = plugin
-                && (plugin.sha256.len() != 64 || !plugin.sha256.bytes().all(|b| b.is_ascii_hexdigit())) {
-                    return invalid(key, "must be 64 hex characters (the file's SHA-256)");
-                }
+                && (plugin.sha256.len() != 64 || !plugin.sha256.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                return invalid(key, "must be 64 hex characters (the file's SHA-256)");
+            }
         }
         let b = &self.breaker;
         nonzero("breaker.failure_threshold", u64::from(b.failure_threshold))?;
@@ -477,7 +478,10 @@ impl Settings {
         nonzero("rollback.fast_sla_ms", r.fast_sla_ms)?;
         nonzero("rollback.full_sla_ms", r.full_sla_ms)?;
         if r.fast_sla_ms > r.full_sla_ms {
-            return invalid("rollback.fast_sla_ms", format!("{} exceeds rollback.full_sla_ms {}", r.fast_sla_ms, r.full_sla_ms));
+            return invalid(
+                "rollback.fast_sla_ms",
+                format!("{} exceeds rollback.full_sla_ms {}", r.fast_sla_ms, r.full_sla_ms),
+            );
         }
         let k = &self.distillation;
         if !(k.weight.is_finite() && (0.0..=1.0).contains(&k.weight)) {
@@ -502,7 +506,11 @@ fn positive(key: &'static str, value: f64) -> Result<(), SettingsError> {
 }
 
 fn non_negative(key: &'static str, value: f64) -> Result<(), SettingsError> {
-    if value.is_finite() && value >= 0.0 { Ok(()) } else { invalid(key, format!("{value} must be a finite number >= 0")) }
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        invalid(key, format!("{value} must be a finite number >= 0"))
+    }
 }
 
 fn unit_interval_open_low(key: &'static str, value: f64) -> Result<(), SettingsError> {
@@ -538,7 +546,8 @@ mod tests {
 
     #[test]
     fn overrides_are_read() {
-        let s = Settings::from_toml("[security]\nfreshness_window_s = 90\n[lifecycle]\nembargo_s = 5\n").expect("valid");
+        let s =
+            Settings::from_toml("[security]\nfreshness_window_s = 90\n[lifecycle]\nembargo_s = 5\n").expect("valid");
         assert_eq!(s.security.freshness_window_s, 90);
         assert_eq!(s.lifecycle.embargo_s, 5);
         assert_eq!(s.security.nonce_ttl_s, 300);

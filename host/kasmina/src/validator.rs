@@ -119,7 +119,11 @@ impl CommandValidator {
             return Err((
                 ReasonCode::UnsupportedCommand,
                 "version",
-                format!("contract version {} is not served; this host speaks {}", command.version, leyline::CONTRACT_VERSION),
+                format!(
+                    "contract version {} is not served; this host speaks {}",
+                    command.version,
+                    leyline::CONTRACT_VERSION
+                ),
             ));
         }
         let annotation_bytes: usize = command.annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -187,7 +191,11 @@ fn bounded_id(field: &'static str, value: &str, required: bool) -> Check {
         return Err((ReasonCode::MissingField, field, format!("{field} is required and empty")));
     }
     if value.len() > MAX_ID_BYTES {
-        return Err((ReasonCode::InvalidField, field, format!("{field} is {} bytes; the cap is {MAX_ID_BYTES}", value.len())));
+        return Err((
+            ReasonCode::InvalidField,
+            field,
+            format!("{field} is {} bytes; the cap is {MAX_ID_BYTES}", value.len()),
+        ));
     }
     Ok(())
 }
@@ -197,7 +205,11 @@ fn required_text(field: &'static str, value: &str) -> Check {
         return Err((ReasonCode::MissingField, field, format!("{field} is required and empty")));
     }
     if value.len() > MAX_TEXT_BYTES {
-        return Err((ReasonCode::InvalidField, field, format!("{field} is {} bytes; the cap is {MAX_TEXT_BYTES}", value.len())));
+        return Err((
+            ReasonCode::InvalidField,
+            field,
+            format!("{field} is {} bytes; the cap is {MAX_TEXT_BYTES}", value.len()),
+        ));
     }
     Ok(())
 }
@@ -219,7 +231,11 @@ fn finite_map(field: &'static str, map: &BTreeMap<String, f64>) -> Check {
             return Err((ReasonCode::InvalidField, field, format!("{field} has an empty or over-long name")));
         }
         if !value.is_finite() {
-            return Err((ReasonCode::InvalidField, field, format!("{field} `{}` is {value}; it must be finite", clip(name, ATTR_CAP))));
+            return Err((
+                ReasonCode::InvalidField,
+                field,
+                format!("{field} `{}` is {value}; it must be finite", clip(name, ATTR_CAP)),
+            ));
         }
     }
     Ok(())
@@ -237,7 +253,11 @@ fn check_rollback(command: &AdaptationCommand, rollback: &RollbackCommand) -> Ch
 fn check_optimizer(optimizer: &OptimizerCommand) -> Check {
     required_id("optimizer_id", &optimizer.optimizer_id)?;
     if optimizer.hyperparameters.is_empty() {
-        return Err((ReasonCode::MissingField, "hyperparameters", "an OPTIMIZER command must set at least one hyperparameter".to_owned()));
+        return Err((
+            ReasonCode::MissingField,
+            "hyperparameters",
+            "an OPTIMIZER command must set at least one hyperparameter".to_owned(),
+        ));
     }
     finite_map("hyperparameters", &optimizer.hyperparameters)
 }
@@ -268,6 +288,7 @@ fn check_pruning(_pruning: &StructuralPruningCommand) -> Check {
     Err((
         ReasonCode::UnsupportedCommand,
         "command_type",
-        "STRUCTURAL_PRUNING is not supported by this host: Kasmina grows seeds and does not remove host structure".to_owned(),
+        "STRUCTURAL_PRUNING is not supported by this host: Kasmina grows seeds and does not remove host structure"
+            .to_owned(),
     ))
 }

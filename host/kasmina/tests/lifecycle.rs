@@ -37,7 +37,9 @@ fn happy_path_dormant_to_fossilized_is_driven_by_step_reports() {
     // First step: the prefetched, verified kernel is handed to the trainer.
     let directives = h.step();
     let attach = directives.iter().find_map(|d| match d {
-        GraftDirective::Attach { seed_id, site, artifact_sha256, .. } if seed_id == "seed-a" => Some((site.clone(), artifact_sha256.clone())),
+        GraftDirective::Attach { seed_id, site, artifact_sha256, .. } if seed_id == "seed-a" => {
+            Some((site.clone(), artifact_sha256.clone()))
+        }
         _ => None,
     });
     let (site, sha) = attach.expect("attach directive");
@@ -207,9 +209,15 @@ fn emergency_culls_active_seeds_clears_the_cache_and_is_critical() {
     let mut h = harness();
     assert!(h.germinate("seed-a", MLP_ADAPTER_64).accepted);
     assert!(h.run_until("seed-a", SeedStage::Training, 10));
-    assert!(h.host.manager().kernels().cache_entries() > 0 || { h.host.manager().kernels().run_pending_tasks(); h.host.manager().kernels().cache_entries() > 0 });
+    assert!(
+        h.host.manager().kernels().cache_entries() > 0 || {
+            h.host.manager().kernels().run_pending_tasks();
+            h.host.manager().kernels().cache_entries() > 0
+        }
+    );
     let _ = h.events();
-    let cmd = h.signed("seed-a", CommandPayload::Emergency(EmergencyCommand { cleanup: true, include_teacher: true }), &[]);
+    let cmd =
+        h.signed("seed-a", CommandPayload::Emergency(EmergencyCommand { cleanup: true, include_teacher: true }), &[]);
     assert!(h.submit(cmd).accepted);
     assert_eq!(h.state("seed-a").stage, SeedStage::Embargoed);
     h.host.manager().kernels().run_pending_tasks();
@@ -218,7 +226,10 @@ fn emergency_culls_active_seeds_clears_the_cache_and_is_critical() {
     assert!(h.trainer.teacher_dropped);
     assert!(!h.trainer.seeds.contains_key("seed-a"));
     let events = h.events();
-    assert_eq!(events.first().map(|e| (e.name.as_str(), e.level)), Some(("kasmina.emergency", TelemetryLevel::Critical)));
+    assert_eq!(
+        events.first().map(|e| (e.name.as_str(), e.level)),
+        Some(("kasmina.emergency", TelemetryLevel::Critical))
+    );
 }
 
 #[test]
@@ -228,7 +239,11 @@ fn cull_command_retires_an_active_seed() {
     assert!(h.run_until("seed-a", SeedStage::Training, 10));
     let cmd = h.signed(
         "seed-a",
-        CommandPayload::Seed(leyline::SeedCommand { operation: SeedOperation::Cull, blueprint_id: MLP_ADAPTER_64.to_owned(), parameters: Default::default() }),
+        CommandPayload::Seed(leyline::SeedCommand {
+            operation: SeedOperation::Cull,
+            blueprint_id: MLP_ADAPTER_64.to_owned(),
+            parameters: Default::default(),
+        }),
         &[("training_run_id", harness::RUN)],
     );
     let outcome = h.submit(cmd);

@@ -77,7 +77,10 @@ fn pipeline_refusals_name_the_problem() {
     // Structural pruning is refused as unsupported.
     let cmd = h.signed(
         "seed-a",
-        CommandPayload::StructuralPruning(StructuralPruningCommand { target_layers: vec!["hidden".to_owned()], ratio: 0.5 }),
+        CommandPayload::StructuralPruning(StructuralPruningCommand {
+            target_layers: vec!["hidden".to_owned()],
+            ratio: 0.5,
+        }),
         &[],
     );
     assert_eq!(h.submit(cmd).reason, Some(ReasonCode::UnsupportedCommand));

@@ -56,7 +56,10 @@ fn latency_is_measured_against_each_budget() {
     assert!(full.within_sla, "11.999 s is inside the 12 s full budget");
 
     let stats = l.stats();
-    assert_eq!((stats.fast.within, stats.fast.over, stats.fast.last_latency_ms, stats.fast.budget_ms), (1, 1, 501, 500));
+    assert_eq!(
+        (stats.fast.within, stats.fast.over, stats.fast.last_latency_ms, stats.fast.budget_ms),
+        (1, 1, 501, 500)
+    );
     assert_eq!((stats.full.within, stats.full.over, stats.full.budget_ms), (1, 0, 12_000));
     let metrics = l.metrics();
     let value = |name: &str| metrics.iter().find(|m| m.name == name).map(|m| m.value);
@@ -74,10 +77,14 @@ fn latency_is_measured_against_each_budget() {
 #[test]
 fn restore_finds_by_id_or_latest_for_seed() {
     let (l, clock, _) = ledger(10);
-    let first = l.record("s1", SeedStage::Training, RollbackReason::Culled, RollbackKind::Fast, || ok(0.1)).expect("ok");
+    let first =
+        l.record("s1", SeedStage::Training, RollbackReason::Culled, RollbackKind::Fast, || ok(0.1)).expect("ok");
     clock.advance_ms(10);
-    let second =
-        l.record("s1", SeedStage::Blending, RollbackReason::GateFailed(GateId::G3Interface), RollbackKind::Fast, || ok(0.2)).expect("ok");
+    let second = l
+        .record("s1", SeedStage::Blending, RollbackReason::GateFailed(GateId::G3Interface), RollbackKind::Fast, || {
+            ok(0.2)
+        })
+        .expect("ok");
     assert_ne!(first.id, second.id);
     assert_eq!(l.latest_for_seed("s1").expect("found").id, second.id);
     assert_eq!(l.resolve("s1", None).expect("latest").state, Snapshot { alpha: 0.2 });

@@ -93,7 +93,12 @@ fn finalize_step_makes_one_packet_per_active_seed_and_a_global_one() {
     hub.emit(event("host.info", TelemetryLevel::Info, None));
     hub.record_metric(
         Some("seed-a"),
-        Metric { name: "kasmina.blend.alpha_mean".to_owned(), value: 0.25, unit: "ratio".to_owned(), labels: Default::default() },
+        Metric {
+            name: "kasmina.blend.alpha_mean".to_owned(),
+            value: 0.25,
+            unit: "ratio".to_owned(),
+            labels: Default::default(),
+        },
     );
     let packets = hub.finalize_step(7).expect("first step");
     let seeds: Vec<_> = packets.iter().map(|p| p.seed_id.as_deref()).collect();

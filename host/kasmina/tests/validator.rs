@@ -23,7 +23,13 @@ fn with_payload(payload: CommandPayload) -> AdaptationCommand {
     AdaptationCommand { payload, ..germinate("c", T0) }
 }
 
-fn assert_rejected(v: &CommandValidator, sink: &MemorySink, command: &AdaptationCommand, reason: ReasonCode, field: &str) -> Outcome {
+fn assert_rejected(
+    v: &CommandValidator,
+    sink: &MemorySink,
+    command: &AdaptationCommand,
+    reason: ReasonCode,
+    field: &str,
+) -> Outcome {
     let before = sink.named("kasmina.command.invalid").len();
     let outcome = v.validate(command);
     assert!(!outcome.accepted, "{field}: accepted");
@@ -119,7 +125,8 @@ fn non_finite_parameters_are_invalid() {
 #[test]
 fn structural_pruning_is_unsupported_with_a_clear_reason() {
     let (v, sink) = validator();
-    let outcome = assert_rejected(&v, &sink, &with_payload(pruning_payload()), ReasonCode::UnsupportedCommand, "command_type");
+    let outcome =
+        assert_rejected(&v, &sink, &with_payload(pruning_payload()), ReasonCode::UnsupportedCommand, "command_type");
     assert!(outcome.attributes["detail"].contains("STRUCTURAL_PRUNING is not supported"), "{:?}", outcome.attributes);
 }
 
@@ -139,7 +146,10 @@ fn other_types_need_their_own_fields() {
     let (v, sink) = validator();
     let cases: Vec<(CommandPayload, ReasonCode, &str)> = vec![
         (
-            CommandPayload::Rollback(RollbackCommand { rollback_point_id: Some(String::new()), reason: "r".to_owned() }),
+            CommandPayload::Rollback(RollbackCommand {
+                rollback_point_id: Some(String::new()),
+                reason: "r".to_owned(),
+            }),
             ReasonCode::MissingField,
             "rollback_point_id",
         ),
@@ -149,7 +159,10 @@ fn other_types_need_their_own_fields() {
             "reason",
         ),
         (
-            CommandPayload::Optimizer(OptimizerCommand { optimizer_id: "adamw".to_owned(), hyperparameters: Default::default() }),
+            CommandPayload::Optimizer(OptimizerCommand {
+                optimizer_id: "adamw".to_owned(),
+                hyperparameters: Default::default(),
+            }),
             ReasonCode::MissingField,
             "hyperparameters",
         ),

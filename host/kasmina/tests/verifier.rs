@@ -85,10 +85,8 @@ fn every_rejection_has_its_reason_counter_event_and_no_state_change() {
         assert_eq!(attr(event, "reason").as_deref(), Some(expected.as_str()));
         assert_eq!(attr(event, "freshness_window_ms").as_deref(), Some("60000"));
         assert_eq!(event.seed_id, None, "unverified seed ids must not key per-seed state");
-        let critical = matches!(
-            expected,
-            ReasonCode::MissingSignature | ReasonCode::InvalidSignature | ReasonCode::NonceReplayed
-        );
+        let critical =
+            matches!(expected, ReasonCode::MissingSignature | ReasonCode::InvalidSignature | ReasonCode::NonceReplayed);
         let want = if critical { TelemetryLevel::Critical } else { TelemetryLevel::Warning };
         assert_eq!(event.level, want, "{expected}: level");
     }

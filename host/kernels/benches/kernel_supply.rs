@@ -110,13 +110,18 @@ fn bench_cache_hit(c: &mut Criterion) {
         })
     };
     let mut g = c.benchmark_group("cache");
-    g.bench_function("hit_under_2_thread_contention", |b| b.iter(|| black_box(mgr.get(fixtures::MLP_ADAPTER, None).unwrap())));
+    g.bench_function("hit_under_2_thread_contention", |b| {
+        b.iter(|| black_box(mgr.get(fixtures::MLP_ADAPTER, None).unwrap()))
+    });
     g.finish();
 
     let contended = hit_percentiles(&mgr);
     stop.store(true, Ordering::Relaxed);
     rival.join().unwrap();
-    eprintln!("cache hit under 2-thread contention: p50 {} ns, p99 {} ns, p99.9 {} ns", contended.0, contended.1, contended.2);
+    eprintln!(
+        "cache hit under 2-thread contention: p50 {} ns, p99 {} ns, p99.9 {} ns",
+        contended.0, contended.1, contended.2
+    );
 }
 
 /// p50 / p99 / p99.9 of individually timed hits (Instant overhead, ~20-30 ns, included).

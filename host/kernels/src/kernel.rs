@@ -68,7 +68,12 @@ impl std::fmt::Debug for LoadedKernel {
 impl LoadedKernel {
     /// Loads verified bytes with libtorch, switches to eval mode and prewarms
     /// with `prewarm_runs` timed runs on a probe input.
-    pub fn load(artifact: VerifiedArtifact, device: Device, prewarm_runs: u32, now_ms: u64) -> Result<Self, KernelError> {
+    pub fn load(
+        artifact: VerifiedArtifact,
+        device: Device,
+        prewarm_runs: u32,
+        now_ms: u64,
+    ) -> Result<Self, KernelError> {
         let started = Instant::now();
         let VerifiedArtifact { entry, bytes } = artifact;
         let id = entry.descriptor.blueprint_id.clone();
@@ -120,11 +125,14 @@ impl LoadedKernel {
     /// loaded from the verified bytes held in memory.
     pub fn instantiate_trainable(&self, path: tch::nn::Path<'_>) -> Result<TrainableCModule, KernelError> {
         let mut reader: &[u8] = &self.bytes;
-        let mut module = TrainableCModule::load_data(&mut reader, path)
-            .map_err(|e| KernelError::LoadFailed { blueprint_id: self.descriptor.blueprint_id.clone(), detail: e.to_string() })?;
-        module
-            .f_set_train()
-            .map_err(|e| KernelError::LoadFailed { blueprint_id: self.descriptor.blueprint_id.clone(), detail: e.to_string() })?;
+        let mut module = TrainableCModule::load_data(&mut reader, path).map_err(|e| KernelError::LoadFailed {
+            blueprint_id: self.descriptor.blueprint_id.clone(),
+            detail: e.to_string(),
+        })?;
+        module.f_set_train().map_err(|e| KernelError::LoadFailed {
+            blueprint_id: self.descriptor.blueprint_id.clone(),
+            detail: e.to_string(),
+        })?;
         Ok(module)
     }
 
@@ -186,7 +194,10 @@ fn concrete_shape(spec: &TensorSpec) -> Vec<i64> {
 fn probe_input(spec: &TensorSpec, device: Device) -> Result<Tensor, tch::TchError> {
     let shape = concrete_shape(spec);
     let n: i64 = shape.iter().product();
-    Tensor::f_arange(n, (Kind::Float, device))?.f_div_scalar(n.max(1))?.f_reshape(&shape)?.f_to_kind(kind_of(spec.dtype))
+    Tensor::f_arange(n, (Kind::Float, device))?
+        .f_div_scalar(n.max(1))?
+        .f_reshape(&shape)?
+        .f_to_kind(kind_of(spec.dtype))
 }
 
 fn outputs_of(value: IValue) -> Result<Vec<Tensor>, String> {
@@ -215,7 +226,10 @@ fn prewarm(module: &CModule, d: &BlueprintDescriptor, device: Device, runs: u32)
         .iter()
         .map(|s| probe_input(s, device).map(IValue::Tensor))
         .collect::<Result<_, _>>()
-        .map_err(|e| KernelError::LoadFailed { blueprint_id: d.blueprint_id.clone(), detail: format!("probe input: {e}") })?;
+        .map_err(|e| KernelError::LoadFailed {
+            blueprint_id: d.blueprint_id.clone(),
+            detail: format!("probe input: {e}"),
+        })?;
     // The first call runs TorchScript's profiling pass; it is the warm-up, untimed.
     let first = module.forward_is(&inputs).map_err(|e| mismatch(format!("declared inputs rejected: {e}")))?;
     let outputs = outputs_of(first).map_err(mismatch)?;

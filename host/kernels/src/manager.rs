@@ -34,8 +34,8 @@ use crate::kernel::LoadedKernel;
 use crate::urza::{CatalogEntry, FetchError, UrzaLibrary};
 
 pub use prefetch::{PrefetchEvent, PrefetchEvents, RecvError, ShutdownReport};
-pub use stats::{CacheStats, StatsSnapshot};
 use stats::StatsCounters;
+pub use stats::{CacheStats, StatsSnapshot};
 
 /// Longest TTL accepted (moka refuses durations near 1000 years; a week is
 /// already far past any training job's need to re-verify).
@@ -182,7 +182,11 @@ impl Core {
     }
 
     /// The kernel for `blueprint_id`, and whether it was a cache hit.
-    pub(crate) fn get(&self, blueprint_id: &str, seed_id: Option<&str>) -> Result<(Arc<LoadedKernel>, bool), KernelError> {
+    pub(crate) fn get(
+        &self,
+        blueprint_id: &str,
+        seed_id: Option<&str>,
+    ) -> Result<(Arc<LoadedKernel>, bool), KernelError> {
         let entry = match self.probe(blueprint_id) {
             Probe::Hit(k) => {
                 StatsCounters::bump(&self.stats.hits);
@@ -204,7 +208,10 @@ impl Core {
         let span = tracing::info_span!("kasmina.kernel.fetch", blueprint_id, seed_id = seed_id.unwrap_or("-"));
         let _enter = span.enter();
         let key = KernelKey { sha256: entry.artifact_sha256.clone(), blueprint_id: blueprint_id.to_owned() };
-        self.cache.try_get_with(key, || self.load(&entry, seed_id)).map(|k| (k, false)).map_err(|e| KernelError::clone(&e))
+        self.cache
+            .try_get_with(key, || self.load(&entry, seed_id))
+            .map(|k| (k, false))
+            .map_err(|e| KernelError::clone(&e))
     }
 
     /// Removes an entry whose TTL passed, unless a concurrent caller already
@@ -227,15 +234,16 @@ impl Core {
         if let BreakerDecision::Denied { remaining_cooldown_ms } = self.breaker.allow() {
             StatsCounters::bump(&self.stats.breaker_refusals);
             let err = KernelError::BreakerOpen { remaining_cooldown_ms };
-            self.emit(self.event("kasmina.kernel.fetch_refused", TelemetryLevel::Warning, err.to_string(), id, seed_id).attr("reason", err.reason()));
+            self.emit(
+                self.event("kasmina.kernel.fetch_refused", TelemetryLevel::Warning, err.to_string(), id, seed_id)
+                    .attr("reason", err.reason()),
+            );
             return Err(err);
         }
         let started = Instant::now();
-        let loaded = self
-            .urza
-            .fetch_entry(entry)
-            .map_err(KernelError::from)
-            .and_then(|artifact| LoadedKernel::load(artifact, self.config.device, self.config.prewarm_runs, self.clock.now_ms()));
+        let loaded = self.urza.fetch_entry(entry).map_err(KernelError::from).and_then(|artifact| {
+            LoadedKernel::load(artifact, self.config.device, self.config.prewarm_runs, self.clock.now_ms())
+        });
         match loaded {
             Ok(kernel) => {
                 let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -243,11 +251,17 @@ impl Core {
                 self.stats.record_load(latency_us);
                 let p = kernel.prewarm();
                 self.emit(
-                    self.event("kasmina.kernel.loaded", TelemetryLevel::Info, "kernel verified, loaded and prewarmed", id, seed_id)
-                        .attr("sha256", entry.artifact_sha256.as_str())
-                        .attr("load_us", latency_us)
-                        .attr("prewarm_p50_us", p.p50_us)
-                        .attr("prewarm_p95_us", p.p95_us),
+                    self.event(
+                        "kasmina.kernel.loaded",
+                        TelemetryLevel::Info,
+                        "kernel verified, loaded and prewarmed",
+                        id,
+                        seed_id,
+                    )
+                    .attr("sha256", entry.artifact_sha256.as_str())
+                    .attr("load_us", latency_us)
+                    .attr("prewarm_p50_us", p.p50_us)
+                    .attr("prewarm_p95_us", p.p95_us),
                 );
                 Ok(Arc::new(kernel))
             }
@@ -274,17 +288,36 @@ impl Core {
         {
             let event = match self.urza.quarantine(&e.artifact_sha256, &f.to_string()) {
                 Ok(path) => self
-                    .event("kasmina.kernel.artifact_quarantined", TelemetryLevel::Critical, "corrupt artifact quarantined", blueprint_id, seed_id)
+                    .event(
+                        "kasmina.kernel.artifact_quarantined",
+                        TelemetryLevel::Critical,
+                        "corrupt artifact quarantined",
+                        blueprint_id,
+                        seed_id,
+                    )
                     .attr("path", path.display().to_string()),
                 Err(q) => self
-                    .event("kasmina.kernel.quarantine_failed", TelemetryLevel::Critical, "corrupt artifact could not be quarantined", blueprint_id, seed_id)
+                    .event(
+                        "kasmina.kernel.quarantine_failed",
+                        TelemetryLevel::Critical,
+                        "corrupt artifact could not be quarantined",
+                        blueprint_id,
+                        seed_id,
+                    )
                     .attr("error", q.to_string()),
             };
             self.emit(event.attr("sha256", e.artifact_sha256.as_str()).attr("reason", f.reason()));
         }
     }
 
-    fn event(&self, name: &str, level: TelemetryLevel, message: impl Into<String>, blueprint_id: &str, seed_id: Option<&str>) -> TelemetryEvent {
+    fn event(
+        &self,
+        name: &str,
+        level: TelemetryLevel,
+        message: impl Into<String>,
+        blueprint_id: &str,
+        seed_id: Option<&str>,
+    ) -> TelemetryEvent {
         let e = TelemetryEvent::new(name, level, message, self.clock.now_ms()).attr("blueprint_id", blueprint_id);
         match seed_id {
             Some(s) => e.seed(s),
@@ -341,7 +374,11 @@ impl KernelLoadManager {
     }
 
     /// Like [`get`](Self::get), also saying whether it was a cache hit.
-    pub fn get_traced(&self, blueprint_id: &str, seed_id: Option<&str>) -> Result<(Arc<LoadedKernel>, bool), KernelError> {
+    pub fn get_traced(
+        &self,
+        blueprint_id: &str,
+        seed_id: Option<&str>,
+    ) -> Result<(Arc<LoadedKernel>, bool), KernelError> {
         self.core.get(blueprint_id, seed_id)
     }
 

@@ -201,7 +201,11 @@ impl UrzaLibrary {
     /// no-op that also restores the artifact file if it had gone missing or
     /// been quarantined; the same id with anything different is
     /// [`UrzaError::BlueprintExists`].
-    pub fn publish(&self, descriptor: BlueprintDescriptor, artifact: impl AsRef<Path>) -> Result<CatalogEntry, UrzaError> {
+    pub fn publish(
+        &self,
+        descriptor: BlueprintDescriptor,
+        artifact: impl AsRef<Path>,
+    ) -> Result<CatalogEntry, UrzaError> {
         catalog::validate_descriptor(&descriptor)?;
         let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (tmp, sha, size) = self.copy_hashed(artifact.as_ref())?;
@@ -213,7 +217,13 @@ impl UrzaLibrary {
         result
     }
 
-    fn record(&self, descriptor: BlueprintDescriptor, tmp: &Path, sha: String, size: u64) -> Result<CatalogEntry, UrzaError> {
+    fn record(
+        &self,
+        descriptor: BlueprintDescriptor,
+        tmp: &Path,
+        sha: String,
+        size: u64,
+    ) -> Result<CatalogEntry, UrzaError> {
         let id = descriptor.blueprint_id.clone();
         let existing = self.entry(&id);
         if let Some(e) = &existing
@@ -258,7 +268,8 @@ impl UrzaLibrary {
             move |source| UrzaError::Io { path, source }
         };
         let file = File::open(src).map_err(io(src))?;
-        let tmp = self.root.join("artifacts").join(format!(".publish-{}-{}.tmp", std::process::id(), self.clock.now_ms()));
+        let tmp =
+            self.root.join("artifacts").join(format!(".publish-{}-{}.tmp", std::process::id(), self.clock.now_ms()));
         let mut out = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io(&tmp))?;
         let mut reader = file.take(MAX_ARTIFACT_BYTES + 1);
         let mut hasher = Sha256::new();
@@ -300,7 +311,8 @@ impl UrzaLibrary {
         let src = self.root.join(CatalogEntry::artifact_file_for(sha256_hex));
         let dest = self.quarantine_path(sha256_hex);
         fs::rename(&src, &dest).map_err(|source| UrzaError::Io { path: src.clone(), source })?;
-        let note = serde_json::json!({ "sha256": sha256_hex, "reason": reason, "quarantined_at_ms": self.clock.now_ms() });
+        let note =
+            serde_json::json!({ "sha256": sha256_hex, "reason": reason, "quarantined_at_ms": self.clock.now_ms() });
         let note_path = self.root.join("quarantine").join(format!("{sha256_hex}.reason.json"));
         catalog::write_atomically(&note_path, note.to_string().as_bytes())?;
         catalog::sync_dir(&self.root.join("artifacts"))?;

@@ -60,15 +60,23 @@ fn trainable_instances_are_per_seed_and_learn() {
     // B and the shared inference module are untouched by A's step.
     let shared = k.forward(&[x.shallow_clone()]).unwrap();
     assert_eq!(shared.abs().sum(Kind::Float).double_value(&[]), 0.0);
-    let b_out = vs_b.trainable_variables().iter().map(|t| t.abs().sum(Kind::Float).double_value(&[])).collect::<Vec<_>>();
+    let b_out =
+        vs_b.trainable_variables().iter().map(|t| t.abs().sum(Kind::Float).double_value(&[])).collect::<Vec<_>>();
     assert!(b_out.iter().filter(|v| **v == 0.0).count() >= 2, "B's last layer still zero: {b_out:?}");
 }
 
-fn assert_failed(env: &common::Env, result: Result<Arc<kasmina_kernels::LoadedKernel>, KernelError>, kind: PrefetchErrorKind) -> KernelError {
+fn assert_failed(
+    env: &common::Env,
+    result: Result<Arc<kasmina_kernels::LoadedKernel>, KernelError>,
+    kind: PrefetchErrorKind,
+) -> KernelError {
     let err = result.expect_err("fetch must fail: there is no fallback kernel");
     assert_eq!(err.kind(), kind, "{err}");
     let failed = env.sink.named("kasmina.kernel.fetch_failed");
-    assert!(failed.iter().any(|e| e.attributes.get("reason").map(ToString::to_string).as_deref() == Some(err.reason())), "{failed:?}");
+    assert!(
+        failed.iter().any(|e| e.attributes.get("reason").map(ToString::to_string).as_deref() == Some(err.reason())),
+        "{failed:?}"
+    );
     err
 }
 
@@ -193,7 +201,9 @@ fn concurrent_requests_share_one_failure() {
         .collect();
     // Waiters on the failed load get its error; anyone arriving after the
     // quarantine gets ArtifactQuarantined. Nobody gets a kernel.
-    assert!(errors.iter().all(|e| matches!(e.kind(), PrefetchErrorKind::Truncated | PrefetchErrorKind::ArtifactMissing)));
+    assert!(
+        errors.iter().all(|e| matches!(e.kind(), PrefetchErrorKind::Truncated | PrefetchErrorKind::ArtifactMissing))
+    );
     assert_eq!(env.sink.named("kasmina.kernel.artifact_quarantined").len(), 1);
 }
 
@@ -206,7 +216,10 @@ fn interval_stats_reset_while_cumulative_keep_counting() {
     mgr.get("ghost", None).unwrap_err();
     env.clock.advance_ms(1_000);
     let first = mgr.snapshot_and_reset();
-    assert_eq!((first.interval.hits, first.interval.misses, first.interval.loads, first.interval.load_failures), (1, 2, 1, 1));
+    assert_eq!(
+        (first.interval.hits, first.interval.misses, first.interval.loads, first.interval.load_failures),
+        (1, 2, 1, 1)
+    );
     assert_eq!(first.taken_at_ms - first.interval_started_ms, 1_000);
     assert!(first.interval.load_latency_max_us > 0);
 
@@ -284,7 +297,13 @@ fn invalid_configs_are_refused() {
     ] {
         let mut cfg = common::config();
         mutate(&mut cfg);
-        let r = kasmina_kernels::KernelLoadManager::new(env.urza.clone(), cfg, env.breaker.clone(), env.sink.clone(), env.clock.clone());
+        let r = kasmina_kernels::KernelLoadManager::new(
+            env.urza.clone(),
+            cfg,
+            env.breaker.clone(),
+            env.sink.clone(),
+            env.clock.clone(),
+        );
         assert!(matches!(r, Err(KernelError::InvalidConfig { .. })));
     }
 }

@@ -157,7 +157,10 @@ fn the_in_flight_cap_refuses_extra_requests() {
     let (mgr, _events) = env.manager(cfg);
     let fifo = env.make_artifact_hang(BOTTLENECK);
     mgr.prefetch(env.request("a", "seed-a", BOTTLENECK)).unwrap();
-    assert!(matches!(mgr.prefetch(env.request("b", "seed-b", MLP_ADAPTER)), Err(KernelError::PrefetchQueueFull { cap: 1 })));
+    assert!(matches!(
+        mgr.prefetch(env.request("b", "seed-b", MLP_ADAPTER)),
+        Err(KernelError::PrefetchQueueFull { cap: 1 })
+    ));
     mgr.shutdown();
     common::release_fifo(&fifo);
 }

@@ -82,11 +82,17 @@ fn invalid_descriptors_and_empty_artifacts_are_refused() {
         ("empty id", Box::new(|d| d.blueprint_id.clear())),
         ("path id", Box::new(|d| d.blueprint_id = "../evil".into())),
         ("risk", Box::new(|d| d.risk = f64::NAN)),
-        ("bounds", Box::new(|d| {
-            d.parameter_bounds.insert("lr".into(), leyline::ParameterBounds { min: 1.0, max: 0.0 });
-        })),
+        (
+            "bounds",
+            Box::new(|d| {
+                d.parameter_bounds.insert("lr".into(), leyline::ParameterBounds { min: 1.0, max: 0.0 });
+            }),
+        ),
         ("no outputs", Box::new(|d| d.interface.outputs.clear())),
-        ("huge probe", Box::new(|d| d.interface.inputs[0].shape = vec![leyline::Dim::Batch, leyline::Dim::Fixed(1 << 40)])),
+        (
+            "huge probe",
+            Box::new(|d| d.interface.inputs[0].shape = vec![leyline::Dim::Batch, leyline::Dim::Fixed(1 << 40)]),
+        ),
     ];
     for (what, mutate) in cases {
         let mut d = fx.descriptor.clone();
@@ -151,7 +157,10 @@ fn verify_all_reports_and_quarantines_only_the_corrupt() {
 
     // Fetch now names the quarantine; a second verify reports it as such.
     assert!(matches!(env.urza.fetch(RESIDUAL_CONV), Err(FetchError::ArtifactQuarantined { .. })));
-    assert_eq!(env.urza.verify_all().results.iter().filter(|(_, o)| *o == VerifyOutcome::AlreadyQuarantined).count(), 1);
+    assert_eq!(
+        env.urza.verify_all().results.iter().filter(|(_, o)| *o == VerifyOutcome::AlreadyQuarantined).count(),
+        1
+    );
 
     // Republishing the good file restores it.
     let fx = fixtures::get(RESIDUAL_CONV).unwrap();
@@ -178,7 +187,9 @@ fn strict_fetch_detects_truncation_extension_and_bit_flips() {
     let mut longer = good.clone();
     longer.extend_from_slice(b"trailing");
     std::fs::write(&path, &longer).unwrap();
-    assert!(matches!(env.urza.fetch(MLP_ADAPTER), Err(FetchError::SizeMismatch { actual, .. }) if actual == good.len() as u64 + 8));
+    assert!(
+        matches!(env.urza.fetch(MLP_ADAPTER), Err(FetchError::SizeMismatch { actual, .. }) if actual == good.len() as u64 + 8)
+    );
     let mut flipped = good.clone();
     flipped[good.len() / 2] ^= 1;
     std::fs::write(&path, &flipped).unwrap();

@@ -69,7 +69,8 @@ fn bench(c: &mut Criterion) {
     let Ok(runtime) = PluginRuntime::new(RuntimeConfig::new(dir.path())) else { return };
     let spec = PluginSpec::new(kasmina_plugin_artifacts::GATES, Pin::Unpinned);
     let Ok(per_call) = GatePlugin::load(&runtime, &spec) else { return };
-    let Ok(reused) = per_call.with_limits(PluginLimits { isolation: Isolation::Reuse, ..PluginLimits::default() }) else {
+    let Ok(reused) = per_call.with_limits(PluginLimits { isolation: Isolation::Reuse, ..PluginLimits::default() })
+    else {
         return;
     };
     let on_demand_config =
@@ -84,17 +85,25 @@ fn bench(c: &mut Criterion) {
     assert!(on_demand.evaluate(GateId::G2Stability, &g2).passed);
 
     let mut group = c.benchmark_group("gate_eval_g2");
-    group.bench_function("wasm_fresh_store", |b| b.iter(|| black_box(per_call.evaluate(GateId::G2Stability, black_box(&g2)))));
+    group.bench_function("wasm_fresh_store", |b| {
+        b.iter(|| black_box(per_call.evaluate(GateId::G2Stability, black_box(&g2))))
+    });
     group.bench_function("wasm_fresh_store_on_demand", |b| {
         b.iter(|| black_box(on_demand.evaluate(GateId::G2Stability, black_box(&g2))))
     });
-    group.bench_function("wasm_reused_instance", |b| b.iter(|| black_box(reused.evaluate(GateId::G2Stability, black_box(&g2)))));
-    group.bench_function("native", |b| b.iter(|| black_box(policy::evaluate(Gate::G2Stability, black_box(&g2_native)))));
+    group.bench_function("wasm_reused_instance", |b| {
+        b.iter(|| black_box(reused.evaluate(GateId::G2Stability, black_box(&g2))))
+    });
+    group
+        .bench_function("native", |b| b.iter(|| black_box(policy::evaluate(Gate::G2Stability, black_box(&g2_native)))));
     group.finish();
 
     let mut group = c.benchmark_group("gate_eval_g3_128_layers");
-    group.bench_function("wasm_reused_instance", |b| b.iter(|| black_box(reused.evaluate(GateId::G3Interface, black_box(&g3)))));
-    group.bench_function("native", |b| b.iter(|| black_box(policy::evaluate(Gate::G3Interface, black_box(&g3_native)))));
+    group.bench_function("wasm_reused_instance", |b| {
+        b.iter(|| black_box(reused.evaluate(GateId::G3Interface, black_box(&g3))))
+    });
+    group
+        .bench_function("native", |b| b.iter(|| black_box(policy::evaluate(Gate::G3Interface, black_box(&g3_native)))));
     // Fails on `host_not_registered` before touching the layers: what is
     // left is the canonical-ABI copy of the inputs in and the verdict out.
     let mut g3_transfer = g3.clone();

@@ -98,7 +98,12 @@ impl BlueprintPlugin {
         let caps = self.core.output_caps();
         self.core.call_validated(
             |instance, store| {
-                instance.esper_kasmina_blueprint_policy().call_admit(store, &wit_descriptor, &wit_requested, &wit_context)
+                instance.esper_kasmina_blueprint_policy().call_admit(
+                    store,
+                    &wit_descriptor,
+                    &wit_requested,
+                    &wit_context,
+                )
             },
             |raw| verdict::validate(raw, caps),
         )

@@ -223,7 +223,9 @@ pub fn check_file_with(runtime: &PluginRuntime, path: &Path, options: &CheckOpti
         PluginKind::AnnotationParser => {
             AnnotationPlugin::load(runtime, &spec).map(|p| runs::annotation(&p, options, &mut report))
         }
-        PluginKind::BlueprintPolicy => BlueprintPlugin::load(runtime, &spec).map(|p| runs::blueprint(&p, options, &mut report)),
+        PluginKind::BlueprintPolicy => {
+            BlueprintPlugin::load(runtime, &spec).map(|p| runs::blueprint(&p, options, &mut report))
+        }
     };
     match loaded {
         Ok(identity) => report.identity = Some(identity),

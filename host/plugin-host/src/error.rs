@@ -105,7 +105,9 @@ pub enum PluginError {
         exports: String,
     },
     /// Built against another API version (refused before instantiation).
-    #[error("plugin_version_mismatch: plugin {path} exports {interface}@{plugin_version}, this host serves @{host_version}")]
+    #[error(
+        "plugin_version_mismatch: plugin {path} exports {interface}@{plugin_version}, this host serves @{host_version}"
+    )]
     VersionMismatch {
         /// The plugin file.
         path: PathBuf,

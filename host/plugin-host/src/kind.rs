@@ -12,7 +12,8 @@ pub enum PluginKind {
 }
 
 /// Every kind, in a fixed order.
-pub const ALL_KINDS: [PluginKind; 3] = [PluginKind::GatePolicy, PluginKind::AnnotationParser, PluginKind::BlueprintPolicy];
+pub const ALL_KINDS: [PluginKind; 3] =
+    [PluginKind::GatePolicy, PluginKind::AnnotationParser, PluginKind::BlueprintPolicy];
 
 impl PluginKind {
     /// The WIT interface this kind exports (without package or version).

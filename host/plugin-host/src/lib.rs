@@ -42,7 +42,9 @@ pub mod inspect;
 pub mod reload;
 pub mod runtime;
 
-pub use annotation::{AnnotationError, AnnotationLimits, AnnotationPlugin, BlendSpec, ParseError, ParseErrorCode, ParsedAnnotations};
+pub use annotation::{
+    AnnotationError, AnnotationLimits, AnnotationPlugin, BlendSpec, ParseError, ParseErrorCode, ParsedAnnotations,
+};
 pub use blueprint::{AdmissionContext, BlueprintPlugin};
 pub use cache::{CacheOutcome, CacheStats, sha256_hex};
 pub use error::{FailureKind, PluginError, PluginFailure};

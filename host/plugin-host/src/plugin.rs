@@ -84,8 +84,11 @@ fn validate_limits(runtime: &PluginRuntime, limits: &PluginLimits) -> Result<(),
 
 impl<W: World> Core<W> {
     pub(crate) fn load(runtime: &PluginRuntime, spec: &PluginSpec) -> Result<Self, PluginError> {
-        validate_limits(runtime, &spec.limits)
-            .map_err(|detail| PluginError::Link { path: spec.path.clone(), kind: W::KIND, detail })?;
+        validate_limits(runtime, &spec.limits).map_err(|detail| PluginError::Link {
+            path: spec.path.clone(),
+            kind: W::KIND,
+            detail,
+        })?;
         let prepared = runtime.prepare(&spec.path, &spec.pin)?;
         let path = prepared.path.clone();
         if prepared.shape.kind != W::KIND {
@@ -100,7 +103,12 @@ impl<W: World> Core<W> {
             identity: Arc::new(PluginIdentity {
                 path: path.clone(),
                 sha256: prepared.sha256,
-                info: PluginInfo { name: String::new(), version: String::new(), api_version: String::new(), kind: W::KIND },
+                info: PluginInfo {
+                    name: String::new(),
+                    version: String::new(),
+                    api_version: String::new(),
+                    kind: W::KIND,
+                },
                 imports: prepared.shape.imports,
                 exports: prepared.shape.exports,
             }),
@@ -108,7 +116,8 @@ impl<W: World> Core<W> {
             limits: spec.limits.clone(),
             reused: Mutex::new(None),
         };
-        let info = core.call_validated(W::info, Ok).map_err(|failure| PluginError::Info { path: path.clone(), failure })?;
+        let info =
+            core.call_validated(W::info, Ok).map_err(|failure| PluginError::Info { path: path.clone(), failure })?;
         let info = core.check_info(info).map_err(|failure| PluginError::Info { path: path.clone(), failure })?;
         if info.kind != W::KIND {
             return Err(PluginError::KindMismatch { path, expected: W::KIND, found: info.kind });
@@ -125,7 +134,10 @@ impl<W: World> Core<W> {
         let cap = self.runtime.output_caps().name_bytes;
         for (field, value) in [("name", &raw.name), ("version", &raw.version), ("api-version", &raw.api_version)] {
             if value.is_empty() || value.len() > cap {
-                return Err(PluginFailure::bad_output(format!("info {field} is {} bytes (1..={cap} allowed)", value.len())));
+                return Err(PluginFailure::bad_output(format!(
+                    "info {field} is {} bytes (1..={cap} allowed)",
+                    value.len()
+                )));
             }
         }
         if raw.api_version != API_VERSION {
@@ -134,14 +146,22 @@ impl<W: World> Core<W> {
                 format!("info declares api-version {}, this host serves {API_VERSION}", raw.api_version),
             ));
         }
-        Ok(PluginInfo { name: raw.name, version: raw.version, api_version: raw.api_version, kind: PluginKind::from_wit(raw.kind) })
+        Ok(PluginInfo {
+            name: raw.name,
+            version: raw.version,
+            api_version: raw.api_version,
+            kind: PluginKind::from_wit(raw.kind),
+        })
     }
 
     /// A second handle on the same compiled plugin with other limits
     /// (shares the pre-instantiation; has its own reused instance).
     pub(crate) fn with_limits(&self, limits: PluginLimits) -> Result<Self, PluginError> {
-        validate_limits(&self.runtime, &limits)
-            .map_err(|detail| PluginError::Link { path: self.identity.path.clone(), kind: W::KIND, detail })?;
+        validate_limits(&self.runtime, &limits).map_err(|detail| PluginError::Link {
+            path: self.identity.path.clone(),
+            kind: W::KIND,
+            detail,
+        })?;
         Ok(Core {
             runtime: self.runtime.clone(),
             pre: self.pre.clone(),
@@ -217,8 +237,8 @@ impl<W: World> Core<W> {
                     None => {
                         let mut store = self.new_store();
                         self.arm(&mut store)?;
-                        let instance =
-                            W::instantiate(&self.pre, &mut store).map_err(|e| store.data().classify(&e, deadline_ms))?;
+                        let instance = W::instantiate(&self.pre, &mut store)
+                            .map_err(|e| store.data().classify(&e, deadline_ms))?;
                         (store, instance)
                     }
                 };

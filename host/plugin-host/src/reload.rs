@@ -92,7 +92,12 @@ impl<P: Reloadable> PluginSlot<P> {
     /// Loads the first plugin; it must pass the canary too.
     pub fn new(runtime: &PluginRuntime, spec: &PluginSpec, canary: CheckOptions) -> Result<Self, ReloadError> {
         let plugin = Self::vet(runtime, spec, &canary)?;
-        Ok(PluginSlot { runtime: runtime.clone(), canary, current: RwLock::new(Arc::new(plugin)), refused: AtomicU64::new(0) })
+        Ok(PluginSlot {
+            runtime: runtime.clone(),
+            canary,
+            current: RwLock::new(Arc::new(plugin)),
+            refused: AtomicU64::new(0),
+        })
     }
 
     fn vet(runtime: &PluginRuntime, spec: &PluginSpec, canary: &CheckOptions) -> Result<P, ReloadError> {

@@ -170,9 +170,11 @@ impl PluginRuntime {
         tracing::debug!(path = %path.display(), sha256, ?outcome, "kasmina.plugin.compiled");
         let shape = inspect::shape(&self.inner.engine, &component, path)?;
         let mut linker = self.inner.linker.clone();
-        linker
-            .define_unknown_imports_as_traps(&component)
-            .map_err(|e| PluginError::Link { path: path.to_owned(), kind: shape.kind, detail: e.to_string() })?;
+        linker.define_unknown_imports_as_traps(&component).map_err(|e| PluginError::Link {
+            path: path.to_owned(),
+            kind: shape.kind,
+            detail: e.to_string(),
+        })?;
         Ok(Prepared { path: path.to_owned(), sha256, component, shape, linker })
     }
 }

@@ -53,11 +53,7 @@ pub(crate) fn validate(raw: wit_types::Verdict, caps: &OutputCaps) -> Result<Ver
         }
     }
     if attributes.len() > caps.attributes {
-        return Err(PluginFailure::bad_output(format!(
-            "{} attributes (cap {})",
-            attributes.len(),
-            caps.attributes
-        )));
+        return Err(PluginFailure::bad_output(format!("{} attributes (cap {})", attributes.len(), caps.attributes)));
     }
     let mut map = BTreeMap::new();
     for wit_types::Attribute { key, value } in attributes {
@@ -94,7 +90,8 @@ mod tests {
         let caps = OutputCaps::default();
         assert!(validate(raw(true, "", 2), &caps).is_ok());
         assert!(validate(raw(false, "stage_mismatch", 0), &caps).is_ok());
-        for bad in [raw(true, "x", 0), raw(false, "", 0), raw(false, "Bad Reason", 0), raw(false, "plugin_timeout", 0)] {
+        for bad in [raw(true, "x", 0), raw(false, "", 0), raw(false, "Bad Reason", 0), raw(false, "plugin_timeout", 0)]
+        {
             assert!(validate(bad, &caps).is_err());
         }
         assert!(validate(raw(false, &"x".repeat(65), 0), &caps).is_err());

@@ -31,7 +31,8 @@ fn options() -> CheckOptions {
 #[test]
 fn default_plugins_and_the_sdk_example_pass() -> anyhow::Result<()> {
     let (runtime, _dir) = runtime()?;
-    for path in [artifacts::GATES, artifacts::ANNOTATIONS, artifacts::BLUEPRINT_POLICY, artifacts::EXAMPLE_CUSTOM_GATE] {
+    for path in [artifacts::GATES, artifacts::ANNOTATIONS, artifacts::BLUEPRINT_POLICY, artifacts::EXAMPLE_CUSTOM_GATE]
+    {
         let report = check_file_with(&runtime, path.as_ref(), &options());
         assert!(report.passed(), "{report}");
         assert_eq!(report.checks.len(), 10, "{report}");
@@ -91,7 +92,8 @@ fn loose(mut spec: PluginSpec) -> PluginSpec {
 #[test]
 fn hot_reload_swaps_only_after_the_canary_passes() -> anyhow::Result<()> {
     let (runtime, _dir) = runtime()?;
-    let slot: PluginSlot<GatePlugin> = PluginSlot::new(&runtime, &loose(pinned(artifacts::GATES)?), CheckOptions::smoke())?;
+    let slot: PluginSlot<GatePlugin> =
+        PluginSlot::new(&runtime, &loose(pinned(artifacts::GATES)?), CheckOptions::smoke())?;
     let before = slot.current();
     assert_eq!(before.identity().info.name, "kasmina-default-gates");
 
@@ -109,6 +111,13 @@ fn hot_reload_swaps_only_after_the_canary_passes() -> anyhow::Result<()> {
     assert_eq!(swapped.identity().info.name, "example-strict-gates");
     assert_eq!(slot.current().identity().info.name, "example-strict-gates");
     // A caller holding the old Arc keeps a working plugin.
-    assert!(before.evaluate(GateId::G0Sanity, &kasmina_plugin_host::conformance::corpus::passing_gate_inputs(GateId::G0Sanity)).passed);
+    assert!(
+        before
+            .evaluate(
+                GateId::G0Sanity,
+                &kasmina_plugin_host::conformance::corpus::passing_gate_inputs(GateId::G0Sanity)
+            )
+            .passed
+    );
     Ok(())
 }

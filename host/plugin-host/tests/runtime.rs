@@ -7,7 +7,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use kasmina_plugin_artifacts as artifacts;
-use kasmina_plugin_host::conformance::corpus::{passing_gate_inputs, passing_parameters, plain_context, safe_descriptor};
+use kasmina_plugin_host::conformance::corpus::{
+    passing_gate_inputs, passing_parameters, plain_context, safe_descriptor,
+};
 use kasmina_plugin_host::{
     AnnotationError, AnnotationLimits, AnnotationPlugin, BlueprintPlugin, CacheOutcome, FailureKind, GatePlugin,
     Isolation, ParseErrorCode, Pin, PluginError, PluginKind, PluginLimits, PluginRuntime, PluginSpec, RuntimeConfig,
@@ -49,7 +51,8 @@ fn fault(runtime: &PluginRuntime, path: &str, isolation: Isolation) -> anyhow::R
     let inputs = passing_gate_inputs(GateId::G2Stability);
     let verdict = plugin.evaluate(GateId::G2Stability, &inputs);
     assert!(!verdict.passed, "fail closed");
-    let failure = plugin.try_evaluate(GateId::G2Stability, &inputs).err().ok_or_else(|| anyhow::anyhow!("no failure"))?;
+    let failure =
+        plugin.try_evaluate(GateId::G2Stability, &inputs).err().ok_or_else(|| anyhow::anyhow!("no failure"))?;
     assert_eq!(verdict.reason, failure.kind.as_reason());
     Ok((failure.kind, failure.detail))
 }
@@ -104,7 +107,9 @@ fn a_reused_instance_is_replaced_after_a_trap() -> anyhow::Result<()> {
 fn wrong_api_version_is_refused_before_instantiation() -> anyhow::Result<()> {
     let (runtime, _dir) = runtime()?;
     let err = GatePlugin::load(&runtime, &pinned(artifacts::FIXTURE_WRONG_VERSION)?).err();
-    let Some(err @ PluginError::VersionMismatch { .. }) = err else { anyhow::bail!("expected a version mismatch, got {err:?}") };
+    let Some(err @ PluginError::VersionMismatch { .. }) = err else {
+        anyhow::bail!("expected a version mismatch, got {err:?}")
+    };
     assert!(err.is_version_mismatch());
     let text = err.to_string();
     assert!(text.contains("plugin_version_mismatch") && text.contains("0.9.0") && text.contains("0.1.0"), "{text}");
@@ -179,8 +184,7 @@ fn artifacts_are_compiled_once_and_loaded_from_disk() -> anyhow::Result<()> {
 fn concurrent_compiles_into_one_cache_all_succeed() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let bytes = std::fs::read(artifacts::BLUEPRINT_POLICY)?;
-    let runtimes =
-        (0..4).map(|_| PluginRuntime::new(RuntimeConfig::new(dir.path()))).collect::<Result<Vec<_>, _>>()?;
+    let runtimes = (0..4).map(|_| PluginRuntime::new(RuntimeConfig::new(dir.path()))).collect::<Result<Vec<_>, _>>()?;
     let outcomes = std::thread::scope(|scope| {
         let handles: Vec<_> =
             runtimes.iter().map(|runtime| scope.spawn(|| runtime.load_through_disk_cache(&bytes))).collect();

@@ -30,7 +30,10 @@ fn bench_blend(c: &mut Criterion) {
         ("convex", BlendSpec::convex()),
         ("residual", BlendSpec::residual()),
         ("channel", BlendSpec::channel(alpha_vec).unwrap()),
-        ("confidence", BlendSpec::confidence(ConfidenceGate { k: 4.0, tau: 0.5, alpha_lo: 0.05, alpha_hi: 0.95 }).unwrap()),
+        (
+            "confidence",
+            BlendSpec::confidence(ConfidenceGate { k: 4.0, tau: 0.5, alpha_lo: 0.05, alpha_hi: 0.95 }).unwrap(),
+        ),
     ];
 
     let mut g = c.benchmark_group("blend_16M_f32");

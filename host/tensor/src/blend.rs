@@ -103,7 +103,11 @@ impl BlendSpec {
             return Err(TensorError::InvalidParameter { name: "alpha_lo", value: alpha_lo, rule: "must be in [0, 1]" });
         }
         if !(alpha_lo..=1.0).contains(&alpha_hi) {
-            return Err(TensorError::InvalidParameter { name: "alpha_hi", value: alpha_hi, rule: "must be in [alpha_lo, 1]" });
+            return Err(TensorError::InvalidParameter {
+                name: "alpha_hi",
+                value: alpha_hi,
+                rule: "must be in [alpha_lo, 1]",
+            });
         }
         Ok(BlendSpec { mode: BlendMode::Confidence, alpha_vec: Vec::new(), gate: Some(gate) })
     }

@@ -138,7 +138,9 @@ pub enum TensorError {
         rule: String,
     },
     /// The isolation monitor was asked to fail fast and a violation occurred.
-    #[error("gradient isolation violated for seed {seed_id}: cosine {cosine:?} (threshold {threshold}), {leaked_parameters} host parameters reached")]
+    #[error(
+        "gradient isolation violated for seed {seed_id}: cosine {cosine:?} (threshold {threshold}), {leaked_parameters} host parameters reached"
+    )]
     IsolationViolation {
         /// The seed.
         seed_id: String,

@@ -170,7 +170,13 @@ impl IsolationMonitor {
     }
 
     /// The per-step check: sampled cosine after the trainer's backward at `step`.
-    pub fn check(&mut self, seed_id: &str, step: u64, host_params: &[Tensor], seed_params: &[Tensor]) -> Result<IsolationReport> {
+    pub fn check(
+        &mut self,
+        seed_id: &str,
+        step: u64,
+        host_params: &[Tensor],
+        seed_params: &[Tensor],
+    ) -> Result<IsolationReport> {
         let (cosine, shared) = sampled_cosine(host_params, seed_params, self.config.samples_per_param)?;
         let violation = cosine > self.config.cosine_threshold;
         self.record(seed_id, step, Some(cosine), shared, 0, violation)
@@ -183,12 +189,26 @@ impl IsolationMonitor {
     /// checks, not every step. Any host parameter with a non-zero gradient
     /// from the seed output is a violation (the seed's input was not
     /// detached, or the kernel computes through host parameters).
-    pub fn probe_input_leak(&mut self, seed_id: &str, step: u64, seed_out: &Tensor, host_params: &[Tensor]) -> Result<IsolationReport> {
+    pub fn probe_input_leak(
+        &mut self,
+        seed_id: &str,
+        step: u64,
+        seed_out: &Tensor,
+        host_params: &[Tensor],
+    ) -> Result<IsolationReport> {
         let leaked = leaked_parameters(seed_out, host_params, self.config.samples_per_param)?;
         self.record(seed_id, step, None, 0, leaked, leaked > 0)
     }
 
-    fn record(&mut self, seed_id: &str, step: u64, cosine: Option<f64>, shared: usize, leaked: usize, violation: bool) -> Result<IsolationReport> {
+    fn record(
+        &mut self,
+        seed_id: &str,
+        step: u64,
+        cosine: Option<f64>,
+        shared: usize,
+        leaked: usize,
+        violation: bool,
+    ) -> Result<IsolationReport> {
         let trip = self.config.violations_to_trip as usize;
         let window_steps = self.config.window_steps;
         let entry = self.seeds.entry(seed_id.to_owned()).or_default();
@@ -263,7 +283,8 @@ fn leaked_parameters(seed_out: &Tensor, host_params: &[Tensor], k: usize) -> Res
     if inputs.is_empty() {
         return Ok(0);
     }
-    let grads = Tensor::f_run_backward(&[seed_out], &inputs, true, false).map_err(TensorError::torch("isolation probe"))?;
+    let grads =
+        Tensor::f_run_backward(&[seed_out], &inputs, true, false).map_err(TensorError::torch("isolation probe"))?;
     let mut leaked = 0;
     for g in grads.iter().filter(|g| g.defined()) {
         let sample = sample_flat(g, k)?;
@@ -283,7 +304,8 @@ pub fn sampled_cosine(host_params: &[Tensor], seed_params: &[Tensor], k: usize) 
     let mut order: Vec<&Tensor> = Vec::new();
     for (is_seed, params) in [(false, host_params), (true, seed_params)] {
         for p in params {
-            let id = ParamId::of(p).map_err(|e| TensorError::InvalidConfig { name: "isolation parameter", rule: e.to_string() })?;
+            let id = ParamId::of(p)
+                .map_err(|e| TensorError::InvalidConfig { name: "isolation parameter", rule: e.to_string() })?;
             let entry = roles.entry(id).or_insert_with(|| {
                 order.push(p);
                 (false, false, order.len() - 1)
@@ -299,7 +321,8 @@ pub fn sampled_cosine(host_params: &[Tensor], seed_params: &[Tensor], k: usize) 
             continue;
         }
         let sample = sample_flat(&g, k)?;
-        let sq = sample.f_to_kind(Kind::Double).and_then(|s| s.f_dot(&s)).map_err(TensorError::torch("isolation norm"))?;
+        let sq =
+            sample.f_to_kind(Kind::Double).and_then(|s| s.f_dot(&s)).map_err(TensorError::torch("isolation norm"))?;
         index_of[i] = Some(norms.len());
         norms.push(sq);
     }
@@ -342,6 +365,7 @@ fn sample_flat(g: &Tensor, k: usize) -> Result<Tensor> {
     if numel <= k {
         return Ok(flat);
     }
-    let idx = Tensor::f_randint(numel as i64, [k as i64], (Kind::Int64, g.device())).map_err(TensorError::torch("isolation sample"))?;
+    let idx = Tensor::f_randint(numel as i64, [k as i64], (Kind::Int64, g.device()))
+        .map_err(TensorError::torch("isolation sample"))?;
     flat.f_index_select(0, &idx).map_err(TensorError::torch("isolation gather"))
 }

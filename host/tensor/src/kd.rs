@@ -22,10 +22,18 @@ pub const DEFAULT_KD_TEMPERATURE: f64 = 2.0;
 /// Both logits `[N, classes]`; gradients flow to the student only.
 pub fn kd_loss(student_logits: &Tensor, teacher_logits: &Tensor, temperature: f64) -> Result<Tensor> {
     if !(temperature.is_finite() && temperature > 0.0) {
-        return Err(TensorError::InvalidParameter { name: "kd_temperature", value: temperature, rule: "must be finite and > 0" });
+        return Err(TensorError::InvalidParameter {
+            name: "kd_temperature",
+            value: temperature,
+            rule: "must be finite and > 0",
+        });
     }
     if student_logits.dim() != 2 {
-        return Err(TensorError::WrongRank { what: "student logits", expected: "2 ([N, classes])", got: student_logits.dim() });
+        return Err(TensorError::WrongRank {
+            what: "student logits",
+            expected: "2 ([N, classes])",
+            got: student_logits.dim(),
+        });
     }
     if student_logits.size() != teacher_logits.size() {
         return Err(TensorError::ShapeMismatch {
@@ -39,7 +47,10 @@ pub fn kd_loss(student_logits: &Tensor, teacher_logits: &Tensor, temperature: f6
         return Err(TensorError::ShapeMismatch { what: "student logits batch", expected: vec![1], got: vec![0] });
     }
     let t = TensorError::torch;
-    let log_p_student = student_logits.f_div_scalar(temperature).and_then(|s| s.f_log_softmax(1, Kind::Float)).map_err(t("kd log_softmax"))?;
+    let log_p_student = student_logits
+        .f_div_scalar(temperature)
+        .and_then(|s| s.f_log_softmax(1, Kind::Float))
+        .map_err(t("kd log_softmax"))?;
     let log_p_teacher = teacher_logits
         .detach()
         .f_div_scalar(temperature)
@@ -125,7 +136,11 @@ impl Distiller {
             return Err(TensorError::InvalidParameter { name: "kd_weight", value: weight, rule: "must be in [0, 1]" });
         }
         if !(temperature.is_finite() && temperature > 0.0) {
-            return Err(TensorError::InvalidParameter { name: "kd_temperature", value: temperature, rule: "must be finite and > 0" });
+            return Err(TensorError::InvalidParameter {
+                name: "kd_temperature",
+                value: temperature,
+                rule: "must be finite and > 0",
+            });
         }
         Ok(Distiller { teacher: None, weight, temperature })
     }

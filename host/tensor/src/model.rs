@@ -110,7 +110,8 @@ impl SeededModel {
     /// Runs every slot at `site` on the host's output there, in order, and
     /// returns what the host model should continue with.
     pub fn apply(&mut self, site: &str, host_out: &Tensor, ctx: &ForwardCtx<'_>) -> Result<Tensor> {
-        let index = self.sites.iter().position(|s| s.name == site).ok_or_else(|| TensorError::UnknownSite(site.to_owned()))?;
+        let index =
+            self.sites.iter().position(|s| s.name == site).ok_or_else(|| TensorError::UnknownSite(site.to_owned()))?;
         if let Some(prev) = self.cursor
             && index <= prev
         {

@@ -46,7 +46,11 @@ pub enum SeedOptimizerConfig {
 impl SeedOptimizerConfig {
     fn build(self) -> Result<COptimizer> {
         let finite_pos = |name, v: f64| {
-            if v.is_finite() && v > 0.0 { Ok(()) } else { Err(TensorError::InvalidParameter { name, value: v, rule: "must be finite and > 0" }) }
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(TensorError::InvalidParameter { name, value: v, rule: "must be finite and > 0" })
+            }
         };
         let r = match self {
             SeedOptimizerConfig::Sgd { lr, momentum, weight_decay } => {
@@ -96,14 +100,22 @@ impl SeedOptimizers {
     }
 
     /// The seed starts training: its parameters join a new optimizer.
-    pub fn join(&mut self, seed_id: &str, params: &[Tensor], registry: &ParameterRegistry, config: SeedOptimizerConfig) -> Result<(), JoinError> {
+    pub fn join(
+        &mut self,
+        seed_id: &str,
+        params: &[Tensor],
+        registry: &ParameterRegistry,
+        config: SeedOptimizerConfig,
+    ) -> Result<(), JoinError> {
         if self.per_seed.contains_key(seed_id) {
             return Err(JoinError::AlreadyJoined(seed_id.to_owned()));
         }
         for (index, p) in params.iter().enumerate() {
-            registry
-                .validate_update(seed_id, p)
-                .map_err(|refusal| JoinError::Refused { seed_id: seed_id.to_owned(), index, refusal })?;
+            registry.validate_update(seed_id, p).map_err(|refusal| JoinError::Refused {
+                seed_id: seed_id.to_owned(),
+                index,
+                refusal,
+            })?;
         }
         let mut opt = config.build()?;
         for p in params {
@@ -138,9 +150,14 @@ impl SeedOptimizers {
     /// schedule applies to seeds as to the host).
     pub fn set_learning_rate(&mut self, lr: f64) -> Result<()> {
         if !(lr.is_finite() && lr > 0.0) {
-            return Err(TensorError::InvalidConfig { name: "learning_rate", rule: format!("{lr} must be finite and > 0") });
+            return Err(TensorError::InvalidConfig {
+                name: "learning_rate",
+                rule: format!("{lr} must be finite and > 0"),
+            });
         }
-        self.per_seed.values_mut().try_for_each(|o| o.set_learning_rate(lr).map_err(TensorError::torch("optimizer set_learning_rate")))
+        self.per_seed
+            .values_mut()
+            .try_for_each(|o| o.set_learning_rate(lr).map_err(TensorError::torch("optimizer set_learning_rate")))
     }
 
     /// Steps every training seed's optimizer.

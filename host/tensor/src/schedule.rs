@@ -44,10 +44,16 @@ impl AlphaSchedule {
             return Err(TensorError::InvalidConfig { name: "schedule.steps", rule: "must be ≥ 1".into() });
         }
         if !(config.temperature.is_finite() && config.temperature > 0.0) {
-            return Err(TensorError::InvalidConfig { name: "schedule.temperature", rule: "must be finite and > 0".into() });
+            return Err(TensorError::InvalidConfig {
+                name: "schedule.temperature",
+                rule: "must be finite and > 0".into(),
+            });
         }
         if !(0.0..0.25).contains(&config.hysteresis) {
-            return Err(TensorError::InvalidConfig { name: "schedule.hysteresis", rule: "must be in [0, 0.25)".into() });
+            return Err(TensorError::InvalidConfig {
+                name: "schedule.hysteresis",
+                rule: "must be in [0, 0.25)".into(),
+            });
         }
         let mut s = AlphaSchedule { config, step: 0, last_train_step: None, complete: false };
         s.update_latch();

@@ -25,9 +25,9 @@
 use leyline::SeedStage;
 use tch::Tensor;
 
+use crate::blend::BlendSpec;
 use crate::blend::kernels::{blend, blend_fossil, blend_into, buffer_fits, incubate};
 use crate::blend::stats::BlendStats;
-use crate::blend::BlendSpec;
 use crate::error::{Result, TensorError};
 use crate::kernel::SeedKernel;
 use crate::schedule::AlphaSchedule;
@@ -108,7 +108,12 @@ impl std::fmt::Debug for SeedSlot {
 
 impl SeedSlot {
     /// A DORMANT slot with no kernel.
-    pub fn new(seed_id: impl Into<String>, site: impl Into<String>, spec: BlendSpec, schedule: AlphaSchedule) -> Result<Self> {
+    pub fn new(
+        seed_id: impl Into<String>,
+        site: impl Into<String>,
+        spec: BlendSpec,
+        schedule: AlphaSchedule,
+    ) -> Result<Self> {
         let (seed_id, site) = (seed_id.into(), site.into());
         if seed_id.is_empty() || site.is_empty() {
             return Err(TensorError::InvalidConfig { name: "slot", rule: "seed id and site must be non-empty".into() });
@@ -228,7 +233,14 @@ impl SeedSlot {
             self.fossilized = true;
         }
         if let Some(kernel) = self.kernel.as_mut() {
-            kernel.set_train(matches!(to, SeedStage::Training | SeedStage::Blending | SeedStage::Shadowing | SeedStage::Probationary | SeedStage::Fossilized))?;
+            kernel.set_train(matches!(
+                to,
+                SeedStage::Training
+                    | SeedStage::Blending
+                    | SeedStage::Shadowing
+                    | SeedStage::Probationary
+                    | SeedStage::Fossilized
+            ))?;
         }
         self.stage = to;
         Ok(())
@@ -257,7 +269,12 @@ impl SeedSlot {
 
     /// Runs the slot on the host's output at the site.
     pub fn forward(&mut self, host_out: &Tensor, ctx: &ForwardCtx<'_>) -> Result<SlotOutput> {
-        let host_only = |host: &Tensor| SlotOutput { out: host.shallow_clone(), host: host.shallow_clone(), seed: None, stats: None };
+        let host_only = |host: &Tensor| SlotOutput {
+            out: host.shallow_clone(),
+            host: host.shallow_clone(),
+            seed: None,
+            stats: None,
+        };
         if self.paused {
             return Ok(host_only(host_out));
         }

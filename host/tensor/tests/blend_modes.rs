@@ -119,7 +119,12 @@ fn confidence_refuses_missing_wrong_rank_and_wrong_batch_logits() {
 #[test]
 fn host_receives_no_gradient_and_seed_does_in_every_mode() -> Result<()> {
     let logits = randn(&[2, 5]);
-    let specs = [BlendSpec::convex(), BlendSpec::residual(), BlendSpec::channel(vec![0.3, 0.6, 0.9])?, BlendSpec::confidence(gate())?];
+    let specs = [
+        BlendSpec::convex(),
+        BlendSpec::residual(),
+        BlendSpec::channel(vec![0.3, 0.6, 0.9])?,
+        BlendSpec::confidence(gate())?,
+    ];
     for spec in &specs {
         let host_in = randn(&[2, 3, 4]).set_requires_grad(true);
         let seed_out = randn(&[2, 3, 4]).set_requires_grad(true);
@@ -127,8 +132,16 @@ fn host_receives_no_gradient_and_seed_does_in_every_mode() -> Result<()> {
         let (out, _) = blend(spec, 0.7, &host, &seed_out, Some(&logits))?;
         out.sum(Kind::Float).backward();
         let hg = host_in.grad();
-        assert!(!hg.defined() || hg.abs().sum(Kind::Float).double_value(&[]) == 0.0, "{:?}: host got a gradient", spec.mode());
-        assert!(seed_out.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0, "{:?}: seed got no gradient", spec.mode());
+        assert!(
+            !hg.defined() || hg.abs().sum(Kind::Float).double_value(&[]) == 0.0,
+            "{:?}: host got a gradient",
+            spec.mode()
+        );
+        assert!(
+            seed_out.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0,
+            "{:?}: seed got no gradient",
+            spec.mode()
+        );
     }
     Ok(())
 }
@@ -158,9 +171,15 @@ fn foreign_shapes_and_bad_alpha_are_typed_errors() {
     let mut small = Tensor::empty([1, 3], (Kind::Float, Device::Cpu));
     assert!(matches!(blend_into(&spec, 0.5, &host, &seed, None, &mut small), Err(TensorError::ShapeMismatch { .. })));
     let mut wrong_kind = Tensor::empty([2, 3], (Kind::Double, Device::Cpu));
-    assert!(matches!(blend_into(&spec, 0.5, &host, &seed, None, &mut wrong_kind), Err(TensorError::Incompatible { .. })));
+    assert!(matches!(
+        blend_into(&spec, 0.5, &host, &seed, None, &mut wrong_kind),
+        Err(TensorError::Incompatible { .. })
+    ));
     for a in [-0.1, 1.5, f64::NAN] {
-        assert!(matches!(blend(&spec, a, &host, &seed, None), Err(TensorError::InvalidParameter { name: "alpha", .. })));
+        assert!(matches!(
+            blend(&spec, a, &host, &seed, None),
+            Err(TensorError::InvalidParameter { name: "alpha", .. })
+        ));
     }
     let bf = seed.to_kind(Kind::Double);
     assert!(matches!(blend(&spec, 0.5, &host, &bf, None), Err(TensorError::Incompatible { .. })));

@@ -37,7 +37,12 @@ fn run_step(width: i64, share: bool) -> (Vec<Tensor>, Vec<Tensor>) {
     }
     let loss = logits.pow_tensor_scalar(2).mean(Kind::Float) + seed_out.pow_tensor_scalar(2).mean(Kind::Float);
     loss.backward();
-    let host = vec![lin1.ws.shallow_clone(), lin1.bs.as_ref().unwrap().shallow_clone(), lin2.ws.shallow_clone(), lin2.bs.as_ref().unwrap().shallow_clone()];
+    let host = vec![
+        lin1.ws.shallow_clone(),
+        lin1.bs.as_ref().unwrap().shallow_clone(),
+        lin2.ws.shallow_clone(),
+        lin2.bs.as_ref().unwrap().shallow_clone(),
+    ];
     let mut seed = vec![lin_s.ws.shallow_clone(), lin_s.bs.as_ref().unwrap().shallow_clone()];
     if share {
         seed.push(lin2.ws.shallow_clone());
@@ -49,7 +54,13 @@ fn run_step(width: i64, share: bool) -> (Vec<Tensor>, Vec<Tensor>) {
 }
 
 fn config(fail_fast: bool) -> IsolationConfig {
-    IsolationConfig { cosine_threshold: 0.1, samples_per_param: 256, violations_to_trip: 3, window_steps: 100, fail_fast }
+    IsolationConfig {
+        cosine_threshold: 0.1,
+        samples_per_param: 256,
+        violations_to_trip: 3,
+        window_steps: 100,
+        fail_fast,
+    }
 }
 
 fn monitor(fail_fast: bool) -> (IsolationMonitor, Arc<MemorySink>) {
@@ -155,7 +166,8 @@ fn cosine_formula_on_known_gradients() -> Result<()> {
         let shared = Tensor::randn([n], (Kind::Float, Device::Cpu)).set_requires_grad(true);
         let own = Tensor::randn([n], (Kind::Float, Device::Cpu)).set_requires_grad(true);
         (shared.sum(Kind::Float) + own.sum(Kind::Float)).backward();
-        let (cos, shared_n) = sampled_cosine(std::slice::from_ref(&shared), &[shared.shallow_clone(), own.shallow_clone()], k)?;
+        let (cos, shared_n) =
+            sampled_cosine(std::slice::from_ref(&shared), &[shared.shallow_clone(), own.shallow_clone()], k)?;
         assert_eq!(shared_n, 1);
         assert!((cos - std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-9, "n {n} k {k}: {cos}");
     }

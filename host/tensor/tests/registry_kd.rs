@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use kasmina_tensor::{
-    DEFAULT_KD_WEIGHT, Distiller, JoinError, ParameterRegistry, RegistryError, SeedOptimizerConfig, SeedOptimizers, Teacher, TensorError,
-    UpdateRefusal, kd_loss, mix_losses,
+    DEFAULT_KD_WEIGHT, Distiller, JoinError, ParameterRegistry, RegistryError, SeedOptimizerConfig, SeedOptimizers,
+    Teacher, TensorError, UpdateRefusal, kd_loss, mix_losses,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -24,7 +24,11 @@ fn fixture(name: &str) -> PathBuf {
 fn validate_update_names_the_reason() -> Result<()> {
     let (a, b, t, stray) = (param(3), param(3), param(3), param(3));
     let mut reg = ParameterRegistry::new();
-    assert_eq!(reg.register_seed("seed-a", &[a.shallow_clone(), a.shallow_clone()])?, 1, "same storage is one parameter");
+    assert_eq!(
+        reg.register_seed("seed-a", &[a.shallow_clone(), a.shallow_clone()])?,
+        1,
+        "same storage is one parameter"
+    );
     reg.register_seed("seed-b", std::slice::from_ref(&b))?;
     reg.set_teacher(std::slice::from_ref(&t))?;
     assert_eq!(reg.validate_update("seed-a", &a), Ok(()));
@@ -46,10 +50,19 @@ fn registration_is_all_or_nothing_and_teacher_is_immutable() -> Result<()> {
     let mut reg = ParameterRegistry::new();
     reg.register_seed("seed-a", std::slice::from_ref(&a))?;
     reg.set_teacher(std::slice::from_ref(&t))?;
-    assert_eq!(reg.register_seed("seed-b", &[b.shallow_clone(), t.shallow_clone()]), Err(RegistryError::Refused(UpdateRefusal::TeacherParameter)));
+    assert_eq!(
+        reg.register_seed("seed-b", &[b.shallow_clone(), t.shallow_clone()]),
+        Err(RegistryError::Refused(UpdateRefusal::TeacherParameter))
+    );
     assert_eq!(reg.owner_of(&b), None, "nothing of the refused registration stayed");
-    assert!(matches!(reg.register_seed("seed-b", &[b.shallow_clone(), a.shallow_clone()]), Err(RegistryError::Refused(UpdateRefusal::OwnedByOtherSeed { .. }))));
-    assert_eq!(reg.register_seed("seed-a", std::slice::from_ref(&b)), Err(RegistryError::DuplicateSeed("seed-a".into())));
+    assert!(matches!(
+        reg.register_seed("seed-b", &[b.shallow_clone(), a.shallow_clone()]),
+        Err(RegistryError::Refused(UpdateRefusal::OwnedByOtherSeed { .. }))
+    ));
+    assert_eq!(
+        reg.register_seed("seed-a", std::slice::from_ref(&b)),
+        Err(RegistryError::DuplicateSeed("seed-a".into()))
+    );
     assert_eq!(reg.register_seed("", std::slice::from_ref(&b)), Err(RegistryError::EmptySeedId));
     assert_eq!(reg.register_seed("seed-c", &[Tensor::new()]), Err(RegistryError::UndefinedTensor));
     assert!(matches!(reg.set_teacher(std::slice::from_ref(&a)), Err(RegistryError::Refused(_))));
@@ -117,7 +130,10 @@ fn kd_loss_matches_the_hand_computed_case() -> Result<()> {
 #[test]
 fn kd_refuses_bad_inputs() {
     let s = Tensor::randn([2, 3], (Kind::Float, Device::Cpu));
-    assert!(matches!(kd_loss(&s, &Tensor::randn([2, 4], (Kind::Float, Device::Cpu)), 2.0), Err(TensorError::ShapeMismatch { .. })));
+    assert!(matches!(
+        kd_loss(&s, &Tensor::randn([2, 4], (Kind::Float, Device::Cpu)), 2.0),
+        Err(TensorError::ShapeMismatch { .. })
+    ));
     assert!(matches!(kd_loss(&s.view([6]), &s.view([6]), 2.0), Err(TensorError::WrongRank { .. })));
     assert!(matches!(kd_loss(&s, &s, 0.0), Err(TensorError::InvalidParameter { .. })));
     assert!(mix_losses(&s, &s, 1.5).is_err());

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use kasmina_tensor::{
-    AlphaSchedule, BlendSpec, ForwardCtx, NativeKernel, ScheduleConfig, ScriptedKernel, SeedKernel, SeedSlot, SeededModel, TensorError,
+    AlphaSchedule, BlendSpec, ForwardCtx, NativeKernel, ScheduleConfig, ScriptedKernel, SeedKernel, SeedSlot,
+    SeededModel, TensorError,
 };
 use leyline::SeedStage;
 use tch::nn::{self, Module};
@@ -35,7 +36,14 @@ fn fixture(name: &str) -> PathBuf {
 /// A slot moved through the legal stages up to `to`, kernel attached at GERMINATED.
 fn slot_at(to: SeedStage, spec: BlendSpec, kernel: Box<dyn SeedKernel>) -> SeedSlot {
     let mut slot = SeedSlot::new("seed-1", "block1", spec, schedule()).unwrap();
-    let path = [SeedStage::Germinated, SeedStage::Training, SeedStage::Blending, SeedStage::Shadowing, SeedStage::Probationary, SeedStage::Fossilized];
+    let path = [
+        SeedStage::Germinated,
+        SeedStage::Training,
+        SeedStage::Blending,
+        SeedStage::Shadowing,
+        SeedStage::Probationary,
+        SeedStage::Fossilized,
+    ];
     let mut kernel = Some(kernel);
     for stage in path {
         slot.transition(stage).unwrap();
@@ -87,7 +95,8 @@ fn incubator_value_is_the_host_exactly_yet_the_seed_learns() -> Result<()> {
     let loss = (&out.out * &out.out).sum(Kind::Float);
     loss.backward();
     // The seed learns through the straight-through estimator…
-    let seed_grads: f64 = slot.kernel().unwrap().parameters().iter().map(|p| p.grad().abs().sum(Kind::Float).double_value(&[])).sum();
+    let seed_grads: f64 =
+        slot.kernel().unwrap().parameters().iter().map(|p| p.grad().abs().sum(Kind::Float).double_value(&[])).sum();
     assert!(seed_grads > 0.0);
     // …while the host's gradient is exactly what it would be without the seed.
     let with_seed = host_model.lin.ws.grad().copy();

@@ -41,12 +41,13 @@ fn error(code: ParseErrorCode, key: &str, detail: impl Into<String>) -> ParseErr
 fn scan_error(key: &str, err: ScanError) -> ParseError {
     match err {
         ScanError::OverCap { seen } => {
-            let code =
-                if key == "alpha_vec" { ParseErrorCode::AlphaVecOverCap } else { ParseErrorCode::MeshOverCap };
+            let code = if key == "alpha_vec" { ParseErrorCode::AlphaVecOverCap } else { ParseErrorCode::MeshOverCap };
             error(code, key, format!("more than {} entries", seen.saturating_sub(1)))
         }
         ScanError::MalformedList(detail) => error(ParseErrorCode::MalformedList, key, detail),
-        ScanError::MalformedNumber(token) => error(ParseErrorCode::MalformedNumber, key, format!("not a finite number: {token}")),
+        ScanError::MalformedNumber(token) => {
+            error(ParseErrorCode::MalformedNumber, key, format!("not a finite number: {token}"))
+        }
     }
 }
 
@@ -114,7 +115,11 @@ fn parse_blend<'a>(
         "CHANNEL" => BlendMode::Channel,
         "CONFIDENCE" => BlendMode::Confidence,
         other => {
-            return Err(error(ParseErrorCode::UnknownBlendMode, "blend_mode", format!("unknown mode {}", scan::truncate(other))));
+            return Err(error(
+                ParseErrorCode::UnknownBlendMode,
+                "blend_mode",
+                format!("unknown mode {}", scan::truncate(other)),
+            ));
         }
     };
     let mode_source = match get("blend_mode_source") {
@@ -125,15 +130,19 @@ fn parse_blend<'a>(
     };
     let alpha_vec = match get("alpha_vec") {
         Some(text) => {
-            let values = scan::scan_number_list(text, limits.alpha_vec_cap as usize)
-                .map_err(|e| scan_error("alpha_vec", e))?;
+            let values =
+                scan::scan_number_list(text, limits.alpha_vec_cap as usize).map_err(|e| scan_error("alpha_vec", e))?;
             Some(values.into_iter().map(|v| clamp_unit(v, clamped) as f32).collect::<Vec<f32>>())
         }
         None => None,
     };
     if let Some(declared) = get("alpha_vec_len") {
         let declared: u32 = declared.trim().parse().map_err(|_| {
-            error(ParseErrorCode::MalformedNumber, "alpha_vec_len", format!("not a length: {}", scan::truncate(declared)))
+            error(
+                ParseErrorCode::MalformedNumber,
+                "alpha_vec_len",
+                format!("not a length: {}", scan::truncate(declared)),
+            )
         })?;
         let actual = alpha_vec.as_ref().map(Vec::len);
         if actual != Some(declared as usize) {

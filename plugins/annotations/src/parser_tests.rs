@@ -57,9 +57,15 @@ fn blend_rules() {
     assert_eq!(code(&[("blend_mode", "CONVEX"), ("alpha_vec_len", "3")]), ParseErrorCode::AlphaVecLengthMismatch);
     assert_eq!(code(&[("blend_mode", "CONFIDENCE"), ("gate_k", "fast")]), ParseErrorCode::MalformedNumber);
     assert_eq!(code(&[("blend_mode", "CONFIDENCE"), ("gate_tau", "inf")]), ParseErrorCode::MalformedNumber);
-    assert_eq!(code(&[("blend_mode", "CONFIDENCE"), ("confidence_logits_required", "yes")]), ParseErrorCode::MalformedBool);
+    assert_eq!(
+        code(&[("blend_mode", "CONFIDENCE"), ("confidence_logits_required", "yes")]),
+        ParseErrorCode::MalformedBool
+    );
     assert_eq!(code(&[("gate_k", "2")]), ParseErrorCode::MissingBlendMode);
-    assert_eq!(code(&[("blend_mode", "CONVEX"), ("alpha_lo", "0.9"), ("alpha_hi", "0.1")]), ParseErrorCode::MalformedNumber);
+    assert_eq!(
+        code(&[("blend_mode", "CONVEX"), ("alpha_lo", "0.9"), ("alpha_hi", "0.1")]),
+        ParseErrorCode::MalformedNumber
+    );
 }
 
 #[test]

@@ -89,11 +89,10 @@ fn strip_brackets(text: &str) -> Result<&str, ScanError> {
 
 /// A JSON string element without escapes (layer names never need them).
 fn unquote(token: &str) -> Result<&str, ScanError> {
-    let inner = token
-        .trim()
-        .strip_prefix('"')
-        .and_then(|rest| rest.strip_suffix('"'))
-        .ok_or_else(|| ScanError::MalformedList(format!("expected a quoted name, got {}", truncate(token.trim()))))?;
+    let inner =
+        token.trim().strip_prefix('"').and_then(|rest| rest.strip_suffix('"')).ok_or_else(|| {
+            ScanError::MalformedList(format!("expected a quoted name, got {}", truncate(token.trim())))
+        })?;
     if inner.contains(['"', '\\']) {
         return Err(ScanError::MalformedList("escapes are not allowed in layer names".into()));
     }
@@ -116,7 +115,10 @@ mod tests {
     #[test]
     fn number_list_stops_at_cap_plus_one() {
         assert_eq!(scan_number_list("[0.1, 1, 0]", 3), Ok(vec![0.1, 1.0, 0.0]));
-        assert_eq!(scan_number_list("[0,0,0,0,x", 3), Err(ScanError::MalformedList("expected a JSON list in [ ]".into())));
+        assert_eq!(
+            scan_number_list("[0,0,0,0,x", 3),
+            Err(ScanError::MalformedList("expected a JSON list in [ ]".into()))
+        );
         // A valid-but-huge list fails with the cap, without parsing past it.
         let huge = format!("[{}0]", "0,".repeat(100_000));
         assert_eq!(scan_number_list(&huge, 64), Err(ScanError::OverCap { seen: 65 }));

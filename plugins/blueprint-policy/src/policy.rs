@@ -75,7 +75,10 @@ mod tests {
         assert!(admit(&quarantined, &params(8.0), &AdmissionContext { quarantine: true, ..context() }).passed);
         let gated = BlueprintDescriptor { approval_required: true, ..descriptor() };
         assert_eq!(reason(gated, params(8.0), context()), "approval_required");
-        assert_eq!(reason(BlueprintDescriptor { risk: f64::NAN, ..descriptor() }, params(8.0), context()), "invalid_risk");
+        assert_eq!(
+            reason(BlueprintDescriptor { risk: f64::NAN, ..descriptor() }, params(8.0), context()),
+            "invalid_risk"
+        );
     }
 
     #[test]

@@ -91,7 +91,8 @@ fn g0_sanity(inputs: &GateInputs) -> Option<Verdict> {
 
 fn g1_gradient_health(inputs: &GateInputs) -> Option<Verdict> {
     check_kernel_integrity(inputs).or_else(|| check_isolation(inputs)).or_else(|| {
-        (!inputs.max_cosine.is_finite()).then(|| Verdict::fail("non_finite_cosine").with("max_cosine", inputs.max_cosine))
+        (!inputs.max_cosine.is_finite())
+            .then(|| Verdict::fail("non_finite_cosine").with("max_cosine", inputs.max_cosine))
     })
 }
 
@@ -174,10 +175,13 @@ fn g4_system_impact(inputs: &GateInputs) -> Option<Verdict> {
     if let Some(failure) = check_isolation(inputs) {
         return Some(failure);
     }
-    let valid = inputs.metric_delta.is_finite() && inputs.metric_tolerance.is_finite() && inputs.metric_tolerance >= 0.0;
+    let valid =
+        inputs.metric_delta.is_finite() && inputs.metric_tolerance.is_finite() && inputs.metric_tolerance >= 0.0;
     if !valid {
         return Some(
-            Verdict::fail("invalid_metric").with("delta", inputs.metric_delta).with("tolerance", inputs.metric_tolerance),
+            Verdict::fail("invalid_metric")
+                .with("delta", inputs.metric_delta)
+                .with("tolerance", inputs.metric_tolerance),
         );
     }
     (inputs.metric_delta < -inputs.metric_tolerance).then(|| {

@@ -145,12 +145,14 @@ fn g4_fails_on_fallback_status_and_regression() {
     assert_eq!(reason(g, |i| i.performance_status = PerformanceStatus::Fallback), "performance_fallback");
     assert_eq!(reason(g, |i| i.performance_status = PerformanceStatus::Degraded), "performance_not_nominal");
     assert_eq!(reason(g, |i| i.performance_status = PerformanceStatus::Critical), "performance_not_nominal");
-    assert!(evaluate(g, &{
-        let mut i = passing(g);
-        i.performance_status = PerformanceStatus::Healthy;
-        i
-    })
-    .passed);
+    assert!(
+        evaluate(g, &{
+            let mut i = passing(g);
+            i.performance_status = PerformanceStatus::Healthy;
+            i
+        })
+        .passed
+    );
     assert_eq!(reason(g, |i| i.fallback_used = true), "fallback_used");
     assert_eq!(reason(g, |i| i.metric_delta = -0.5), "metric_regressed");
     assert_eq!(reason(g, |i| i.metric_tolerance = -1.0), "invalid_metric");

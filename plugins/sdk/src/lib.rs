@@ -83,9 +83,9 @@ pub mod gate {
     pub use crate::bindings::gate::exports::esper::kasmina::gate_policy::{
         GateInputs, Guest as GatePolicyGuest, PerformanceStatus,
     };
-    pub use crate::bindings::gate::{Guest as WorldGuest, __export_gate_plugin as export_world};
     #[doc(hidden)]
     pub use crate::bindings::gate::*;
+    pub use crate::bindings::gate::{__export_gate_plugin as export_world, Guest as WorldGuest};
 }
 
 /// The `annotation-plugin` world: annotation types and the export glue.
@@ -94,9 +94,9 @@ pub mod annotation {
         Annotation, BlendMode, BlendSpec, Guest as AnnotationParserGuest, ParseError, ParseErrorCode, ParseLimits,
         ParsedAnnotations,
     };
-    pub use crate::bindings::annotation::{Guest as WorldGuest, __export_annotation_plugin as export_world};
     #[doc(hidden)]
     pub use crate::bindings::annotation::*;
+    pub use crate::bindings::annotation::{__export_annotation_plugin as export_world, Guest as WorldGuest};
 }
 
 /// The `blueprint-plugin` world: descriptor/context types and the export glue.
@@ -104,9 +104,9 @@ pub mod blueprint {
     pub use crate::bindings::blueprint::exports::esper::kasmina::blueprint_policy::{
         AdmissionContext, BlueprintDescriptor, BlueprintTier, Guest as BlueprintPolicyGuest,
     };
-    pub use crate::bindings::blueprint::{Guest as WorldGuest, __export_blueprint_plugin as export_world};
     #[doc(hidden)]
     pub use crate::bindings::blueprint::*;
+    pub use crate::bindings::blueprint::{__export_blueprint_plugin as export_world, Guest as WorldGuest};
 }
 
 /// A lifecycle gate policy (world `gate-plugin`).

@@ -21,8 +21,12 @@ use super::{SocketArg, parse_toml_or_json, read_capped};
 const INPUT_FILE_CAP: u64 = 1 << 20;
 
 fn connect(socket: &SocketArg, role: Role) -> anyhow::Result<DaemonClient> {
-    DaemonClient::connect_unix(&socket.socket, role, "kasmina-cli", ClientSettings::default())
-        .with_context(|| format!("is `kasmina serve --socket {}` running? (or pass --socket / set KASMINA_SOCKET)", socket.socket.display()))
+    DaemonClient::connect_unix(&socket.socket, role, "kasmina-cli", ClientSettings::default()).with_context(|| {
+        format!(
+            "is `kasmina serve --socket {}` running? (or pass --socket / set KASMINA_SOCKET)",
+            socket.socket.display()
+        )
+    })
 }
 
 /// Arguments of `kasmina status`.
@@ -63,10 +67,15 @@ pub fn seeds(args: SeedsArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if seeds.is_empty() {
-        println!("no seeds: a trainer registers its slots first (`kasmina register <file>` or the trainer's register_host)");
+        println!(
+            "no seeds: a trainer registers its slots first (`kasmina register <file>` or the trainer's register_host)"
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<16} {:<12} {:<13} {:<20} {:<10} {:>6} {:>6} {:<9} paused", "SEED", "SITE", "STAGE", "BLUEPRINT", "BLEND", "ALPHA", "EPOCH", "HEALTH");
+    println!(
+        "{:<16} {:<12} {:<13} {:<20} {:<10} {:>6} {:>6} {:<9} paused",
+        "SEED", "SITE", "STAGE", "BLUEPRINT", "BLEND", "ALPHA", "EPOCH", "HEALTH"
+    );
     for s in seeds {
         println!(
             "{:<16} {:<12} {:<13} {:<20} {:<10} {:>6.3} {:>6} {:<9} {}",
@@ -135,7 +144,12 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     kasmina::security::sign_in_place(&mut command, &key);
     let outcome = connect(&args.socket, Role::Controller)?.submit_command(command.clone())?;
     let verdict = if outcome.accepted { "accepted" } else { "REJECTED" };
-    println!("{verdict}: command {} ({} on {})", command.command_id, command.command_type().as_str(), command.target_seed_id);
+    println!(
+        "{verdict}: command {} ({} on {})",
+        command.command_id,
+        command.command_type().as_str(),
+        command.target_seed_id
+    );
     if let Some(reason) = outcome.reason {
         println!("  reason: {}", reason.as_str());
     }
@@ -169,7 +183,8 @@ pub struct RegisterArgs {
 pub fn register(args: RegisterArgs) -> anyhow::Result<ExitCode> {
     let text = read_capped(&args.file, INPUT_FILE_CAP, "registration file")?;
     let registration: HostRegistration = parse_toml_or_json(&args.file, &text, "registration file")?;
-    let (run, sites, slots) = (registration.training_run_id.clone(), registration.sites.len(), registration.slots.len());
+    let (run, sites, slots) =
+        (registration.training_run_id.clone(), registration.sites.len(), registration.slots.len());
     connect(&args.socket, Role::Trainer)?.register_host(registration)?;
     println!("registered run {run}: {sites} sites, {slots} seed slots");
     Ok(ExitCode::SUCCESS)
@@ -224,7 +239,15 @@ pub fn telemetry(args: TelemetryArgs) -> anyhow::Result<ExitCode> {
             Ok(Ok(event)) if args.json => println!("{}", serde_json::to_string(&event)?),
             Ok(Ok(e)) => {
                 let attrs: Vec<String> = e.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                println!("{} {:<8} {} {}{} {}", e.timestamp_ms, e.level.as_str(), e.name, e.seed_id.as_deref().map_or(String::new(), |s| format!("[{s}] ")), e.message, attrs.join(" "));
+                println!(
+                    "{} {:<8} {} {}{} {}",
+                    e.timestamp_ms,
+                    e.level.as_str(),
+                    e.name,
+                    e.seed_id.as_deref().map_or(String::new(), |s| format!("[{s}] ")),
+                    e.message,
+                    attrs.join(" ")
+                );
             }
             Ok(Err(err)) => anyhow::bail!("telemetry stream ended: {err}"),
             Err(()) => return Ok(ExitCode::SUCCESS),

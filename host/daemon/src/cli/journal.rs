@@ -58,11 +58,19 @@ pub fn run(cmd: JournalCommand) -> anyhow::Result<ExitCode> {
             let (entries, report) = journal_tools::read_journal(&dir)?;
             println!("{}: {} segments, {} intact records", dir.display(), report.segments, report.records);
             if let Some(t) = &report.torn_tail {
-                println!("torn tail: {} bytes at offset {} of {} ({}); the daemon cuts it on its next start", t.bytes_cut, t.offset, t.segment.display(), t.defect);
+                println!(
+                    "torn tail: {} bytes at offset {} of {} ({}); the daemon cuts it on its next start",
+                    t.bytes_cut,
+                    t.offset,
+                    t.segment.display(),
+                    t.defect
+                );
             }
             for entry in &entries {
                 let record = &entry.record;
-                if seed.as_deref().is_some_and(|s| record.seed_id() != Some(s)) || kind.as_deref().is_some_and(|k| record.kind() != k) {
+                if seed.as_deref().is_some_and(|s| record.seed_id() != Some(s))
+                    || kind.as_deref().is_some_and(|k| record.kind() != k)
+                {
                     continue;
                 }
                 println!("{}", journal_tools::describe(entry));
@@ -77,7 +85,8 @@ pub fn run(cmd: JournalCommand) -> anyhow::Result<ExitCode> {
         JournalCommand::Replay { dir, plugin, fail_on_disagreement, deadline_ms, cache } => {
             let (entries, _) = journal_tools::read_journal(&dir)?;
             let limits = PluginLimits { deadline: Duration::from_millis(deadline_ms), ..PluginLimits::default() };
-            let candidate = journal_tools::load_candidate(&plugin, &cache.unwrap_or_else(super::plugin_cache_dir), limits)?;
+            let candidate =
+                journal_tools::load_candidate(&plugin, &cache.unwrap_or_else(super::plugin_cache_dir), limits)?;
             let report = journal_tools::replay(&entries, &candidate)?;
             for d in &report.disagreements {
                 println!("DISAGREE {d}");
@@ -89,7 +98,11 @@ pub fn run(cmd: JournalCommand) -> anyhow::Result<ExitCode> {
                 report.agreements,
                 report.disagreements.len()
             );
-            Ok(if fail_on_disagreement && !report.disagreements.is_empty() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            Ok(if fail_on_disagreement && !report.disagreements.is_empty() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }

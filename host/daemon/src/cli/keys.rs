@@ -18,12 +18,13 @@ pub struct KeygenArgs {
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
     let mut key = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut key);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&args.file)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e} (keygen never overwrites a key; pick a new path or remove the old file)", args.file.display()))?;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&args.file).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create {}: {e} (keygen never overwrites a key; pick a new path or remove the old file)",
+                args.file.display()
+            )
+        })?;
     file.write_all(format!("{}\n", hex::encode(key)).as_bytes())?;
     file.sync_all()?;
     println!("wrote a new 32-byte HMAC key to {} (mode 0600)", args.file.display());

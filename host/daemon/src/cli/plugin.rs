@@ -44,8 +44,10 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         PluginCommand::Info { file, cache } => {
-            let summary = conformance::info_file(&file, &cache.unwrap_or_else(super::plugin_cache_dir))
-                .map_err(|e| anyhow::anyhow!("{}: {e} (run `kasmina plugin check` for the full report)", file.display()))?;
+            let summary =
+                conformance::info_file(&file, &cache.unwrap_or_else(super::plugin_cache_dir)).map_err(|e| {
+                    anyhow::anyhow!("{}: {e} (run `kasmina plugin check` for the full report)", file.display())
+                })?;
             println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }

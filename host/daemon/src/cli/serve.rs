@@ -64,14 +64,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         critical_capacity: settings.telemetry.critical_capacity,
         ..ServerSettings::default()
     };
-    let socket = UnixSocket::bind(&args.socket).with_context(|| "pick another --socket path, or stop the daemon that holds this one")?;
+    let socket = UnixSocket::bind(&args.socket)
+        .with_context(|| "pick another --socket path, or stop the daemon that holds this one")?;
     let mut options = StartOptions::new(settings);
     options.urza_dir = args.urza.clone();
     options.journal_dir = args.journal.clone();
     options.journal_config.compact_after_bytes = args.journal_compact_bytes;
     options.journal_config.segment_bytes = args.journal_segment_bytes;
     if let Some(path) = &args.key_file {
-        options.key = Some(kasmina::HmacKey::from_file(path).with_context(|| "create one with `kasmina keygen <file>`")?);
+        options.key =
+            Some(kasmina::HmacKey::from_file(path).with_context(|| "create one with `kasmina keygen <file>`")?);
     }
     let (host, report) = DaemonHost::start(options).context(
         "the daemon could not start (keys: --key-file, security.key_file or $KASMINA_HMAC_KEY; kernels: --urza DIR; journal: --journal DIR)",
@@ -95,7 +97,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(socket: UnixSocket, host: Arc<DaemonHost>, settings: ServerSettings, args: &ServeArgs) -> anyhow::Result<()> {
+async fn serve(
+    socket: UnixSocket,
+    host: Arc<DaemonHost>,
+    settings: ServerSettings,
+    args: &ServeArgs,
+) -> anyhow::Result<()> {
     let api: Arc<dyn KasminaApi> = host.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -103,13 +110,21 @@ async fn serve(socket: UnixSocket, host: Arc<DaemonHost>, settings: ServerSettin
     };
     let mut tasks = Vec::new();
     if let Some(addr) = args.tcp {
-        let listener = kasmina_daemon::bind_tcp(addr).await.with_context(|| "TCP is loopback only, e.g. --tcp 127.0.0.1:7411")?;
-        tasks.push(tokio::spawn(kasmina_daemon::run(listener, Arc::clone(&api), settings.clone(), stopped(stop_rx.clone()))));
+        let listener =
+            kasmina_daemon::bind_tcp(addr).await.with_context(|| "TCP is loopback only, e.g. --tcp 127.0.0.1:7411")?;
+        tasks.push(tokio::spawn(kasmina_daemon::run(
+            listener,
+            Arc::clone(&api),
+            settings.clone(),
+            stopped(stop_rx.clone()),
+        )));
         eprintln!("kasmina: also serving on tcp://{addr}");
     }
     let metrics = match args.metrics {
         Some(addr) => {
-            let listener = kasmina_daemon::metrics::bind(addr).await.with_context(|| "metrics are loopback only, e.g. --metrics 127.0.0.1:9464")?;
+            let listener = kasmina_daemon::metrics::bind(addr)
+                .await
+                .with_context(|| "metrics are loopback only, e.g. --metrics 127.0.0.1:9464")?;
             eprintln!("kasmina: metrics at http://{addr}/metrics");
             Some(tokio::spawn(kasmina_daemon::metrics::serve(listener, Arc::clone(&host), stopped(stop_rx.clone()))))
         }
@@ -142,6 +157,7 @@ async fn serve(socket: UnixSocket, host: Arc<DaemonHost>, settings: ServerSettin
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

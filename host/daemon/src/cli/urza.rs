@@ -87,6 +87,10 @@ pub fn run(cmd: UrzaCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn open_existing(dir: &UrzaDir) -> anyhow::Result<UrzaLibrary> {
-    anyhow::ensure!(dir.urza.is_dir(), "{} is not an Urza library directory (publish a blueprint there first)", dir.urza.display());
+    anyhow::ensure!(
+        dir.urza.is_dir(),
+        "{} is not an Urza library directory (publish a blueprint there first)",
+        dir.urza.display()
+    );
     Ok(UrzaLibrary::open(&dir.urza)?)
 }

@@ -21,9 +21,18 @@ impl DaemonFiles {
         std::fs::write(&key_file, super::KEY_HEX).unwrap();
         let settings = root.join("kasmina.toml");
         let cache = super::plugin_cache();
-        let text = super::SETTINGS.replace("[plugins]\n", &format!("[plugins]\ncache_dir = {:?}\n", cache.display().to_string()));
-        std::fs::write(&settings, format!("[security]\nkey_file = {:?}\n{text}", key_file.display().to_string())).unwrap();
-        DaemonFiles { root: root.to_owned(), urza, key_file, settings, socket: root.join("kasminad.sock"), journal: root.join("journal") }
+        let text = super::SETTINGS
+            .replace("[plugins]\n", &format!("[plugins]\ncache_dir = {:?}\n", cache.display().to_string()));
+        std::fs::write(&settings, format!("[security]\nkey_file = {:?}\n{text}", key_file.display().to_string()))
+            .unwrap();
+        DaemonFiles {
+            root: root.to_owned(),
+            urza,
+            key_file,
+            settings,
+            socket: root.join("kasminad.sock"),
+            journal: root.join("journal"),
+        }
     }
 }
 
@@ -95,5 +104,9 @@ impl Daemon {
 /// Runs the CLI to completion; returns (exit code, stdout, stderr).
 pub fn cli(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_kasmina")).args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

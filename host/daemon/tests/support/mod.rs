@@ -16,11 +16,15 @@ use std::thread::JoinHandle;
 
 use kasmina::{EmbeddedHost, HmacKey, HostBuilder, Settings};
 use kasmina_daemon::{ClientSettings, DaemonClient, ServerSettings, ShutdownReport};
-use leyline::api::{ApiError, ApiErrorCode, GraftDirective, HostRegistration, HostStatus, KasminaApi, KernelArtifact, SeedStepReport, StepReport};
+use leyline::api::{
+    ApiError, ApiErrorCode, GraftDirective, HostRegistration, HostStatus, KasminaApi, KernelArtifact, SeedStepReport,
+    StepReport,
+};
 use leyline::protocol::Role;
 use leyline::{
-    AdaptationCommand, BlendMode, BlueprintDescriptor, BlueprintTier, DType, Dim, KernelInterface, TensorSpec, CommandPayload, HealthStatus, Outcome, ReasonCode, SeedCommand, SeedOperation, SeedStage,
-    SeedState, TelemetryEvent, TelemetryLevel,
+    AdaptationCommand, BlendMode, BlueprintDescriptor, BlueprintTier, CommandPayload, DType, Dim, HealthStatus,
+    KernelInterface, Outcome, ReasonCode, SeedCommand, SeedOperation, SeedStage, SeedState, TelemetryEvent,
+    TelemetryLevel, TensorSpec,
 };
 
 /// The test key (hex of 32 bytes of 7).
@@ -76,7 +80,8 @@ pub struct RealHost {
 
 pub fn real_host(extra_settings: &str) -> RealHost {
     let dir = tempfile::tempdir().unwrap();
-    let host = HostBuilder::new(test_settings(extra_settings)).hmac_key(key()).urza_dir(urza(dir.path())).build().unwrap();
+    let host =
+        HostBuilder::new(test_settings(extra_settings)).hmac_key(key()).urza_dir(urza(dir.path())).build().unwrap();
     RealHost { host, _dir: dir }
 }
 
@@ -152,7 +157,11 @@ impl State {
     fn reject(&mut self, cmd: &AdaptationCommand, reason: ReasonCode, detail: &str) -> Outcome {
         self.rejected += 1;
         let level = if reason.is_security_critical() { TelemetryLevel::Critical } else { TelemetryLevel::Warning };
-        self.telemetry.push(TelemetryEvent::new("kasmina.command.rejected", level, detail, 0).seed(&cmd.target_seed_id).attr("reason", reason.as_str()));
+        self.telemetry.push(
+            TelemetryEvent::new("kasmina.command.rejected", level, detail, 0)
+                .seed(&cmd.target_seed_id)
+                .attr("reason", reason.as_str()),
+        );
         Outcome::rejected(reason, detail)
     }
 }
@@ -160,7 +169,12 @@ impl State {
 impl KasminaApi for InMemoryApi {
     fn submit_command(&self, cmd: AdaptationCommand) -> Result<Outcome, ApiError> {
         let mut st = self.state.lock().unwrap();
-        st.telemetry.push(TelemetryEvent::new("kasmina.command.received", TelemetryLevel::Info, cmd.command_id.clone(), 0));
+        st.telemetry.push(TelemetryEvent::new(
+            "kasmina.command.received",
+            TelemetryLevel::Info,
+            cmd.command_id.clone(),
+            0,
+        ));
         if cmd.signature.as_ref().is_none_or(|s| s.is_empty()) {
             return Ok(st.reject(&cmd, ReasonCode::MissingSignature, "command is not signed"));
         }
@@ -181,7 +195,13 @@ impl KasminaApi for InMemoryApi {
             (SeedOperation::StartTraining, SeedStage::Germinated) => SeedStage::Training,
             (SeedOperation::Cull | SeedOperation::Cancel, _) => SeedStage::Culled,
             (SeedOperation::Stabilize | SeedOperation::Evaluate, s) => s,
-            _ => return Ok(st.reject(&cmd, ReasonCode::InvalidStage, &format!("{} not allowed in {current:?}", operation.as_str()))),
+            _ => {
+                return Ok(st.reject(
+                    &cmd,
+                    ReasonCode::InvalidStage,
+                    &format!("{} not allowed in {current:?}", operation.as_str()),
+                ));
+            }
         };
         let s = st.seeds.get_mut(&cmd.target_seed_id).unwrap();
         s.stage = next;
@@ -190,7 +210,10 @@ impl KasminaApi for InMemoryApi {
             s.blend_mode = Some(BlendMode::Convex);
         }
         st.accepted += 1;
-        st.telemetry.push(TelemetryEvent::new("kasmina.command.accepted", TelemetryLevel::Info, cmd.command_id.clone(), 0).seed(&cmd.target_seed_id));
+        st.telemetry.push(
+            TelemetryEvent::new("kasmina.command.accepted", TelemetryLevel::Info, cmd.command_id.clone(), 0)
+                .seed(&cmd.target_seed_id),
+        );
         Ok(Outcome::accepted().with("stage", format!("{next:?}")))
     }
 
@@ -201,7 +224,10 @@ impl KasminaApi for InMemoryApi {
         }
         for slot in &registration.slots {
             if !registration.sites.iter().any(|s| s.name == slot.site) {
-                return Err(ApiError::new(ApiErrorCode::BadRequest, format!("slot {} names unknown site {}", slot.seed_id, slot.site)));
+                return Err(ApiError::new(
+                    ApiErrorCode::BadRequest,
+                    format!("slot {} names unknown site {}", slot.seed_id, slot.site),
+                ));
             }
             st.seeds.entry(slot.seed_id.clone()).or_insert_with(|| seed(&slot.seed_id, &slot.site));
         }
@@ -212,7 +238,10 @@ impl KasminaApi for InMemoryApi {
     fn fetch_kernel(&self, blueprint_id: &str) -> Result<KernelArtifact, ApiError> {
         let st = self.state.lock().unwrap();
         if !st.seeds.values().any(|s| s.blueprint_id.as_deref() == Some(blueprint_id)) {
-            return Err(ApiError::new(ApiErrorCode::NotFound, format!("no germinated seed uses blueprint {blueprint_id}")));
+            return Err(ApiError::new(
+                ApiErrorCode::NotFound,
+                format!("no germinated seed uses blueprint {blueprint_id}"),
+            ));
         }
         let bytes = format!("torchscript for {blueprint_id}").into_bytes();
         use sha2::Digest;
@@ -237,7 +266,10 @@ impl KasminaApi for InMemoryApi {
             return Err(ApiError::new(ApiErrorCode::NotRegistered, "register the host before reporting steps"));
         };
         if reg.training_run_id != report.training_run_id {
-            return Err(ApiError::new(ApiErrorCode::BadRequest, format!("run {} is not registered", report.training_run_id)));
+            return Err(ApiError::new(
+                ApiErrorCode::BadRequest,
+                format!("run {} is not registered", report.training_run_id),
+            ));
         }
         st.last_step = Some(report.step);
         let directives = st
@@ -371,8 +403,13 @@ pub fn settings() -> ServerSettings {
 pub fn registration() -> HostRegistration {
     HostRegistration {
         training_run_id: "run-1".to_owned(),
-        sites: vec![leyline::api::SiteSpec { name: "hidden".to_owned(), feature_shape: vec![Dim::Batch, Dim::Fixed(64)] }],
-        slots: (0..4).map(|i| leyline::api::SlotSpec { seed_id: format!("hidden-{i}"), site: "hidden".to_owned() }).collect(),
+        sites: vec![leyline::api::SiteSpec {
+            name: "hidden".to_owned(),
+            feature_shape: vec![Dim::Batch, Dim::Fixed(64)],
+        }],
+        slots: (0..4)
+            .map(|i| leyline::api::SlotSpec { seed_id: format!("hidden-{i}"), site: "hidden".to_owned() })
+            .collect(),
     }
 }
 
@@ -391,7 +428,11 @@ pub fn command(id: &str, seed: &str, operation: SeedOperation, signed: bool) -> 
         execution_deadline_ms: None,
         issued_at_ms: Some(now_ms()),
         issued_by: "test-controller".to_owned(),
-        payload: CommandPayload::Seed(SeedCommand { operation, blueprint_id: BLUEPRINT.to_owned(), parameters: BTreeMap::new() }),
+        payload: CommandPayload::Seed(SeedCommand {
+            operation,
+            blueprint_id: BLUEPRINT.to_owned(),
+            parameters: BTreeMap::new(),
+        }),
         annotations: annotations.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         signature: None,
     };
@@ -442,7 +483,13 @@ impl SimTrainer {
                 alpha: 0.0,
             })
             .collect();
-        let report = StepReport { step: self.step, training_run_id: RUN.to_owned(), task_loss: 0.5, global_metric: Some(0.9), seeds };
+        let report = StepReport {
+            step: self.step,
+            training_run_id: RUN.to_owned(),
+            task_loss: 0.5,
+            global_metric: Some(0.9),
+            seeds,
+        };
         let directives = api.step_report(report).unwrap();
         for d in &directives {
             match d {
@@ -487,7 +534,11 @@ impl RawConn {
 
     pub fn hello(path: &std::path::Path, role: Role) -> Self {
         let mut c = Self::connect(path);
-        c.send(&leyline::protocol::ClientFrame::Hello { protocol_version: leyline::protocol::PROTOCOL_VERSION, role, client_name: "raw".into() });
+        c.send(&leyline::protocol::ClientFrame::Hello {
+            protocol_version: leyline::protocol::PROTOCOL_VERSION,
+            role,
+            client_name: "raw".into(),
+        });
         assert!(matches!(c.recv().unwrap(), leyline::protocol::ServerFrame::Welcome { .. }));
         c
     }

@@ -227,9 +227,11 @@ mod tests {
         let seen = purger.runs();
         assert!(purger.wait_for_runs(seen + 2, Duration::from_secs(10)), "timer never fired");
         assert!(ledger.is_empty());
-        assert!(sink.named("kasmina.security.nonce_purged").iter().any(|e| {
-            e.attributes.get("trigger").map(ToString::to_string).as_deref() == Some("timer")
-        }));
+        assert!(
+            sink.named("kasmina.security.nonce_purged")
+                .iter()
+                .any(|e| { e.attributes.get("trigger").map(ToString::to_string).as_deref() == Some("timer") })
+        );
         purger.stop(Duration::from_secs(2)).expect("stops");
     }
 

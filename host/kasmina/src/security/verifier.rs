@@ -52,7 +52,9 @@ pub enum VerifierError {
     ZeroFreshnessWindow,
     /// A window longer than the nonce TTL would let a command be replayed
     /// after its nonce expired but while it is still fresh.
-    #[error("freshness window {window_ms} ms + future skew {skew_ms} ms is not below the nonce TTL {ttl_ms} ms: replays would be accepted")]
+    #[error(
+        "freshness window {window_ms} ms + future skew {skew_ms} ms is not below the nonce TTL {ttl_ms} ms: replays would be accepted"
+    )]
     WindowExceedsNonceTtl {
         /// Requested window.
         window_ms: u64,
@@ -260,7 +262,10 @@ impl CommandVerifier {
             return Err((ReasonCode::MissingSignature, "command carries no signature".to_owned()));
         };
         if !self.key.verify(&canonical_bytes(command), signature) {
-            return Err((ReasonCode::InvalidSignature, "HMAC-SHA256 over the canonical bytes does not match".to_owned()));
+            return Err((
+                ReasonCode::InvalidSignature,
+                "HMAC-SHA256 over the canonical bytes does not match".to_owned(),
+            ));
         }
         if command.command_id.is_empty() {
             return Err((ReasonCode::MissingCommandId, "command_id (the nonce) is empty".to_owned()));
@@ -282,7 +287,10 @@ impl CommandVerifier {
         };
         let age = now.saturating_sub(issued_at);
         if age > window {
-            return Err((ReasonCode::StaleCommand, format!("issued {age} ms ago; the freshness window is {window} ms")));
+            return Err((
+                ReasonCode::StaleCommand,
+                format!("issued {age} ms ago; the freshness window is {window} ms"),
+            ));
         }
         let ahead = issued_at.saturating_sub(now);
         if ahead > self.future_skew_ms {
@@ -294,7 +302,14 @@ impl CommandVerifier {
         Ok(())
     }
 
-    fn reject(&self, command: &AdaptationCommand, reason: ReasonCode, detail: String, now: u64, window: u64) -> Outcome {
+    fn reject(
+        &self,
+        command: &AdaptationCommand,
+        reason: ReasonCode,
+        detail: String,
+        now: u64,
+        window: u64,
+    ) -> Outcome {
         self.rejected.incr(reason);
         let level = if reason.is_security_critical() { TelemetryLevel::Critical } else { TelemetryLevel::Warning };
         // The command is untrusted: its strings are clipped, and its seed id
@@ -323,10 +338,15 @@ impl CommandVerifier {
         let exposed = now.saturating_sub(inserted_at) <= window.saturating_add(self.future_skew_ms);
         let level = if exposed { TelemetryLevel::Error } else { TelemetryLevel::Warning };
         self.sink.emit(
-            TelemetryEvent::new("kasmina.security.nonce_evicted", level, "nonce ledger full: earliest expiry evicted", now)
-                .attr("evicted_age_ms", now.saturating_sub(inserted_at))
-                .attr("replay_window_exposed", exposed)
-                .attr("truncations", self.ledger.stats().truncations),
+            TelemetryEvent::new(
+                "kasmina.security.nonce_evicted",
+                level,
+                "nonce ledger full: earliest expiry evicted",
+                now,
+            )
+            .attr("evicted_age_ms", now.saturating_sub(inserted_at))
+            .attr("replay_window_exposed", exposed)
+            .attr("truncations", self.ledger.stats().truncations),
         );
     }
 

@@ -14,8 +14,8 @@ use leyline::command::{
 };
 use leyline::prefetch::PrefetchRequest;
 use leyline::{
-    AdaptationCommand, BlendMode, CommandPayload, GateId, Outcome, ReasonCode, SeedOperation, SeedStage, TelemetryEvent,
-    TelemetryLevel,
+    AdaptationCommand, BlendMode, CommandPayload, GateId, Outcome, ReasonCode, SeedOperation, SeedStage,
+    TelemetryEvent, TelemetryLevel,
 };
 
 use super::{SeedContext, SeedManager, State};
@@ -47,9 +47,11 @@ impl SeedManager {
             return validation;
         }
         let outcome = match command.execution_deadline_ms {
-            Some(deadline) if self.clock.now_ms() > deadline => {
-                self.reject(&command, ReasonCode::DeadlineExceeded, format!("execution deadline {deadline} ms has passed"))
-            }
+            Some(deadline) if self.clock.now_ms() > deadline => self.reject(
+                &command,
+                ReasonCode::DeadlineExceeded,
+                format!("execution deadline {deadline} ms has passed"),
+            ),
             _ => self.act(&command),
         };
         let mut st = self.lock();
@@ -85,11 +87,16 @@ impl SeedManager {
     pub(super) fn reject(&self, command: &AdaptationCommand, reason: ReasonCode, detail: impl Into<String>) -> Outcome {
         let detail = detail.into();
         self.sink.emit(
-            TelemetryEvent::new("kasmina.command.rejected", TelemetryLevel::Warning, detail.clone(), self.clock.now_ms())
-                .seed(command.target_seed_id.as_str())
-                .attr("command_id", command.command_id.as_str())
-                .attr("command_type", command.command_type().as_str())
-                .attr("reason", reason.as_str()),
+            TelemetryEvent::new(
+                "kasmina.command.rejected",
+                TelemetryLevel::Warning,
+                detail.clone(),
+                self.clock.now_ms(),
+            )
+            .seed(command.target_seed_id.as_str())
+            .attr("command_id", command.command_id.as_str())
+            .attr("command_type", command.command_type().as_str())
+            .attr("reason", reason.as_str()),
         );
         Outcome::rejected(reason, detail).with("command_id", command.command_id.as_str())
     }
@@ -108,7 +115,11 @@ impl SeedManager {
         let mut guard = self.lock();
         let st = &mut *guard;
         let Some(registration) = &st.registration else {
-            return self.reject(command, ReasonCode::InvalidStage, "no trainer has registered a model yet (register_host)");
+            return self.reject(
+                command,
+                ReasonCode::InvalidStage,
+                "no trainer has registered a model yet (register_host)",
+            );
         };
         let run_id = registration.training_run_id.clone();
         let Some(current) = st.seeds.get(&command.target_seed_id) else {
@@ -159,7 +170,12 @@ impl SeedManager {
         outcome
     }
 
-    fn parse_annotations(&self, command: &AdaptationCommand, run_id: &str, op: SeedOperation) -> Result<ParsedAnnotations, Outcome> {
+    fn parse_annotations(
+        &self,
+        command: &AdaptationCommand,
+        run_id: &str,
+        op: SeedOperation,
+    ) -> Result<ParsedAnnotations, Outcome> {
         let parsed = match self.policies.annotations.current().parse(&command.annotations, &self.annotation_limits()) {
             Ok(parsed) => parsed,
             Err(AnnotationError::Rejected(err)) => {
@@ -181,10 +197,16 @@ impl SeedManager {
                     format!("training_run_id {other:?} does not match the registered run {run_id:?}"),
                 ));
             }
-            None => return Err(self.reject(command, ReasonCode::MissingField, "annotation training_run_id is required")),
+            None => {
+                return Err(self.reject(command, ReasonCode::MissingField, "annotation training_run_id is required"));
+            }
         }
         if op.requires_mesh_layers() && parsed.mesh_layers.is_empty() {
-            return Err(self.reject(command, ReasonCode::MissingField, format!("{} requires mesh_layers", op.as_str())));
+            return Err(self.reject(
+                command,
+                ReasonCode::MissingField,
+                format!("{} requires mesh_layers", op.as_str()),
+            ));
         }
         Ok(parsed)
     }
@@ -230,8 +252,9 @@ impl SeedManager {
         // (the table has no DORMANT → CULLED edge).
         let decision = self.gate(st, seed, GateId::G0Sanity, expected);
         if !decision.passed {
-            let mut outcome =
-                self.reject(command, ReasonCode::GateFailed, decision.reason.clone()).with("gate", GateId::G0Sanity.as_str());
+            let mut outcome = self
+                .reject(command, ReasonCode::GateFailed, decision.reason.clone())
+                .with("gate", GateId::G0Sanity.as_str());
             outcome.attributes.extend(decision.attributes.into_iter().map(|(k, v)| (format!("gate.{k}"), v)));
             return outcome;
         }
@@ -267,7 +290,11 @@ impl SeedManager {
     ) -> Outcome {
         let (from, to) = gate.edge();
         if seed.stage != from {
-            return self.reject(command, ReasonCode::InvalidStage, format!("{gate} needs {from}; {} is {}", seed.seed_id, seed.stage));
+            return self.reject(
+                command,
+                ReasonCode::InvalidStage,
+                format!("{gate} needs {from}; {} is {}", seed.seed_id, seed.stage),
+            );
         }
         match self.pass_gate(st, seed, directives, gate, expected, st.last_step) {
             Ok(()) => self.accept(command, &format!("{} advanced to {to}", seed.seed_id)),
@@ -280,7 +307,11 @@ impl SeedManager {
 
     fn set_hold(&self, command: &AdaptationCommand, seed: &mut SeedContext, hold: bool) -> Outcome {
         if !seed.stage.is_active() {
-            return self.reject(command, ReasonCode::InvalidStage, format!("{} is {}, not active", seed.seed_id, seed.stage));
+            return self.reject(
+                command,
+                ReasonCode::InvalidStage,
+                format!("{} is {}, not active", seed.seed_id, seed.stage),
+            );
         }
         seed.hold = hold;
         self.accept(command, if hold { "automatic advancement held" } else { "automatic advancement resumed" })
@@ -291,7 +322,11 @@ impl SeedManager {
             for (name, value) in &sc.parameters {
                 let admitted = descriptor.parameter_bounds.get(name).is_some_and(|b| b.admits(*value));
                 if !admitted {
-                    return self.reject(command, ReasonCode::InvalidField, format!("parameter {name}={value} is outside the blueprint's bounds"));
+                    return self.reject(
+                        command,
+                        ReasonCode::InvalidField,
+                        format!("parameter {name}={value} is outside the blueprint's bounds"),
+                    );
                 }
             }
         }
@@ -302,7 +337,13 @@ impl SeedManager {
         outcome
     }
 
-    fn evaluate_now(&self, st: &State, command: &AdaptationCommand, seed: &SeedContext, expected: SeedStage) -> Outcome {
+    fn evaluate_now(
+        &self,
+        st: &State,
+        command: &AdaptationCommand,
+        seed: &SeedContext,
+        expected: SeedStage,
+    ) -> Outcome {
         let Some(gate) = leyline::lifecycle::ALL_GATES.into_iter().find(|g| g.edge().0 == seed.stage) else {
             return self.reject(command, ReasonCode::InvalidStage, format!("no gate leaves {}", seed.stage));
         };
@@ -317,8 +358,17 @@ impl SeedManager {
         outcome
     }
 
-    fn fossilize(&self, command: &AdaptationCommand, seed: &mut SeedContext, directives: &mut Vec<GraftDirective>, expected: SeedStage) -> Outcome {
-        if seed.stage != SeedStage::Probationary || expected != SeedStage::Probationary || seed.reported_stage != SeedStage::Probationary {
+    fn fossilize(
+        &self,
+        command: &AdaptationCommand,
+        seed: &mut SeedContext,
+        directives: &mut Vec<GraftDirective>,
+        expected: SeedStage,
+    ) -> Outcome {
+        if seed.stage != SeedStage::Probationary
+            || expected != SeedStage::Probationary
+            || seed.reported_stage != SeedStage::Probationary
+        {
             return self.reject(
                 command,
                 ReasonCode::InvalidStage,
@@ -330,17 +380,29 @@ impl SeedManager {
         }
         let needed = self.settings.lifecycle.probation_steps;
         if seed.steps_in_stage < needed {
-            return self.reject(command, ReasonCode::InvalidStage, format!("probation not complete: {}/{needed} steps", seed.steps_in_stage));
+            return self.reject(
+                command,
+                ReasonCode::InvalidStage,
+                format!("probation not complete: {}/{needed} steps", seed.steps_in_stage),
+            );
         }
         let snapshot = seed.to_state(self.isolation_open());
-        if let Err(err) = self.rollback.record(&seed.seed_id, seed.stage, RollbackReason::Retired, crate::rollback::RollbackKind::Fast, || {
-            Ok::<_, std::convert::Infallible>(snapshot)
-        }) {
+        if let Err(err) = self.rollback.record(
+            &seed.seed_id,
+            seed.stage,
+            RollbackReason::Retired,
+            crate::rollback::RollbackKind::Fast,
+            || Ok::<_, std::convert::Infallible>(snapshot),
+        ) {
             tracing::error!(seed = %seed.seed_id, %err, "kasmina.rollback.record_failed");
         }
         self.transition(seed, SeedStage::Fossilized, None, "fossilized by command");
         seed.alpha = 1.0;
-        directives.push(GraftDirective::Stage { seed_id: seed.seed_id.clone(), stage: SeedStage::Fossilized, alpha: 1.0 });
+        directives.push(GraftDirective::Stage {
+            seed_id: seed.seed_id.clone(),
+            stage: SeedStage::Fossilized,
+            alpha: 1.0,
+        });
         self.accept(command, &format!("{} fossilized", seed.seed_id))
     }
 
@@ -348,11 +410,19 @@ impl SeedManager {
         let mut guard = self.lock();
         let st = &mut *guard;
         let Some(current) = st.seeds.get(&command.target_seed_id) else {
-            return self.reject(command, ReasonCode::InvalidField, format!("unknown seed {:?}", command.target_seed_id));
+            return self.reject(
+                command,
+                ReasonCode::InvalidField,
+                format!("unknown seed {:?}", command.target_seed_id),
+            );
         };
         let mut seed = current.clone();
         if !seed.stage.is_active() {
-            return self.reject(command, ReasonCode::InvalidStage, format!("{} is {}, not active", seed.seed_id, seed.stage));
+            return self.reject(
+                command,
+                ReasonCode::InvalidStage,
+                format!("{} is {}, not active", seed.seed_id, seed.stage),
+            );
         }
         let mut directives = Vec::new();
         let outcome = if !pause.resume {
@@ -375,7 +445,9 @@ impl SeedManager {
                 Err((gate, reason)) => {
                     let why = format!("resume re-check {gate} failed: {reason}");
                     self.cull(&mut directives, &mut seed, RollbackReason::GateFailed(gate), &why, st.last_step);
-                    Outcome::rejected(ReasonCode::GateFailed, why).with("gate", gate.as_str()).with("seed_culled", "true")
+                    Outcome::rejected(ReasonCode::GateFailed, why)
+                        .with("gate", gate.as_str())
+                        .with("seed_culled", "true")
                 }
             }
         };
@@ -402,7 +474,13 @@ impl SeedManager {
         let breaker = match cb.breaker.as_str() {
             "fetch" => &self.fetch_breaker,
             "isolation" => &self.isolation_breaker,
-            other => return self.reject(command, ReasonCode::InvalidField, format!("unknown breaker {other:?}; known: fetch, isolation")),
+            other => {
+                return self.reject(
+                    command,
+                    ReasonCode::InvalidField,
+                    format!("unknown breaker {other:?}; known: fetch, isolation"),
+                );
+            }
         };
         breaker.force_state(cb.desired_state, &cb.rationale);
         self.accept(command, &format!("breaker {} forced to {}", cb.breaker, cb.desired_state.as_str()))
@@ -411,10 +489,15 @@ impl SeedManager {
     fn emergency(&self, command: &AdaptationCommand, e: EmergencyCommand) -> Outcome {
         // Announced first, on the priority channel, before its culls.
         self.sink.emit(
-            TelemetryEvent::new("kasmina.emergency", TelemetryLevel::Critical, "emergency command received", self.clock.now_ms())
-                .attr("command_id", command.command_id.as_str())
-                .attr("cleanup", e.cleanup)
-                .attr("include_teacher", e.include_teacher),
+            TelemetryEvent::new(
+                "kasmina.emergency",
+                TelemetryLevel::Critical,
+                "emergency command received",
+                self.clock.now_ms(),
+            )
+            .attr("command_id", command.command_id.as_str())
+            .attr("cleanup", e.cleanup)
+            .attr("include_teacher", e.include_teacher),
         );
         let mut guard = self.lock();
         let st = &mut *guard;
@@ -434,11 +517,16 @@ impl SeedManager {
         }
         st.directives.append(&mut directives);
         self.sink.emit(
-            TelemetryEvent::new("kasmina.emergency.done", TelemetryLevel::Critical, "emergency cleanup finished", self.clock.now_ms())
-                .attr("command_id", command.command_id.as_str())
-                .attr("seeds_culled", culled)
-                .attr("cache_entries_cleared", cleared)
-                .attr("teacher_dropped", e.include_teacher),
+            TelemetryEvent::new(
+                "kasmina.emergency.done",
+                TelemetryLevel::Critical,
+                "emergency cleanup finished",
+                self.clock.now_ms(),
+            )
+            .attr("command_id", command.command_id.as_str())
+            .attr("seeds_culled", culled)
+            .attr("cache_entries_cleared", cleared)
+            .attr("teacher_dropped", e.include_teacher),
         );
         self.accept(command, &format!("emergency: {culled} seeds culled, {cleared} cache entries cleared"))
     }
@@ -448,11 +536,18 @@ impl SeedManager {
             return self.reject(command, ReasonCode::MissingField, "optimizer_id is empty");
         }
         if let Some((k, v)) = o.hyperparameters.iter().find(|(_, v)| !v.is_finite() || **v < 0.0) {
-            return self.reject(command, ReasonCode::InvalidField, format!("hyperparameter {k}={v} must be finite and >= 0"));
+            return self.reject(
+                command,
+                ReasonCode::InvalidField,
+                format!("hyperparameter {k}={v} must be finite and >= 0"),
+            );
         }
         let mut st = self.lock();
         st.optimizer.insert(o.optimizer_id.clone(), o.hyperparameters.clone());
-        st.directives.push(GraftDirective::Optimizer { optimizer_id: o.optimizer_id.clone(), hyperparameters: o.hyperparameters.clone() });
+        st.directives.push(GraftDirective::Optimizer {
+            optimizer_id: o.optimizer_id.clone(),
+            hyperparameters: o.hyperparameters.clone(),
+        });
         drop(st);
         self.accept(command, &format!("optimizer {} reconfigured", o.optimizer_id))
     }
@@ -465,10 +560,18 @@ impl SeedManager {
         let mut guard = self.lock();
         let st = &mut *guard;
         let Some(seed) = st.seeds.get_mut(&command.target_seed_id) else {
-            return self.reject(command, ReasonCode::InvalidField, format!("unknown seed {:?}", command.target_seed_id));
+            return self.reject(
+                command,
+                ReasonCode::InvalidField,
+                format!("unknown seed {:?}", command.target_seed_id),
+            );
         };
         if seed.stage == SeedStage::Fossilized {
-            return self.reject(command, ReasonCode::InvalidStage, "a fossilized seed is part of the model; restore a trainer checkpoint instead");
+            return self.reject(
+                command,
+                ReasonCode::InvalidStage,
+                "a fossilized seed is part of the model; restore a trainer checkpoint instead",
+            );
         }
         let mut directives = Vec::new();
         if seed.stage.is_active() {
@@ -500,7 +603,10 @@ fn expected_stage(command: &AdaptationCommand, op: SeedOperation, current: SeedS
 /// blend mode; CONFIDENCE must name its gate.
 pub(super) fn blend_spec(parsed: &ParsedAnnotations) -> Result<BlendSpec, (ReasonCode, String)> {
     let Some(b) = &parsed.blend else {
-        return Err((ReasonCode::MissingField, "GERMINATE requires blend_mode (CONVEX, RESIDUAL, CHANNEL or CONFIDENCE)".to_owned()));
+        return Err((
+            ReasonCode::MissingField,
+            "GERMINATE requires blend_mode (CONVEX, RESIDUAL, CHANNEL or CONFIDENCE)".to_owned(),
+        ));
     };
     let confidence = b.mode == BlendMode::Confidence;
     let need = |v: Option<f64>, key: &str| -> Result<f64, (ReasonCode, String)> {

@@ -149,9 +149,11 @@ impl SeedContext {
         // A trainer running a kernel other than the verified one is a
         // fallback, whatever it claims.
         if let (Some(k), Some(reported)) = (&self.kernel, &report.kernel_sha256)
-            && report.kernel_attached && k.sha256 != *reported {
-                self.fallback_used = true;
-            }
+            && report.kernel_attached
+            && k.sha256 != *reported
+        {
+            self.fallback_used = true;
+        }
         self.outputs_finite = report.outputs_finite;
         self.output_shape_ok = report.output_shape_ok;
         if report.kernel_attached {
@@ -180,7 +182,11 @@ impl SeedContext {
         self.kernel_attached = false;
         self.reported_kernel_sha256 = None;
         match self.stage {
-            SeedStage::Training | SeedStage::Blending | SeedStage::Shadowing | SeedStage::Probationary | SeedStage::Fossilized => {}
+            SeedStage::Training
+            | SeedStage::Blending
+            | SeedStage::Shadowing
+            | SeedStage::Probationary
+            | SeedStage::Fossilized => {}
             _ => self.reported_stage = self.stage,
         }
     }

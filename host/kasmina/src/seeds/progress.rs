@@ -41,9 +41,10 @@ impl SeedManager {
             ));
         }
         if let Some(last) = st.last_step
-            && report.step <= last {
-                return Err(format!("step {} does not follow the last reported step {last}", report.step));
-            }
+            && report.step <= last
+        {
+            return Err(format!("step {} does not follow the last reported step {last}", report.step));
+        }
         for seed_report in &report.seeds {
             if !st.seeds.contains_key(&seed_report.seed_id) {
                 return Err(format!("report names unknown seed {:?}", seed_report.seed_id));
@@ -52,9 +53,10 @@ impl SeedManager {
         // Checked whole; now apply.
         st.last_step = Some(report.step);
         if let Some(metric) = report.global_metric
-            && metric.is_finite() {
-                st.latest_metric = Some(metric);
-            }
+            && metric.is_finite()
+        {
+            st.latest_metric = Some(metric);
+        }
         let window = self.settings.gates.loss_window;
         let latest_metric = st.latest_metric;
         for seed in st.seeds.values_mut() {
@@ -133,13 +135,18 @@ impl SeedManager {
                 if !seed.hold && seed.steps_in_stage >= l.blend_steps {
                     let _ = self.pass_gate(st, seed, directives, GateId::G3Interface, SeedStage::Blending, Some(step));
                 } else {
-                    directives.push(GraftDirective::Stage { seed_id: seed.seed_id.clone(), stage: SeedStage::Blending, alpha: seed.alpha });
+                    directives.push(GraftDirective::Stage {
+                        seed_id: seed.seed_id.clone(),
+                        stage: SeedStage::Blending,
+                        alpha: seed.alpha,
+                    });
                 }
             }
             SeedStage::Shadowing => {
                 seed.steps_in_stage += 1;
                 if !seed.hold && seed.steps_in_stage >= self.settings.lifecycle.shadow_steps {
-                    let _ = self.pass_gate(st, seed, directives, GateId::G4SystemImpact, SeedStage::Shadowing, Some(step));
+                    let _ =
+                        self.pass_gate(st, seed, directives, GateId::G4SystemImpact, SeedStage::Shadowing, Some(step));
                 }
             }
             SeedStage::Probationary | SeedStage::Fossilized => seed.steps_in_stage += 1,
@@ -167,15 +174,30 @@ impl SeedManager {
         }
     }
 
-    fn advance_germinated(&self, st: &mut State, seed: &mut SeedContext, directives: &mut Vec<GraftDirective>, step: u64) {
+    fn advance_germinated(
+        &self,
+        st: &mut State,
+        seed: &mut SeedContext,
+        directives: &mut Vec<GraftDirective>,
+        step: u64,
+    ) {
         seed.steps_in_stage += 1;
         if seed.kernel.is_none() {
             match st.prefetch_results.remove(&seed.seed_id) {
                 Some(PrefetchEvent::Ready { ready, kernel }) => {
                     seed.prefetch_request = None;
-                    seed.kernel = Some(KernelFacts { sha256: ready.artifact_sha256.clone(), prewarm_p95_us: kernel.prewarm().p95_us });
+                    seed.kernel = Some(KernelFacts {
+                        sha256: ready.artifact_sha256.clone(),
+                        prewarm_p95_us: kernel.prewarm().p95_us,
+                    });
                     let Some(blend) = seed.blend.clone() else {
-                        self.cull(directives, seed, RollbackReason::GateFailed(GateId::G1GradientHealth), "no blend spec", Some(step));
+                        self.cull(
+                            directives,
+                            seed,
+                            RollbackReason::GateFailed(GateId::G1GradientHealth),
+                            "no blend spec",
+                            Some(step),
+                        );
                         return;
                     };
                     directives.push(GraftDirective::Attach {
@@ -190,18 +212,37 @@ impl SeedManager {
                 Some(PrefetchEvent::Failed(err)) => {
                     seed.prefetch_request = None;
                     self.sink.emit(
-                        TelemetryEvent::new("kasmina.kernel.unavailable", TelemetryLevel::Error, err.detail.clone(), self.clock.now_ms())
-                            .seed(seed.seed_id.as_str())
-                            .attr("kind", format!("{:?}", err.kind))
-                            .attr("blueprint_id", err.blueprint_id.as_str()),
+                        TelemetryEvent::new(
+                            "kasmina.kernel.unavailable",
+                            TelemetryLevel::Error,
+                            err.detail.clone(),
+                            self.clock.now_ms(),
+                        )
+                        .seed(seed.seed_id.as_str())
+                        .attr("kind", format!("{:?}", err.kind))
+                        .attr("blueprint_id", err.blueprint_id.as_str()),
                     );
                     seed.last_failure = Some(format!("kernel unavailable: {}", err.detail));
                     // G1 decides (kernel not attached/verified) and culls.
-                    let _ = self.pass_gate(st, seed, directives, GateId::G1GradientHealth, SeedStage::Germinated, Some(step));
+                    let _ = self.pass_gate(
+                        st,
+                        seed,
+                        directives,
+                        GateId::G1GradientHealth,
+                        SeedStage::Germinated,
+                        Some(step),
+                    );
                 }
                 None if seed.prefetch_request.is_none() => {
                     // Prefetch was refused or timed out: there is no kernel.
-                    let _ = self.pass_gate(st, seed, directives, GateId::G1GradientHealth, SeedStage::Germinated, Some(step));
+                    let _ = self.pass_gate(
+                        st,
+                        seed,
+                        directives,
+                        GateId::G1GradientHealth,
+                        SeedStage::Germinated,
+                        Some(step),
+                    );
                 }
                 None => {}
             }

@@ -132,7 +132,8 @@ impl SeedManager {
             report.from_snapshot = true;
             replay_from = start + 1;
             for state in snapshot {
-                let seed = self.seed_from_snapshot(state, *recorded_at_ms, germinations.get(&state.seed_id), &mut report);
+                let seed =
+                    self.seed_from_snapshot(state, *recorded_at_ms, germinations.get(&state.seed_id), &mut report);
                 seeds.insert(state.seed_id.clone(), seed);
             }
         }
@@ -143,17 +144,22 @@ impl SeedManager {
             report.records_applied += 1;
             match record {
                 JournalRecord::Transition { seed_id, from, to, reason, recorded_at_ms, .. } => {
-                    let seed = seeds.get_mut(seed_id).ok_or_else(|| RestoreError::UnknownSeed { index, seed_id: seed_id.clone() })?;
+                    let seed = seeds
+                        .get_mut(seed_id)
+                        .ok_or_else(|| RestoreError::UnknownSeed { index, seed_id: seed_id.clone() })?;
                     self.replay_transition(index, seed, *from, *to, reason, *recorded_at_ms)?;
                 }
                 JournalRecord::CommandAccepted { command, recorded_at_ms, .. } => {
-                    if recorded_at_ms.saturating_add(ttl) > now && self.verifier.ledger().check_and_insert(&command.command_id, *recorded_at_ms).is_ok() {
+                    if recorded_at_ms.saturating_add(ttl) > now
+                        && self.verifier.ledger().check_and_insert(&command.command_id, *recorded_at_ms).is_ok()
+                    {
                         report.nonces_restored += 1;
                     }
                     if let Some(g) = self.germination(index, command)? {
-                        let seed = seeds
-                            .get_mut(&command.target_seed_id)
-                            .ok_or_else(|| RestoreError::UnknownSeed { index, seed_id: command.target_seed_id.clone() })?;
+                        let seed = seeds.get_mut(&command.target_seed_id).ok_or_else(|| RestoreError::UnknownSeed {
+                            index,
+                            seed_id: command.target_seed_id.clone(),
+                        })?;
                         apply_germination(seed, &g, self);
                         germinations.insert(command.target_seed_id.clone(), g);
                     } else {
@@ -190,15 +196,25 @@ impl SeedManager {
         if sc.operation != SeedOperation::Germinate {
             return Ok(None);
         }
-        let parsed = self.policies.annotations.current().parse(&command.annotations, &self.annotation_limits()).map_err(|e| RestoreError::Germinate {
-            index,
+        let parsed =
+            self.policies.annotations.current().parse(&command.annotations, &self.annotation_limits()).map_err(
+                |e| RestoreError::Germinate { index, command_id: command.command_id.clone(), detail: format!("{e:?}") },
+            )?;
+        Ok(Some(Germination {
             command_id: command.command_id.clone(),
-            detail: format!("{e:?}"),
-        })?;
-        Ok(Some(Germination { command_id: command.command_id.clone(), blueprint_id: sc.blueprint_id.clone(), parameters: sc.parameters.clone(), parsed }))
+            blueprint_id: sc.blueprint_id.clone(),
+            parameters: sc.parameters.clone(),
+            parsed,
+        }))
     }
 
-    fn seed_from_snapshot(&self, s: &SeedState, taken_at_ms: u64, germ: Option<&Germination>, report: &mut RestoreReport) -> SeedContext {
+    fn seed_from_snapshot(
+        &self,
+        s: &SeedState,
+        taken_at_ms: u64,
+        germ: Option<&Germination>,
+        report: &mut RestoreReport,
+    ) -> SeedContext {
         let mut seed = SeedContext::new(&s.seed_id, &s.site);
         seed.stage = s.stage;
         seed.blueprint_id = s.blueprint_id.clone();
@@ -208,10 +224,14 @@ impl SeedManager {
         match germ.filter(|g| s.stage.is_active() && s.blueprint_id.as_deref() == Some(g.blueprint_id.as_str())) {
             Some(g) => apply_germination(&mut seed, g, self),
             None => {
-                seed.descriptor = s.blueprint_id.as_deref().and_then(|id| self.kernels.urza().entry(id)).map(|e| e.descriptor);
+                seed.descriptor =
+                    s.blueprint_id.as_deref().and_then(|id| self.kernels.urza().entry(id)).map(|e| e.descriptor);
                 seed.blend = s.blend_mode.and_then(plain_blend);
                 if s.blend_mode.is_some() && seed.blend.is_none() {
-                    report.warnings.push((s.seed_id.clone(), "blend spec lost with its germinate record; the seed fails its next attach".to_owned()));
+                    report.warnings.push((
+                        s.seed_id.clone(),
+                        "blend spec lost with its germinate record; the seed fails its next attach".to_owned(),
+                    ));
                 }
             }
         }
@@ -219,18 +239,29 @@ impl SeedManager {
         // stage alone explains (the safe direction: gates see them too).
         match s.health {
             HealthStatus::Critical => seed.fallback_used = true,
-            HealthStatus::Unhealthy if !matches!(s.stage, SeedStage::Culled | SeedStage::Embargoed) => seed.outputs_finite = false,
+            HealthStatus::Unhealthy if !matches!(s.stage, SeedStage::Culled | SeedStage::Embargoed) => {
+                seed.outputs_finite = false
+            }
             HealthStatus::Degraded if !s.paused => seed.output_shape_ok = false,
             _ => {}
         }
         if s.stage == SeedStage::Embargoed {
             // Counted from the snapshot: never shorter than the real embargo.
-            seed.embargo_until_ms = Some(taken_at_ms.saturating_add(self.settings.lifecycle.embargo_s.saturating_mul(1_000)));
+            seed.embargo_until_ms =
+                Some(taken_at_ms.saturating_add(self.settings.lifecycle.embargo_s.saturating_mul(1_000)));
         }
         seed
     }
 
-    fn replay_transition(&self, index: usize, seed: &mut SeedContext, from: SeedStage, to: SeedStage, reason: &str, at_ms: u64) -> Result<(), RestoreError> {
+    fn replay_transition(
+        &self,
+        index: usize,
+        seed: &mut SeedContext,
+        from: SeedStage,
+        to: SeedStage,
+        reason: &str,
+        at_ms: u64,
+    ) -> Result<(), RestoreError> {
         let bad = |detail: String| RestoreError::BadTransition { index, seed_id: seed.seed_id.clone(), detail };
         if seed.stage != from {
             return Err(bad(format!("record moves it from {from} but it is {}", seed.stage)));
@@ -251,7 +282,8 @@ impl SeedManager {
                 seed.prefetch_request = None;
             }
             SeedStage::Embargoed => {
-                seed.embargo_until_ms = Some(at_ms.saturating_add(self.settings.lifecycle.embargo_s.saturating_mul(1_000)));
+                seed.embargo_until_ms =
+                    Some(at_ms.saturating_add(self.settings.lifecycle.embargo_s.saturating_mul(1_000)));
             }
             SeedStage::Resetting => {
                 seed.kernel = None;
@@ -269,7 +301,10 @@ impl SeedManager {
         match seed.stage {
             SeedStage::Germinated => {
                 let Some(run) = germ.and_then(|g| g.parsed.training_run_id.clone()) else {
-                    report.warnings.push((seed.seed_id.clone(), "no training_run_id to re-issue the prefetch; G1 fails the seed".to_owned()));
+                    report.warnings.push((
+                        seed.seed_id.clone(),
+                        "no training_run_id to re-issue the prefetch; G1 fails the seed".to_owned(),
+                    ));
                     return;
                 };
                 let request_id = germ.map_or_else(|| format!("restore-{}", seed.seed_id), |g| g.command_id.clone());
@@ -289,16 +324,21 @@ impl SeedManager {
                     Err(err) => report.warnings.push((seed.seed_id.clone(), format!("prefetch refused: {err}"))),
                 }
             }
-            SeedStage::Training | SeedStage::Blending | SeedStage::Shadowing | SeedStage::Probationary | SeedStage::Fossilized => {
-                match self.kernels.get(&blueprint, Some(&seed.seed_id)) {
-                    Ok(kernel) => {
-                        seed.kernel = Some(KernelFacts { sha256: kernel.sha256().to_owned(), prewarm_p95_us: kernel.prewarm().p95_us });
-                        seed.attach_sent = true;
-                        report.kernels_reverified += 1;
-                    }
-                    Err(err) => report.warnings.push((seed.seed_id.clone(), format!("kernel no longer verifies: {err}"))),
+            SeedStage::Training
+            | SeedStage::Blending
+            | SeedStage::Shadowing
+            | SeedStage::Probationary
+            | SeedStage::Fossilized => match self.kernels.get(&blueprint, Some(&seed.seed_id)) {
+                Ok(kernel) => {
+                    seed.kernel = Some(KernelFacts {
+                        sha256: kernel.sha256().to_owned(),
+                        prewarm_p95_us: kernel.prewarm().p95_us,
+                    });
+                    seed.attach_sent = true;
+                    report.kernels_reverified += 1;
                 }
-            }
+                Err(err) => report.warnings.push((seed.seed_id.clone(), format!("kernel no longer verifies: {err}"))),
+            },
             _ => {}
         }
     }

@@ -28,7 +28,13 @@ pub(crate) struct HealthTracker {
 
 impl HealthTracker {
     pub(crate) fn new(window: u64, max_seeds: usize) -> Self {
-        HealthTracker { window: window.max(1), max_seeds: max_seeds.max(1), epoch: 0, seeds: HashMap::new(), untracked: 0 }
+        HealthTracker {
+            window: window.max(1),
+            max_seeds: max_seeds.max(1),
+            epoch: 0,
+            seeds: HashMap::new(),
+            untracked: 0,
+        }
     }
 
     /// Records an event of `level` for `seed`. Returns false when the seed

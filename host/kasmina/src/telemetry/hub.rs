@@ -349,8 +349,13 @@ impl TelemetrySink for TelemetryHub {
 }
 
 fn entry(map: &mut BTreeMap<String, TelemetryPacket>, step: u64, seed: String) -> &mut TelemetryPacket {
-    map.entry(seed.clone())
-        .or_insert_with(|| TelemetryPacket { step, seed_id: Some(seed), health: None, events: Vec::new(), metrics: Vec::new() })
+    map.entry(seed.clone()).or_insert_with(|| TelemetryPacket {
+        step,
+        seed_id: Some(seed),
+        health: None,
+        events: Vec::new(),
+        metrics: Vec::new(),
+    })
 }
 
 fn count_metric(name: &str, value: u64) -> Metric {

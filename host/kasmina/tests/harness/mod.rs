@@ -98,12 +98,22 @@ impl Harness {
         cmd
     }
 
-    pub fn seed_op(&mut self, seed: &str, op: SeedOperation, blueprint: &str, extra: &[(&str, &str)]) -> AdaptationCommand {
+    pub fn seed_op(
+        &mut self,
+        seed: &str,
+        op: SeedOperation,
+        blueprint: &str,
+        extra: &[(&str, &str)],
+    ) -> AdaptationCommand {
         let mut annotations = vec![("training_run_id", RUN), ("mesh_layers", SITE), ("blend_mode", "RESIDUAL")];
         annotations.extend_from_slice(extra);
         self.signed(
             seed,
-            CommandPayload::Seed(SeedCommand { operation: op, blueprint_id: blueprint.to_owned(), parameters: BTreeMap::new() }),
+            CommandPayload::Seed(SeedCommand {
+                operation: op,
+                blueprint_id: blueprint.to_owned(),
+                parameters: BTreeMap::new(),
+            }),
             &annotations,
         )
     }
@@ -211,7 +221,12 @@ impl SimTrainer {
                     if !self.m.refuse_attach {
                         self.seeds.insert(
                             seed_id.clone(),
-                            SimSeed { stage: SeedStage::Germinated, attached_sha: Some(artifact_sha256.clone()), alpha: 0.0, paused: false },
+                            SimSeed {
+                                stage: SeedStage::Germinated,
+                                attached_sha: Some(artifact_sha256.clone()),
+                                alpha: 0.0,
+                                paused: false,
+                            },
                         );
                     }
                 }

@@ -124,7 +124,8 @@ impl PrefetchEvents {
             return Err(RecvError::InsideRuntime);
         }
         if self.local.is_none() {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(|_| RecvError::Closed)?;
+            let rt =
+                tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(|_| RecvError::Closed)?;
             self.local = Some(rt);
         }
         let (Some(rt), rx) = (&self.local, &mut self.rx) else { return Err(RecvError::Closed) };
@@ -273,7 +274,8 @@ impl Prefetcher {
             return Err(KernelError::ShutDown);
         }
         if let Err(err) = validate(&req, self.shared.core.config.prefetch_timeout_ms) {
-            let event = self.shared.emit("kasmina.kernel.prefetch_rejected", TelemetryLevel::Error, err.to_string(), &req);
+            let event =
+                self.shared.emit("kasmina.kernel.prefetch_rejected", TelemetryLevel::Error, err.to_string(), &req);
             self.shared.core.emit(event.attr("reason", err.reason()));
             return Err(err);
         }
@@ -285,11 +287,14 @@ impl Prefetcher {
                 return Err(KernelError::PrefetchQueueFull { cap });
             }
             if registry.contains_key(&req.request_id) {
-                return Err(KernelError::InvalidRequest { detail: format!("request_id {} is already in flight", req.request_id) });
+                return Err(KernelError::InvalidRequest {
+                    detail: format!("request_id {} is already in flight", req.request_id),
+                });
             }
             let Some(tx) = lock(&self.shared.events_tx).clone() else { return Err(KernelError::ShutDown) };
             let token = self.shared.next_token.fetch_add(1, Ordering::Relaxed);
-            registry.insert(req.request_id.clone(), InFlight { token, seed_id: req.seed_id.clone(), cancel: cancel_tx });
+            registry
+                .insert(req.request_id.clone(), InFlight { token, seed_id: req.seed_id.clone(), cancel: cancel_tx });
             (tx, token)
         };
         let (tx, token) = tx;
@@ -301,7 +306,8 @@ impl Prefetcher {
     /// Cancels every in-flight request of a retired seed; returns how many.
     pub(crate) fn cancel_seed(&self, seed_id: &str) -> usize {
         let mut registry = self.shared.registry();
-        let ids: Vec<String> = registry.iter().filter(|(_, f)| f.seed_id == seed_id).map(|(id, _)| id.clone()).collect();
+        let ids: Vec<String> =
+            registry.iter().filter(|(_, f)| f.seed_id == seed_id).map(|(id, _)| id.clone()).collect();
         for id in &ids {
             if let Some(f) = registry.remove(id) {
                 // A task that already finished dropped its receiver; nothing to cancel then.
@@ -450,7 +456,12 @@ async fn run_request(
         Outcome::Loaded(Err(e)) => failed(e.kind(), e.to_string()),
         Outcome::Panicked(detail) => {
             let msg = format!("kernel load task panicked: {detail}");
-            shared.core.emit(shared.emit("kasmina.kernel.prefetch_failed", TelemetryLevel::Critical, msg.clone(), &req));
+            shared.core.emit(shared.emit(
+                "kasmina.kernel.prefetch_failed",
+                TelemetryLevel::Critical,
+                msg.clone(),
+                &req,
+            ));
             failed(PrefetchErrorKind::LoadFailed, msg)
         }
         Outcome::TimedOut => {
@@ -466,7 +477,9 @@ async fn run_request(
         Outcome::Cancelled(reason) => {
             let msg = format!("prefetch cancelled: {}", reason.as_str());
             shared.core.emit(
-                shared.emit("kasmina.kernel.prefetch_cancelled", TelemetryLevel::Info, msg.clone(), &req).attr("reason", reason.as_str()),
+                shared
+                    .emit("kasmina.kernel.prefetch_cancelled", TelemetryLevel::Info, msg.clone(), &req)
+                    .attr("reason", reason.as_str()),
             );
             failed(PrefetchErrorKind::Cancelled, msg)
         }

@@ -218,7 +218,8 @@ mod tests {
     #[test]
     fn metrics_are_labelled_by_scope() {
         let m = CacheStats { hits: 3, ..Default::default() }.metrics("interval");
-        let hits = m.iter().find(|m| m.name == "kasmina.kernel.cache.hits").map(|m| (m.value, m.labels["scope"].clone()));
+        let hits =
+            m.iter().find(|m| m.name == "kasmina.kernel.cache.hits").map(|m| (m.value, m.labels["scope"].clone()));
         assert_eq!(hits, Some((3.0, "interval".to_owned())));
     }
 }

@@ -106,8 +106,9 @@ impl UrzaLibrary {
     /// Reads the artifact for `blueprint_id` once, hashing as it reads, and
     /// returns the bytes only if length and SHA-256 match the catalog.
     pub fn fetch(&self, blueprint_id: &str) -> Result<VerifiedArtifact, FetchError> {
-        let entry =
-            self.entry(blueprint_id).ok_or_else(|| FetchError::UnknownBlueprint { blueprint_id: blueprint_id.to_owned() })?;
+        let entry = self
+            .entry(blueprint_id)
+            .ok_or_else(|| FetchError::UnknownBlueprint { blueprint_id: blueprint_id.to_owned() })?;
         let bytes = self.read_verified(&entry)?;
         Ok(VerifiedArtifact { entry, bytes })
     }
@@ -127,7 +128,10 @@ impl UrzaLibrary {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if self.quarantine_path(&entry.artifact_sha256).exists() {
-                    return Err(FetchError::ArtifactQuarantined { blueprint_id: id, sha256: entry.artifact_sha256.clone() });
+                    return Err(FetchError::ArtifactQuarantined {
+                        blueprint_id: id,
+                        sha256: entry.artifact_sha256.clone(),
+                    });
                 }
                 return Err(FetchError::ArtifactMissing { blueprint_id: id, path });
             }
@@ -176,7 +180,11 @@ impl UrzaLibrary {
         }
         let digest = hex::encode(hasher.finalize());
         if digest != entry.artifact_sha256 {
-            return Err(FetchError::DigestMismatch { blueprint_id: id, expected: entry.artifact_sha256.clone(), actual: digest });
+            return Err(FetchError::DigestMismatch {
+                blueprint_id: id,
+                expected: entry.artifact_sha256.clone(),
+                actual: digest,
+            });
         }
         Ok(bytes)
     }

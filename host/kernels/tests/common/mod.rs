@@ -37,7 +37,8 @@ impl Env {
     }
 
     pub fn manager(&self, config: KernelManagerConfig) -> (KernelLoadManager, PrefetchEvents) {
-        KernelLoadManager::new(self.urza.clone(), config, self.breaker.clone(), self.sink.clone(), self.clock.clone()).unwrap()
+        KernelLoadManager::new(self.urza.clone(), config, self.breaker.clone(), self.sink.clone(), self.clock.clone())
+            .unwrap()
     }
 
     pub fn default_manager(&self) -> (KernelLoadManager, PrefetchEvents) {

@@ -122,7 +122,8 @@ impl Rng {
 pub fn gate_case(rng: &mut Rng) -> (GateId, GateInputs) {
     let gate = ALL_GATES[rng.below(ALL_GATES.len())];
     let mut inputs = passing_gate_inputs(gate);
-    let stage = |rng: &mut Rng, base: SeedStage| if rng.chance(4) { ALL_STAGES[rng.below(ALL_STAGES.len())] } else { base };
+    let stage =
+        |rng: &mut Rng, base: SeedStage| if rng.chance(4) { ALL_STAGES[rng.below(ALL_STAGES.len())] } else { base };
     inputs.current_stage = stage(rng, inputs.current_stage);
     inputs.expected_stage = stage(rng, inputs.expected_stage);
     inputs.reported_stage = stage(rng, inputs.reported_stage);
@@ -207,9 +208,8 @@ pub fn blueprint_case(rng: &mut Rng) -> (BlueprintDescriptor, BTreeMap<String, f
     if rng.chance(5) {
         descriptor.parameter_bounds.insert("depth".into(), ParameterBounds { min: rng.float(), max: rng.float() });
     }
-    let params = (0..rng.below(4))
-        .map(|i| (if i == 0 { "width".to_owned() } else { format!("p{i}") }, rng.float()))
-        .collect();
+    let params =
+        (0..rng.below(4)).map(|i| (if i == 0 { "width".to_owned() } else { format!("p{i}") }, rng.float())).collect();
     let context = AdmissionContext {
         training_run_id: if rng.chance(8) { String::new() } else { "run-3".into() },
         quarantine: rng.chance(3),

@@ -30,7 +30,11 @@ fn info_line(report: &mut ConformanceReport, identity: &PluginIdentity) {
 }
 
 /// `fuzz` and `output-caps`; true when both passed.
-fn fuzz<C: Debug, O>(report: &mut ConformanceReport, cases: &[C], call: impl Fn(&C) -> Result<O, PluginFailure>) -> bool {
+fn fuzz<C: Debug, O>(
+    report: &mut ConformanceReport,
+    cases: &[C],
+    call: impl Fn(&C) -> Result<O, PluginFailure>,
+) -> bool {
     let mut contained: Option<String> = None;
     let mut bad_output: Option<String> = None;
     let mut failures = 0;
@@ -57,7 +61,9 @@ fn fuzz<C: Debug, O>(report: &mut ConformanceReport, cases: &[C], call: impl Fn(
         Some(line) => report.push("fuzz", CheckStatus::Fail, line.clone()),
     }
     match &bad_output {
-        None if contained.is_none() => report.push("output-caps", CheckStatus::Pass, format!("{n} outputs within caps")),
+        None if contained.is_none() => {
+            report.push("output-caps", CheckStatus::Pass, format!("{n} outputs within caps"))
+        }
         None => report.push("output-caps", CheckStatus::Skip, "fuzz stopped early"),
         Some(line) => report.push("output-caps", CheckStatus::Fail, line.clone()),
     }
@@ -86,7 +92,11 @@ fn determinism<C: Debug, O: PartialEq + Debug>(
     );
 }
 
-fn latency<O>(report: &mut ConformanceReport, options: &CheckOptions, call: impl Fn(usize) -> Result<O, PluginFailure>) {
+fn latency<O>(
+    report: &mut ConformanceReport,
+    options: &CheckOptions,
+    call: impl Fn(usize) -> Result<O, PluginFailure>,
+) {
     if options.latency_samples == 0 {
         report.push("latency", CheckStatus::Skip, "not measured (smoke run)");
         return;
@@ -139,7 +149,8 @@ pub(crate) fn gate(plugin: &GatePlugin, options: &CheckOptions, report: &mut Con
     if !fuzz(report, &cases, |(g, i)| plugin.try_evaluate(*g, i)) {
         return plugin.identity().clone();
     }
-    let (Ok(fresh), Ok(reused)) = (plugin.with_limits(per_call_limits(options)), plugin.with_limits(reuse_limits(options)))
+    let (Ok(fresh), Ok(reused)) =
+        (plugin.with_limits(per_call_limits(options)), plugin.with_limits(reuse_limits(options)))
     else {
         report.push("determinism", CheckStatus::Fail, "cannot create per-call / reuse handles");
         return plugin.identity().clone();
@@ -194,7 +205,11 @@ fn parse_outcome(result: Result<ParsedAnnotations, AnnotationError>) -> Result<P
     }
 }
 
-pub(crate) fn annotation(plugin: &AnnotationPlugin, options: &CheckOptions, report: &mut ConformanceReport) -> PluginIdentity {
+pub(crate) fn annotation(
+    plugin: &AnnotationPlugin,
+    options: &CheckOptions,
+    report: &mut ConformanceReport,
+) -> PluginIdentity {
     info_line(report, plugin.identity());
     let limits = options.annotation_limits;
     let mut rng = Rng::new(options.seed);
@@ -202,13 +217,19 @@ pub(crate) fn annotation(plugin: &AnnotationPlugin, options: &CheckOptions, repo
     if !fuzz(report, &cases, |a| parse_outcome(plugin.parse(a, &limits))) {
         return plugin.identity().clone();
     }
-    let (Ok(fresh), Ok(reused)) = (plugin.with_limits(per_call_limits(options)), plugin.with_limits(reuse_limits(options)))
+    let (Ok(fresh), Ok(reused)) =
+        (plugin.with_limits(per_call_limits(options)), plugin.with_limits(reuse_limits(options)))
     else {
         report.push("determinism", CheckStatus::Fail, "cannot create per-call / reuse handles");
         return plugin.identity().clone();
     };
     let replay = &cases[..options.determinism_cases.min(cases.len())];
-    determinism(report, replay, |a| parse_outcome(fresh.parse(a, &limits)), |a| parse_outcome(reused.parse(a, &limits)));
+    determinism(
+        report,
+        replay,
+        |a| parse_outcome(fresh.parse(a, &limits)),
+        |a| parse_outcome(reused.parse(a, &limits)),
+    );
 
     let over_cap = format!("[{}]", vec!["0.5"; limits.alpha_vec_cap as usize + 1].join(","));
     let within_cap = format!("[{}]", vec!["0.5"; limits.alpha_vec_cap as usize].join(","));
@@ -219,7 +240,12 @@ pub(crate) fn annotation(plugin: &AnnotationPlugin, options: &CheckOptions, repo
         ("CHANNEL without alpha_vec", vec![("blend_mode", "CHANNEL")], false),
         (
             "valid CHANNEL spec at the cap",
-            vec![("training_run_id", "run-1"), ("mesh_layers", "a,b"), ("blend_mode", "CHANNEL"), ("alpha_vec", &within_cap)],
+            vec![
+                ("training_run_id", "run-1"),
+                ("mesh_layers", "a,b"),
+                ("blend_mode", "CHANNEL"),
+                ("alpha_vec", &within_cap),
+            ],
             true,
         ),
     ];
@@ -239,14 +265,19 @@ pub(crate) fn annotation(plugin: &AnnotationPlugin, options: &CheckOptions, repo
     plugin.identity().clone()
 }
 
-pub(crate) fn blueprint(plugin: &BlueprintPlugin, options: &CheckOptions, report: &mut ConformanceReport) -> PluginIdentity {
+pub(crate) fn blueprint(
+    plugin: &BlueprintPlugin,
+    options: &CheckOptions,
+    report: &mut ConformanceReport,
+) -> PluginIdentity {
     info_line(report, plugin.identity());
     let mut rng = Rng::new(options.seed);
     let cases: Vec<_> = (0..options.fuzz_cases).map(|_| corpus::blueprint_case(&mut rng)).collect();
     if !fuzz(report, &cases, |(d, p, c)| plugin.try_admit(d, p, c)) {
         return plugin.identity().clone();
     }
-    let (Ok(fresh), Ok(reused)) = (plugin.with_limits(per_call_limits(options)), plugin.with_limits(reuse_limits(options)))
+    let (Ok(fresh), Ok(reused)) =
+        (plugin.with_limits(per_call_limits(options)), plugin.with_limits(reuse_limits(options)))
     else {
         report.push("determinism", CheckStatus::Fail, "cannot create per-call / reuse handles");
         return plugin.identity().clone();
@@ -258,16 +289,29 @@ pub(crate) fn blueprint(plugin: &BlueprintPlugin, options: &CheckOptions, report
     let params = corpus::passing_parameters();
     let context = corpus::plain_context();
     let mut violations = Vec::new();
-    let mut refused = |what: &str, d: &leyline::BlueprintDescriptor, p: &std::collections::BTreeMap<String, f64>| {
-        match plugin.try_admit(d, p, &context) {
+    let mut refused =
+        |what: &str, d: &leyline::BlueprintDescriptor, p: &std::collections::BTreeMap<String, f64>| match plugin
+            .try_admit(d, p, &context)
+        {
             Ok(Verdict { passed: false, .. }) => {}
             Ok(_) => violations.push(format!("{what} was admitted")),
             Err(failure) => violations.push(format!("{what}: {failure}")),
-        }
-    };
-    refused("HIGH_RISK without approval", &leyline::BlueprintDescriptor { tier: BlueprintTier::HighRisk, ..base.clone() }, &params);
-    refused("quarantine-only outside quarantine", &leyline::BlueprintDescriptor { quarantine_only: true, ..base.clone() }, &params);
-    refused("approval-required without approval", &leyline::BlueprintDescriptor { approval_required: true, ..base.clone() }, &params);
+        };
+    refused(
+        "HIGH_RISK without approval",
+        &leyline::BlueprintDescriptor { tier: BlueprintTier::HighRisk, ..base.clone() },
+        &params,
+    );
+    refused(
+        "quarantine-only outside quarantine",
+        &leyline::BlueprintDescriptor { quarantine_only: true, ..base.clone() },
+        &params,
+    );
+    refused(
+        "approval-required without approval",
+        &leyline::BlueprintDescriptor { approval_required: true, ..base.clone() },
+        &params,
+    );
     refused("NaN parameter", &base, &[("width".to_owned(), f64::NAN)].into());
     refused("out-of-bounds parameter", &base, &[("width".to_owned(), 1e9)].into());
     invariants(report, violations, 5);

@@ -42,13 +42,25 @@ enum Weight {
 
 /// Runs the blend with autograd (training path). `logits` are the
 /// classification logits of this batch (CONFIDENCE only).
-pub fn blend(spec: &BlendSpec, alpha: f64, host: &Tensor, seed: &Tensor, logits: Option<&Tensor>) -> Result<(Tensor, BlendStats)> {
+pub fn blend(
+    spec: &BlendSpec,
+    alpha: f64,
+    host: &Tensor,
+    seed: &Tensor,
+    logits: Option<&Tensor>,
+) -> Result<(Tensor, BlendStats)> {
     blend_graph(spec, alpha, &host.detach(), host, seed, logits)
 }
 
 /// The blend of a fossilized seed: the seed is part of the host now, so the
 /// host branch keeps its graph (no detach). Same values as [`blend`].
-pub(crate) fn blend_fossil(spec: &BlendSpec, alpha: f64, host: &Tensor, seed: &Tensor, logits: Option<&Tensor>) -> Result<(Tensor, BlendStats)> {
+pub(crate) fn blend_fossil(
+    spec: &BlendSpec,
+    alpha: f64,
+    host: &Tensor,
+    seed: &Tensor,
+    logits: Option<&Tensor>,
+) -> Result<(Tensor, BlendStats)> {
     blend_graph(spec, alpha, host, host, seed, logits)
 }
 
@@ -115,7 +127,11 @@ pub fn buffer_fits(out: &Tensor, host: &Tensor) -> bool {
 
 fn check_buffer(out: &Tensor, host: &Tensor) -> Result<()> {
     if out.size() != host.size() {
-        return Err(TensorError::ShapeMismatch { what: "output buffer vs host output", expected: host.size(), got: out.size() });
+        return Err(TensorError::ShapeMismatch {
+            what: "output buffer vs host output",
+            expected: host.size(),
+            got: out.size(),
+        });
     }
     check_compatible("output buffer vs host output", host, out)
 }
@@ -127,13 +143,25 @@ fn check_buffer(out: &Tensor, host: &Tensor) -> Result<()> {
 fn check_compatible(what: &'static str, host: &Tensor, other: &Tensor) -> Result<()> {
     const FLOATS: [Kind; 4] = [Kind::Float, Kind::Double, Kind::Half, Kind::BFloat16];
     if !FLOATS.contains(&host.kind()) {
-        return Err(TensorError::Incompatible { what: "host dtype", expected: "a floating dtype".into(), got: format!("{:?}", host.kind()) });
+        return Err(TensorError::Incompatible {
+            what: "host dtype",
+            expected: "a floating dtype".into(),
+            got: format!("{:?}", host.kind()),
+        });
     }
     if other.kind() != host.kind() {
-        return Err(TensorError::Incompatible { what, expected: format!("{:?}", host.kind()), got: format!("{:?}", other.kind()) });
+        return Err(TensorError::Incompatible {
+            what,
+            expected: format!("{:?}", host.kind()),
+            got: format!("{:?}", other.kind()),
+        });
     }
     if other.device() != host.device() {
-        return Err(TensorError::Incompatible { what, expected: format!("{:?}", host.device()), got: format!("{:?}", other.device()) });
+        return Err(TensorError::Incompatible {
+            what,
+            expected: format!("{:?}", host.device()),
+            got: format!("{:?}", other.device()),
+        });
     }
     Ok(())
 }
@@ -147,7 +175,13 @@ fn check_same_shape(what: &'static str, host: &Tensor, seed: &Tensor) -> Result<
 }
 
 /// Validates shapes and α, resolves the weight and the α-related stats.
-fn prepare(spec: &BlendSpec, alpha: f64, host: &Tensor, seed: &Tensor, logits: Option<&Tensor>) -> Result<(Weight, BlendStats)> {
+fn prepare(
+    spec: &BlendSpec,
+    alpha: f64,
+    host: &Tensor,
+    seed: &Tensor,
+    logits: Option<&Tensor>,
+) -> Result<(Weight, BlendStats)> {
     check_alpha(alpha)?;
     check_same_shape("seed output vs host output", host, seed)?;
     check_compatible("seed output vs host output", host, seed)?;
@@ -156,7 +190,8 @@ fn prepare(spec: &BlendSpec, alpha: f64, host: &Tensor, seed: &Tensor, logits: O
         BlendMode::Convex => Weight::Scalar(alpha),
         BlendMode::Residual => {
             // On the host's device: a CPU scalar tensor is not accepted by every CUDA kernel.
-            let a = Tensor::f_scalar_tensor(alpha, (host.kind(), host.device())).map_err(TensorError::torch("alpha"))?;
+            let a =
+                Tensor::f_scalar_tensor(alpha, (host.kind(), host.device())).map_err(TensorError::torch("alpha"))?;
             Weight::Scale(a)
         }
         BlendMode::Channel => Weight::Broadcast(channel_weight(spec.alpha_vec(), alpha, host, &mut stats)?),
@@ -235,7 +270,8 @@ fn confidence_weight(
     let eff_host: Vec<f64> = raw_host.iter().map(|a| a.clamp(gate.alpha_lo, gate.alpha_hi)).collect();
     let len = eff_host.len().max(1) as f64;
     stats.gate_mean = Some(g_host.iter().sum::<f64>() / len);
-    stats.clamped_fraction = raw_host.iter().filter(|a| **a < gate.alpha_lo || **a > gate.alpha_hi).count() as f64 / len;
+    stats.clamped_fraction =
+        raw_host.iter().filter(|a| **a < gate.alpha_lo || **a > gate.alpha_hi).count() as f64 / len;
     stats.alpha_mean = eff_host.iter().sum::<f64>() / len;
     stats.alpha_p95 = p95(eff_host);
     let mut shape = vec![1i64; host.dim()];
@@ -248,6 +284,9 @@ fn confidence_weight(
 
 /// Copies a 1-D tensor to a host `Vec<f64>` (small tensors only: stats).
 fn to_host_vec(t: &Tensor) -> Result<Vec<f64>> {
-    let t = t.f_to_device(tch::Device::Cpu).and_then(|t| t.f_to_kind(Kind::Double)).map_err(TensorError::torch("stats copy"))?;
+    let t = t
+        .f_to_device(tch::Device::Cpu)
+        .and_then(|t| t.f_to_kind(Kind::Double))
+        .map_err(TensorError::torch("stats copy"))?;
     Vec::<f64>::try_from(&t).map_err(TensorError::torch("stats copy"))
 }
