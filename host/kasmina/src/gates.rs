@@ -153,7 +153,7 @@ impl GateService {
 
     /// The inputs the plugin will see for `seed` at `gate`.
     pub fn inputs(&self, seed: &SeedContext, expected: SeedStage, env: &GateEnvironment) -> GateInputs {
-        let (interface_matches, _) = interface_check(seed, env);
+        let interface_matches = interface_matches(seed, env);
         let metric_delta = match (env.latest_metric, seed.metric_baseline) {
             (Some(now), Some(base)) => now - base,
             // No measurement is not "no regression": NaN makes the policy
@@ -366,14 +366,15 @@ fn violated_invariant(gate: GateId, i: &GateInputs) -> Option<&'static str> {
 
 /// Whether the seed's declared kernel I/O fits its site: one input and one
 /// output, both exactly the site's feature shape.
-pub fn interface_check(seed: &SeedContext, env: &GateEnvironment) -> (bool, String) {
+/// Without a descriptor or a registered site shape there is nothing that
+/// fits: false.
+fn interface_matches(seed: &SeedContext, env: &GateEnvironment) -> bool {
     let (Some(descriptor), Some(site)) = (&seed.descriptor, &env.site_shape) else {
-        return (false, "no descriptor or site shape".to_owned());
+        return false;
     };
     let iface = &descriptor.interface;
     let fits = |specs: &[leyline::TensorSpec]| specs.len() == 1 && specs[0].shape == *site;
-    let ok = fits(&iface.inputs) && fits(&iface.outputs);
-    (ok, format!("site {site:?}, kernel {:?} -> {:?}", iface.inputs, iface.outputs))
+    fits(&iface.inputs) && fits(&iface.outputs)
 }
 
 fn performance_status(seed: &SeedContext, env: &GateEnvironment, budget_us: u64) -> PerformanceStatus {

@@ -155,25 +155,27 @@ impl HostBuilder {
         let gates: Arc<PluginSlot<GatePlugin>> = Arc::new(load_slot(
             &runtime,
             "gate",
-            &settings.plugins.gates,
-            kasmina_plugin_artifacts::GATES,
-            kasmina_plugin_artifacts::GATES_SHA256,
+            pinned(&settings.plugins.gates, kasmina_plugin_artifacts::GATES, kasmina_plugin_artifacts::GATES_SHA256),
             &limits,
         )?);
         let annotations: Arc<PluginSlot<AnnotationPlugin>> = Arc::new(load_slot(
             &runtime,
             "annotation",
-            &settings.plugins.annotations,
-            kasmina_plugin_artifacts::ANNOTATIONS,
-            kasmina_plugin_artifacts::ANNOTATIONS_SHA256,
+            pinned(
+                &settings.plugins.annotations,
+                kasmina_plugin_artifacts::ANNOTATIONS,
+                kasmina_plugin_artifacts::ANNOTATIONS_SHA256,
+            ),
             &limits,
         )?);
         let blueprints: Arc<PluginSlot<BlueprintPlugin>> = Arc::new(load_slot(
             &runtime,
             "blueprint-policy",
-            &settings.plugins.blueprint_policy,
-            kasmina_plugin_artifacts::BLUEPRINT_POLICY,
-            kasmina_plugin_artifacts::BLUEPRINT_POLICY_SHA256,
+            pinned(
+                &settings.plugins.blueprint_policy,
+                kasmina_plugin_artifacts::BLUEPRINT_POLICY,
+                kasmina_plugin_artifacts::BLUEPRINT_POLICY_SHA256,
+            ),
             &limits,
         )?);
 
@@ -220,7 +222,7 @@ impl HostBuilder {
         if let Some(candidate) = &settings.plugins.shadow_gates {
             // A pinned candidate only: there is no default shadow plugin.
             let shadow: PluginSlot<GatePlugin> =
-                load_slot(&runtime, "shadow gate", &Some(candidate.clone()), "", "", &limits)?;
+                load_slot(&runtime, "shadow gate", (candidate.path.clone(), &candidate.sha256), &limits)?;
             gate_service = gate_service.with_shadow(Arc::new(shadow));
         }
         let manager = SeedManager::new(SeedManagerParts {
@@ -287,22 +289,24 @@ fn plugin_limits(settings: &Settings) -> Result<PluginLimits, HostError> {
     })
 }
 
-/// Loads one plugin: the configured, pinned file, or the default plugin
-/// built with this host (pinned to the digest recorded at build time).
+/// The configured plugin file and its pin, or the default plugin built with
+/// this host, pinned to the digest recorded at build time.
+fn pinned<'a>(configured: &'a Option<PluginRef>, default_path: &str, default_sha256: &'a str) -> (PathBuf, &'a str) {
+    match configured {
+        Some(r) => (r.path.clone(), r.sha256.as_str()),
+        None => (PathBuf::from(default_path), default_sha256),
+    }
+}
+
+/// Loads one pinned plugin; it must pass the conformance smoke canary.
 fn load_slot<P: Reloadable>(
     runtime: &PluginRuntime,
     which: &'static str,
-    configured: &Option<PluginRef>,
-    default_path: &str,
-    default_sha256: &str,
+    (path, sha256): (PathBuf, &str),
     limits: &PluginLimits,
 ) -> Result<PluginSlot<P>, HostError> {
     let err = |detail: String| HostError::Plugin { which, detail };
-    let (path, digest) = match configured {
-        Some(r) => (r.path.clone(), r.sha256.as_str()),
-        None => (PathBuf::from(default_path), default_sha256),
-    };
-    let pin = Pin::sha256(digest).map_err(|e| err(e.to_string()))?;
+    let pin = Pin::sha256(sha256).map_err(|e| err(e.to_string()))?;
     let spec = PluginSpec { path, pin, limits: limits.clone() };
     PluginSlot::new(runtime, &spec, CheckOptions::smoke()).map_err(|e| err(e.to_string()))
 }

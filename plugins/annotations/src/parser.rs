@@ -8,6 +8,7 @@ use kasmina_plugin_sdk::annotation::{
 use crate::scan::{self, ScanError};
 
 /// Every key this parser understands; the index is the slot in [`Raw`].
+/// The keys after `blend_mode` are its parameters (see [`BLEND_KEYS`]).
 const KEYS: [&str; 11] = [
     "training_run_id",
     "mesh_layers",
@@ -22,17 +23,8 @@ const KEYS: [&str; 11] = [
     "confidence_logits_required",
 ];
 
-/// Keys that only make sense with a `blend_mode`.
-const BLEND_KEYS: [&str; 8] = [
-    "blend_mode_source",
-    "alpha_vec",
-    "alpha_vec_len",
-    "gate_k",
-    "gate_tau",
-    "alpha_lo",
-    "alpha_hi",
-    "confidence_logits_required",
-];
+/// Keys that only make sense with a `blend_mode`: every key after it.
+const BLEND_KEYS: &[&str] = KEYS.split_at(3).1;
 
 fn error(code: ParseErrorCode, key: &str, detail: impl Into<String>) -> ParseError {
     ParseError { code, key: key.to_owned(), detail: detail.into() }

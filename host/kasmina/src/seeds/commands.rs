@@ -163,7 +163,8 @@ impl SeedManager {
                 }
             }
         };
-        if outcome.accepted || seed_changed(current, &seed) {
+        // A gate failure while acting changed the stage (culled): keep it.
+        if outcome.accepted || seed.stage != current.stage {
             st.seeds.insert(seed.seed_id.clone(), seed);
             st.directives.append(&mut directives);
         }
@@ -624,8 +625,4 @@ pub(super) fn blend_spec(parsed: &ParsedAnnotations) -> Result<BlendSpec, (Reaso
         alpha_lo: b.alpha_lo.unwrap_or(0.0),
         alpha_hi: b.alpha_hi.unwrap_or(1.0),
     })
-}
-
-fn seed_changed(before: &SeedContext, after: &SeedContext) -> bool {
-    before.stage != after.stage
 }
