@@ -15,6 +15,11 @@ if cargo tree --locked -p leyline -e normal,build --prefix none | grep -qE '^(wa
     echo "[test] FAIL: leyline depends on wasmtime or tch (cargo tree -p leyline)" >&2
     exit 1
 fi
+# So must the client crate: controllers and tools link it without the host's weight.
+if cargo tree --locked -p kasmina-client -e normal,build --prefix none | grep -qE '^(wasmtime|tch|torch-sys|tokio) '; then
+    echo "[test] FAIL: kasmina-client depends on tch, torch-sys, wasmtime or tokio (cargo tree -p kasmina-client)" >&2
+    exit 1
+fi
 if ! cargo fmt --all --check >/dev/null; then
     echo "[test] FAIL: code is not formatted; run: cargo fmt --all" >&2
     exit 1

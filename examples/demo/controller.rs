@@ -7,7 +7,7 @@ use kasmina::HmacKey;
 use kasmina::security::sign_in_place;
 use leyline::api::KasminaApi;
 use leyline::command::{CommandPayload, SeedCommand};
-use leyline::{AdaptationCommand, Outcome, SeedOperation, SeedStage, SeedState};
+use leyline::{AdaptationCommand, BlendMode, Outcome, SeedOperation, SeedStage, SeedState};
 
 use super::report::TimelineEntry;
 
@@ -20,14 +20,49 @@ pub struct Plan {
     pub bad_at: u64,
     /// Probation steps before FOSSILIZE is sent (the host's setting).
     pub probation_steps: u64,
+    /// How the good seed blends in.
+    pub good_blend: BlendMode,
 }
 
 impl Plan {
     /// The demo's plan for a run of `steps`: the good seed at 10 % of the
     /// run, the bad one at 15 %.
     pub fn for_steps(steps: u64, probation_steps: u64) -> Self {
-        Plan { good_at: (steps / 10).max(1), bad_at: (steps * 3 / 20).max(2), probation_steps }
+        Plan {
+            good_at: (steps / 10).max(1),
+            bad_at: (steps * 3 / 20).max(2),
+            probation_steps,
+            good_blend: BlendMode::Residual,
+        }
     }
+
+    /// The same plan with the good seed blending in `mode`.
+    pub fn with_blend(self, mode: BlendMode) -> Self {
+        Plan { good_blend: mode, ..self }
+    }
+}
+
+/// The annotations that configure a blend `mode` for the demo's 64-wide site.
+pub fn blend_annotations(mode: BlendMode) -> Vec<(&'static str, String)> {
+    let mut out = vec![("blend_mode", mode.as_str().to_owned())];
+    match mode {
+        BlendMode::Convex | BlendMode::Residual => {}
+        BlendMode::Channel => {
+            // Every other channel at half strength, the rest fully blended.
+            let alpha: Vec<&str> = (0..64).map(|i| if i % 2 == 0 { "1.0" } else { "0.5" }).collect();
+            out.push(("alpha_vec", format!("[{}]", alpha.join(","))));
+        }
+        BlendMode::Confidence => {
+            out.extend([
+                ("gate_k", "4.0".to_owned()),
+                ("gate_tau", "0.5".to_owned()),
+                ("alpha_lo", "0.0".to_owned()),
+                ("alpha_hi", "1.0".to_owned()),
+                ("confidence_logits_required", "true".to_owned()),
+            ]);
+        }
+    }
+    out
 }
 
 /// Sends signed commands according to a [`Plan`].
@@ -86,12 +121,12 @@ impl Controller {
     pub fn before_step(&mut self, step: u64, api: &dyn KasminaApi, timeline: &mut Vec<TimelineEntry>) -> Result<()> {
         if step == self.plan.good_at {
             let (seed, bp) = (self.good_seed.clone(), self.good_blueprint.clone());
-            let outcome = self.send(api, &seed, SeedOperation::Germinate, &bp, "RESIDUAL")?;
+            let outcome = self.send(api, &seed, SeedOperation::Germinate, &bp, self.plan.good_blend)?;
             timeline.push(TimelineEntry::command(step, &seed, "GERMINATE", &bp, &outcome));
         }
         if step == self.plan.bad_at {
             let (seed, bp) = (self.bad_seed.clone(), self.bad_blueprint.clone());
-            let outcome = self.send(api, &seed, SeedOperation::Germinate, &bp, "CONVEX")?;
+            let outcome = self.send(api, &seed, SeedOperation::Germinate, &bp, BlendMode::Convex)?;
             timeline.push(TimelineEntry::command(step, &seed, "GERMINATE", &bp, &outcome));
         }
         if !self.fossilize_sent {
@@ -100,7 +135,7 @@ impl Controller {
                 && ready_to_fossilize(s, self.plan.probation_steps)
             {
                 let (seed, bp) = (self.good_seed.clone(), self.good_blueprint.clone());
-                let outcome = self.send(api, &seed, SeedOperation::Fossilize, &bp, "RESIDUAL")?;
+                let outcome = self.send(api, &seed, SeedOperation::Fossilize, &bp, self.plan.good_blend)?;
                 timeline.push(TimelineEntry::command(step, &seed, "FOSSILIZE", &bp, &outcome));
                 self.fossilize_sent = true;
             }
@@ -114,13 +149,15 @@ impl Controller {
         seed: &str,
         op: SeedOperation,
         blueprint: &str,
-        blend: &str,
+        blend: BlendMode,
     ) -> Result<Outcome> {
         self.sent += 1;
         let mut annotations = BTreeMap::new();
         annotations.insert("training_run_id".to_owned(), self.run_id.clone());
         annotations.insert("mesh_layers".to_owned(), self.site.clone());
-        annotations.insert("blend_mode".to_owned(), blend.to_owned());
+        for (key, value) in blend_annotations(blend) {
+            annotations.insert(key.to_owned(), value);
+        }
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
         let mut command = AdaptationCommand {
             version: leyline::CONTRACT_VERSION,

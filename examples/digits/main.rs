@@ -9,7 +9,11 @@
 //! passes probation and fossilizes, and an unstable blueprint that a gate
 //! culls. Prints the lifecycle timeline and an accuracy table and writes a
 //! JSON summary. `--daemon <socket>` runs the same scenario against a running
-//! `kasmina serve` instead of the embedded host.
+//! `kasmina serve` instead of the embedded host. `--blend confidence` grows
+//! the useful seed as a CONFIDENCE blend gated on the batch's logits, and
+//! `--teacher` distils the seeded run from the trained baseline:
+//!
+//!     cargo run -p kasmina-examples --example digits -- --blend confidence --teacher
 
 use std::path::PathBuf;
 
@@ -52,6 +56,12 @@ struct Args {
     /// Where to write the JSON summary.
     #[arg(long, default_value = "target/digits-demo-summary.json")]
     summary: PathBuf,
+    /// Blend mode of the useful seed: convex, residual, channel or confidence.
+    #[arg(long, default_value = "residual")]
+    blend: String,
+    /// Distil the seeded run from the trained baseline (knowledge distillation).
+    #[arg(long)]
+    teacher: bool,
 }
 
 fn device(name: &str) -> Result<Device> {
@@ -72,9 +82,13 @@ fn main() -> Result<()> {
         None => digits::default_path()?,
     };
     let data = digits::load(&path, args.seed, device)?;
-    let config = TrainConfig::demo(args.steps, args.seed, device);
+    let blend = leyline::BlendMode::parse(&args.blend.to_ascii_uppercase())
+        .with_context(|| format!("unknown --blend {:?}; use convex, residual, channel or confidence", args.blend))?;
+    let teacher_dir = tempfile::Builder::new().prefix("kasmina-demo-teacher").tempdir()?;
+    let mut config = TrainConfig::demo(args.steps, args.seed, device);
+    config.teacher = args.teacher.then(|| teacher_dir.path().join("teacher.pt"));
     let settings = setup::settings()?;
-    let plan = Plan::for_steps(args.steps, settings.lifecycle.probation_steps);
+    let plan = Plan::for_steps(args.steps, settings.lifecycle.probation_steps).with_blend(blend);
     println!(
         "digits: {} train / {} validation / {} test images; {} steps per run on {device:?}",
         data.train_x.size()[0],
@@ -95,7 +109,7 @@ fn main() -> Result<()> {
             let key_file = args.key_file.as_deref().context("--daemon needs --key-file (the daemon's HMAC key)")?;
             let key = kasmina::HmacKey::from_file(key_file)?;
             let connect = |role, name| {
-                kasmina_daemon::DaemonClient::connect_unix(socket, role, name, Default::default())
+                kasmina_client::DaemonClient::connect_unix(socket, role, name, Default::default())
                     .with_context(|| format!("connecting to the daemon at {}", socket.display()))
             };
             let trainer = connect(leyline::protocol::Role::Trainer, "digits-demo-trainer")?;

@@ -109,7 +109,7 @@ fn embedded_and_daemon_runs_make_the_same_decisions() {
     });
     let connect = |role, name| {
         for _ in 0..200 {
-            if let Ok(c) = kasmina_daemon::DaemonClient::connect_unix(&socket, role, name, Default::default()) {
+            if let Ok(c) = kasmina_client::DaemonClient::connect_unix(&socket, role, name, Default::default()) {
                 return c;
             }
             // The server thread is still binding; this polls for the socket,

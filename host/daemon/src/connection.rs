@@ -21,13 +21,14 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use kasmina_client::codec::{self, FrameDecoder, FrameError, LENGTH_PREFIX_BYTES};
 use leyline::api::{ApiError, ApiErrorCode, KasminaApi};
 use leyline::protocol::{ClientFrame, PROTOCOL_VERSION, RequestBody, ResponseBody, Role, ServerFrame};
 use leyline::{TelemetryEvent, TelemetryLevel};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, oneshot, watch};
 
-use crate::codec::{self, FrameError, LENGTH_PREFIX_BYTES};
+use crate::async_frames;
 use crate::server::{BlockingStream, Listener, ServerSettings};
 use crate::telemetry::{self, TelemetryHub, TelemetryReceivers};
 
@@ -84,12 +85,12 @@ pub(crate) async fn serve<L: Listener>(
     mut shutdown: broadcast::Receiver<()>,
 ) {
     let settings = &shared.settings;
-    let mut buf = Vec::new();
+    let mut decoder = FrameDecoder::new(settings.max_request_bytes);
     // Unbuffered: a frame is read to its end and no further, so nothing the
     // client sent after Hello is left behind in an async buffer.
     let hello = tokio::time::timeout(
         settings.handshake_timeout,
-        codec::read_frame::<_, ClientFrame>(&mut stream, settings.max_request_bytes, &mut buf),
+        async_frames::read_frame::<_, ClientFrame>(&mut stream, &mut decoder),
     )
     .await;
     let role = match hello {
@@ -309,10 +310,9 @@ impl Conn {
         let settings = self.shared.settings.clone();
         let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
         let mut held = 0usize;
-        let mut buf = Vec::new();
+        let mut decoder = FrameDecoder::new(settings.max_request_bytes);
         let end = loop {
-            let frame =
-                codec::read_frame_blocking::<_, ClientFrame>(&mut self.reader, settings.max_request_bytes, &mut buf);
+            let frame = codec::read_frame_blocking::<_, ClientFrame>(&mut self.reader, &mut decoder);
             let stopping = self.stopping.load(Ordering::SeqCst);
             match frame {
                 Ok(ClientFrame::Request { correlation_id: id, body }) => {
@@ -426,7 +426,7 @@ fn whole_frame_buffered(buffered: &[u8]) -> bool {
 fn dispatch(api: &dyn KasminaApi, body: RequestBody) -> Result<ResponseBody, ApiError> {
     match body {
         RequestBody::SubmitCommand(cmd) => api.submit_command(cmd).map(ResponseBody::CommandOutcome),
-        RequestBody::RegisterHost(reg) => api.register_host(reg).map(|()| ResponseBody::Registered),
+        RequestBody::RegisterHost(reg) => api.register_host(reg).map(ResponseBody::Registered),
         RequestBody::FetchKernel { blueprint_id } => api.fetch_kernel(&blueprint_id).map(ResponseBody::Kernel),
         RequestBody::StepReport(report) => api.step_report(report).map(ResponseBody::Directives),
         RequestBody::SeedStates => api.seed_states().map(ResponseBody::SeedStates),

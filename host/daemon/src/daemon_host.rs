@@ -17,11 +17,12 @@ use kasmina_core::{Clock, SystemClock};
 use kasmina_journal::{DecisionJournal, JournalConfig, RecoveryReport, decision_journal_config};
 use leyline::api::{
     ApiError, ApiErrorCode, GraftDirective, HostRegistration, HostStatus, KasminaApi, KernelArtifact, StepReport,
+    TrainerSettings,
 };
 use leyline::journal::JournalRecord;
 use leyline::{AdaptationCommand, Outcome, SeedState, TelemetryEvent};
 
-use crate::recorder::JournalRecorder;
+use crate::recorder::{JournalRecorder, SnapshotParts};
 
 /// Why the daemon's control plane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +179,7 @@ impl DaemonHost {
         let restore =
             host.manager().restore(&records).map_err(|source| StartError::Restore { dir: dir.clone(), source })?;
         recorder
-            .checkpoint(host.manager().export_seed_states())
+            .checkpoint(snapshot_parts(&host))
             .map_err(|detail| StartError::Checkpoint { dir: dir.clone(), detail })?;
         let report = StartReport { recovery, restore };
         tracing::info!(%report, "kasmina.daemon.journal_restored");
@@ -193,6 +194,17 @@ impl DaemonHost {
     /// The embedded host (metrics, shutdown).
     pub fn host(&self) -> &Arc<EmbeddedHost> {
         &self.host
+    }
+
+    /// Writes a durable snapshot of the current state — seeds and the nonce
+    /// ledger's live entries — as the base for the next start (graceful
+    /// shutdown). Nothing to do without a journal.
+    pub fn checkpoint(&self) -> Result<(), String> {
+        let _serial = self.serial.lock().unwrap_or_else(PoisonError::into_inner);
+        match &self.recorder {
+            Some(recorder) => recorder.checkpoint(snapshot_parts(&self.host)),
+            None => Ok(()),
+        }
     }
 
     /// The journal recorder, when journaled.
@@ -216,9 +228,14 @@ impl DaemonHost {
             recorder.set_step(step);
         }
         let result = call(&self.host);
-        recorder.finish_call(|| self.host.manager().export_seed_states()).map_err(|why| journal_down(&why))?;
+        recorder.finish_call(|| snapshot_parts(&self.host)).map_err(|why| journal_down(&why))?;
         result
     }
+}
+
+/// What a journal snapshot of `host` holds.
+fn snapshot_parts(host: &EmbeddedHost) -> SnapshotParts {
+    SnapshotParts { seeds: host.manager().export_seed_states(), nonces: host.manager().live_nonces() }
 }
 
 fn journal_down(why: &str) -> ApiError {
@@ -232,7 +249,7 @@ impl KasminaApi for DaemonHost {
     fn submit_command(&self, command: AdaptationCommand) -> Result<Outcome, ApiError> {
         self.mutate(None, |h| h.submit_command(command))
     }
-    fn register_host(&self, registration: HostRegistration) -> Result<(), ApiError> {
+    fn register_host(&self, registration: HostRegistration) -> Result<TrainerSettings, ApiError> {
         self.mutate(None, |h| h.register_host(registration))
     }
     fn fetch_kernel(&self, blueprint_id: &str) -> Result<KernelArtifact, ApiError> {

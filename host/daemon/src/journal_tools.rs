@@ -13,10 +13,8 @@ use kasmina_journal::{DecisionJournal, Entry, JournalError, RecoveryReport, deci
 use kasmina_plugin_host::PluginLimits;
 use kasmina_plugin_host::gate::GatePlugin;
 use kasmina_plugin_host::runtime::{Pin, PluginRuntime, PluginSpec, RuntimeConfig};
-use leyline::GateId;
 use leyline::journal::JournalRecord;
-
-use crate::gate_record::{self, GateRecordError};
+use leyline::{GateId, GateInputs};
 
 /// Why a journal tool failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,14 +40,6 @@ pub enum ToolError {
         path: PathBuf,
         /// Why.
         detail: String,
-    },
-    /// A recorded gate verdict's inputs do not parse.
-    #[error("journal record {seq}: {source}")]
-    Record {
-        /// Sequence number.
-        seq: u64,
-        /// What is wrong.
-        source: GateRecordError,
     },
 }
 
@@ -91,16 +81,34 @@ pub fn describe(entry: &Entry<JournalRecord>) -> String {
             format!("{seq:>8} {recorded_at_ms} transition        {seed_id} {from} -> {to} at step {step}: {reason}")
         }
         JournalRecord::GateVerdict { seed_id, gate, passed, reason, inputs, step, recorded_at_ms } => format!(
-            "{seq:>8} {recorded_at_ms} gate_verdict      {seed_id} {gate} {} at step {step}{} ({} inputs)",
+            "{seq:>8} {recorded_at_ms} gate_verdict      {seed_id} {gate} {} at step {step}{} (blueprint {:?}, {})",
             if *passed { "passed" } else { "failed" },
             if reason.is_empty() { String::new() } else { format!(": {reason}") },
-            inputs.len()
+            inputs.blueprint_id,
+            inputs.current_stage
         ),
-        JournalRecord::Snapshot { seeds, recorded_at_ms } => {
+        JournalRecord::Snapshot { seeds, recorded_at_ms, .. } => {
             let stages: Vec<String> = seeds.iter().map(|s| format!("{}={}", s.seed_id, s.stage)).collect();
             format!("{seq:>8} {recorded_at_ms} snapshot          {} seeds: {}", seeds.len(), stages.join(" "))
         }
     }
+}
+
+/// A gate verdict's recorded inputs for `journal inspect --inputs`, one
+/// field per line in declaration order, indented under the record line.
+///
+/// Rendered with `Debug` rather than JSON on purpose: JSON has no NaN or
+/// infinity (serde_json writes `null`), and a NaN loss is exactly what an
+/// operator looks for in a failed G2; `Debug` prints every float exactly.
+pub fn describe_inputs(inputs: &GateInputs) -> String {
+    let text = format!("{inputs:#?}");
+    let mut out = String::with_capacity(text.len() + 16 * 32);
+    for line in text.lines() {
+        out.push_str("             ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// A recorded decision the candidate judged differently.
@@ -169,9 +177,7 @@ pub fn replay(entries: &[Entry<JournalRecord>], candidate: &GatePlugin) -> Resul
         let JournalRecord::GateVerdict { seed_id, gate, passed, reason, inputs, step, .. } = &entry.record else {
             continue;
         };
-        let inputs =
-            gate_record::from_pairs(inputs).map_err(|source| ToolError::Record { seq: entry.seq.0, source })?;
-        let decision = kasmina::gates::decide(candidate, *gate, inputs);
+        let decision = kasmina::gates::decide(candidate, *gate, inputs.clone());
         report.decisions += 1;
         if decision.passed == *passed {
             report.agreements += 1;
@@ -189,4 +195,50 @@ pub fn replay(entries: &[Entry<JournalRecord>], candidate: &GatePlugin) -> Resul
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use leyline::{PerformanceStatus, SeedStage};
+
+    use super::*;
+
+    #[test]
+    fn inputs_render_every_field_with_exact_non_finite_floats() {
+        let inputs = GateInputs {
+            seed_id: "seed-a".to_owned(),
+            site: "hidden".to_owned(),
+            blueprint_id: "bp".to_owned(),
+            blueprint_known: true,
+            current_stage: SeedStage::Training,
+            expected_stage: SeedStage::Training,
+            reported_stage: SeedStage::Training,
+            parameters: BTreeMap::new(),
+            parameter_bounds: BTreeMap::new(),
+            kernel_attached: true,
+            kernel_verified: true,
+            fallback_used: false,
+            isolation_violations: 0,
+            max_cosine: 0.0,
+            outputs_finite: false,
+            loss_window: vec![0.5, f64::NAN],
+            loss_variance_threshold: 1.0,
+            kernel_latency_us: f64::INFINITY,
+            latency_budget_us: 5000.0,
+            host_registered: true,
+            required_layers: vec!["hidden".to_owned()],
+            available_layers: vec!["hidden".to_owned()],
+            interface_matches: true,
+            performance_status: PerformanceStatus::Nominal,
+            metric_delta: 0.0,
+            metric_tolerance: 0.02,
+            reset_clean: true,
+        };
+        let text = describe_inputs(&inputs);
+        assert!(text.lines().all(|l| l.starts_with("             ")), "{text}");
+        assert!(text.contains("NaN") && text.contains("kernel_latency_us: inf"), "{text}");
+        assert!(text.contains("reset_clean: true"), "the last field is shown: {text}");
+    }
 }

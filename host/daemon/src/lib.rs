@@ -11,15 +11,15 @@
 //!   role, calls the synchronous [`leyline::api::KasminaApi`] (never inside
 //!   the runtime) and writes the answer itself, in order; a small async task
 //!   pushes subscribed telemetry (CRITICAL first) and handles shutdown;
-//! - [`codec`]: length-delimited postcard frames with size caps and typed
-//!   errors (oversized, truncated, garbage, EOF);
-//! - [`telemetry`]: the hub fanning drained host events out to connections;
-//! - [`client`]: [`client::DaemonClient`], a blocking client implementing
-//!   `KasminaApi` (a trainer swaps embedded ↔ daemon by swapping the
-//!   `Arc<dyn KasminaApi>`), and [`client::TelemetryStream`] for observers.
-//!   It polls briefly (`ClientSettings::spin_wait`, 200 µs) for an answer
-//!   before sleeping: waking a blocked thread costs ~35 µs on the 2-core VM,
-//!   more than the whole round trip.
+//! - `async_frames`: the handshake's async read, a thin loop feeding the
+//!   socket's bytes to [`kasmina_client::FrameDecoder`] — the same decoder
+//!   the connection thread and every client use ([`kasmina_client::codec`]:
+//!   length-delimited postcard frames, size caps, typed errors);
+//! - [`telemetry`]: the hub fanning drained host events out to connections.
+//!
+//! Clients — [`kasmina_client::DaemonClient`] (the blocking `KasminaApi`
+//! client), key loading and the signed-command builder — live in the light
+//! `kasmina-client` crate, which the CLI, tests and benches here use.
 //!
 //! What the server serves, and what survives a crash:
 //! - [`daemon_host`]: [`DaemonHost`] — the embedded host behind the same
@@ -28,26 +28,23 @@
 //!   once its records are durable;
 //! - [`recorder`]: [`JournalRecorder`], the seed manager's decision
 //!   recorder writing commands, transitions, gate verdicts and snapshots;
-//! - [`gate_record`]: gate inputs as ordered text pairs, and back;
 //! - [`journal_tools`]: read-only `journal inspect` and `journal replay`
 //!   of recorded gate decisions through a candidate plugin;
 //! - [`metrics`]: Prometheus text on loopback HTTP.
 
-pub mod client;
-pub mod codec;
+mod async_frames;
 mod connection;
 pub mod daemon_host;
-pub mod gate_record;
 pub mod journal_tools;
 pub mod metrics;
 pub mod recorder;
 pub mod server;
 pub mod telemetry;
 
-pub use client::{ClientError, ClientSettings, DaemonClient, TelemetryStream};
-pub use codec::FrameError;
 pub use connection::check_role;
 pub use daemon_host::{DaemonHost, StartError, StartOptions, StartReport};
+/// Framing errors, re-exported: the daemon reads frames with kasmina-client's codec.
+pub use kasmina_client::FrameError;
 pub use recorder::JournalRecorder;
 pub use server::{
     ServeError, ServerSettings, ShutdownReport, UnixSocket, bind_tcp, run, serve_bound, serve_unix, shutdown_signal,

@@ -191,9 +191,49 @@ pub fn render(host: &DaemonHost) -> String {
             f64::from(u8::from(recorder.failure().is_none())),
         );
     }
+    out.one(
+        "kasmina_telemetry_dropped_total",
+        "counter",
+        "Telemetry events lost to full queues (hub and outbox) since start.",
+        embedded.telemetry_dropped() as f64,
+    );
     let seeds = manager.export_seed_states();
     out.one("kasmina_seeds", "gauge", "Seed slots known to the host.", seeds.len() as f64);
+    blend_gauges(&mut out, &seeds);
+    if let Some(kd) = manager.latest_distillation() {
+        out.one(
+            "kasmina_teacher_memory_bytes",
+            "gauge",
+            "Memory held by the KD teacher.",
+            kd.teacher_memory_bytes as f64,
+        );
+        out.one("kasmina_distillation_loss", "gauge", "KD loss of the last reported step.", kd.kd_loss);
+    }
     out.0
+}
+
+/// Per-seed blend statistics of the last reported step (SPEC.md §5), one
+/// gauge family per statistic, labelled by seed, site and mode. Seeds that
+/// did not blend in the last step have no samples.
+fn blend_gauges(out: &mut Out, seeds: &[leyline::SeedState]) {
+    type Pick = fn(&leyline::api::BlendReport) -> Option<f64>;
+    let families: [(&str, &str, Pick); 6] = [
+        ("kasmina_seed_blend_alpha_mean", "Mean effective blend alpha.", |b| Some(b.alpha_mean)),
+        ("kasmina_seed_blend_alpha_p95", "95th percentile of the effective blend alpha.", |b| Some(b.alpha_p95)),
+        ("kasmina_seed_blend_clamped_ratio", "Share of samples whose alpha was clamped.", |b| Some(b.clamped_fraction)),
+        ("kasmina_seed_blend_sparsity_ratio", "Share of channels with alpha 0 (CHANNEL).", |b| b.sparsity),
+        ("kasmina_seed_blend_gate_mean", "Mean confidence gate (CONFIDENCE).", |b| b.gate_mean),
+        ("kasmina_seed_blend_kernel_seconds", "Wall time of the blend op.", |b| Some(b.kernel_us / 1e6)),
+    ];
+    for (name, help, pick) in families {
+        out.family(name, "gauge", help);
+        for seed in seeds {
+            if let Some(value) = seed.blend.as_ref().and_then(pick) {
+                let mode = seed.blend.as_ref().map_or("", |b| b.mode.as_str());
+                out.sample(name, &[("seed_id", &seed.seed_id), ("site", &seed.site), ("mode", mode)], value);
+            }
+        }
+    }
 }
 
 /// Binds the metrics listener (loopback only).

@@ -23,10 +23,8 @@ use kasmina::gates::GateDecision;
 use kasmina::seeds::DecisionRecorder;
 use kasmina_core::Clock;
 use kasmina_journal::{DecisionJournal, JournalError};
-use leyline::journal::JournalRecord;
+use leyline::journal::{JournalRecord, LiveNonce};
 use leyline::{AdaptationCommand, CommandPayload, Outcome, SeedOperation, SeedStage, SeedState};
-
-use crate::gate_record;
 
 /// Journal counters for `/metrics`.
 #[derive(Debug, Default)]
@@ -56,6 +54,16 @@ struct Inner {
     /// The accepted GERMINATE of each seed, re-appended after a compaction
     /// so the blend spec and mesh survive it.
     germinations: BTreeMap<String, JournalRecord>,
+}
+
+/// What a snapshot records: every seed, and the nonce ledger's live
+/// entries (replay protection survives a restart, SPEC.md §3).
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotParts {
+    /// Every seed's state.
+    pub seeds: Vec<SeedState>,
+    /// Command ids still refused, with their expiry.
+    pub nonces: Vec<LiveNonce>,
 }
 
 /// Writes decisions to the journal; see the module docs for the rules.
@@ -108,15 +116,15 @@ impl JournalRecorder {
     /// Ends a host call: if it moved a seed without a durable boundary,
     /// writes a durable snapshot of `seeds()`; compacts when the journal has
     /// grown past its bound. `Err` means the call's effects are not durable.
-    pub fn finish_call(&self, seeds: impl FnOnce() -> Vec<SeedState>) -> Result<(), String> {
+    pub fn finish_call(&self, state: impl FnOnce() -> SnapshotParts) -> Result<(), String> {
         let mut inner = self.lock();
         if let Some(why) = &inner.failure {
             return Err(why.clone());
         }
         let result = if inner.journal.needs_compaction() {
-            self.compact(&mut inner, seeds())
+            self.compact(&mut inner, state())
         } else if inner.dirty {
-            self.write_snapshot(&mut inner, seeds())
+            self.write_snapshot(&mut inner, state())
         } else {
             Ok(())
         };
@@ -129,19 +137,20 @@ impl JournalRecorder {
     /// Writes a durable snapshot now (daemon start: the restored state
     /// becomes the base, so records of an unfinished call before it are
     /// never mistaken for committed ones later).
-    pub fn checkpoint(&self, seeds: Vec<SeedState>) -> Result<(), String> {
+    pub fn checkpoint(&self, state: SnapshotParts) -> Result<(), String> {
         let mut inner = self.lock();
         if let Some(why) = &inner.failure {
             return Err(why.clone());
         }
-        match self.write_snapshot(&mut inner, seeds) {
+        match self.write_snapshot(&mut inner, state) {
             Ok(()) => Ok(()),
             Err(err) => Err(fail(&mut inner, err)),
         }
     }
 
-    fn write_snapshot(&self, inner: &mut Inner, seeds: Vec<SeedState>) -> Result<(), JournalError> {
-        let record = JournalRecord::Snapshot { seeds, recorded_at_ms: self.clock.now_ms() };
+    fn write_snapshot(&self, inner: &mut Inner, state: SnapshotParts) -> Result<(), JournalError> {
+        let SnapshotParts { seeds, nonces } = state;
+        let record = JournalRecord::Snapshot { seeds, nonces, recorded_at_ms: self.clock.now_ms() };
         self.append(inner, &record, true)?;
         self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
         inner.dirty = false;
@@ -150,13 +159,14 @@ impl JournalRecorder {
 
     /// Snapshot into a fresh segment, old segments deleted, then the
     /// germinations of seeds still holding a blueprint re-appended.
-    fn compact(&self, inner: &mut Inner, seeds: Vec<SeedState>) -> Result<(), JournalError> {
+    fn compact(&self, inner: &mut Inner, state: SnapshotParts) -> Result<(), JournalError> {
+        let SnapshotParts { seeds, nonces } = state;
         let keep: Vec<JournalRecord> = seeds
             .iter()
             .filter(|s| s.blueprint_id.is_some() && s.stage.is_active())
             .filter_map(|s| inner.germinations.get(&s.seed_id).cloned())
             .collect();
-        let record = JournalRecord::Snapshot { seeds, recorded_at_ms: self.clock.now_ms() };
+        let record = JournalRecord::Snapshot { seeds, nonces, recorded_at_ms: self.clock.now_ms() };
         let started = Instant::now();
         inner.journal.compact(&record)?;
         self.count_sync(started);
@@ -264,7 +274,7 @@ impl DecisionRecorder for JournalRecorder {
             gate: decision.gate,
             passed: decision.passed,
             reason: decision.reason.clone(),
-            inputs: gate_record::to_pairs(&decision.inputs),
+            inputs: decision.inputs.clone(),
             step: self.step.load(Ordering::Relaxed),
             recorded_at_ms: self.clock.now_ms(),
         };

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kasmina::settings::defaults;
+use kasmina_client::codec::{self, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES};
 use leyline::api::KasminaApi;
 use leyline::protocol::ServerFrame;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -19,7 +20,6 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{Semaphore, broadcast};
 use tokio::task::JoinSet;
 
-use crate::codec::{self, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES};
 use crate::connection::{self, Shared};
 use crate::telemetry::TelemetryHub;
 

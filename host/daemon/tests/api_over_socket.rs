@@ -118,7 +118,7 @@ fn loopback_tcp_serves_the_same_api_and_other_addresses_are_refused() {
     let server = rt.spawn(kasmina_daemon::run(listener, test_api(), settings(), async {
         let _ = rx.await;
     }));
-    let client = kasmina_daemon::DaemonClient::connect_tcp(addr, Role::Trainer, "tcp", Default::default()).unwrap();
+    let client = kasmina_client::DaemonClient::connect_tcp(addr, Role::Trainer, "tcp", Default::default()).unwrap();
     client.register_host(registration()).unwrap();
     assert_eq!(client.status().unwrap().training_run_id.as_deref(), Some("run-1"));
     drop(client);

@@ -10,7 +10,7 @@ mod support;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use kasmina_daemon::{ClientSettings, DaemonClient};
+use kasmina_client::{ClientSettings, DaemonClient};
 use leyline::api::{HostRegistration, KasminaApi, SiteSpec, SlotSpec};
 use leyline::protocol::Role;
 use leyline::{BlendMode, Dim, HealthStatus, SeedOperation, SeedStage, SeedState};
@@ -66,6 +66,7 @@ fn expected(phases: &[Phase]) -> Vec<SeedState> {
                 blend_mode: germinated.then_some(BlendMode::Residual),
                 health,
                 paused,
+                blend: None,
             }
         })
         .collect()

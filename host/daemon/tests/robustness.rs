@@ -9,7 +9,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use kasmina_daemon::{ClientError, DaemonClient, FrameError, ServerSettings};
+use kasmina_client::{ClientError, DaemonClient, FrameError};
+use kasmina_daemon::ServerSettings;
 use leyline::api::{ApiErrorCode, KasminaApi};
 use leyline::protocol::{ClientFrame, RequestBody, ResponseBody, Role, ServerFrame};
 use support::{RawConn, TestServer, registration, settings, step, test_api, transport_api};
@@ -58,7 +59,7 @@ fn malformed_frames_close_only_the_offending_client() {
     // Truncated: half a frame, then the client stops sending.
     let mut c = RawConn::hello(&server.path, Role::Observer);
     let mut frame = Vec::new();
-    kasmina_daemon::codec::encode_frame(
+    kasmina_client::codec::encode_frame(
         &ClientFrame::Request { correlation_id: 1, body: RequestBody::Status },
         1024,
         &mut frame,

@@ -9,7 +9,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kasmina_daemon::{FrameError, ServerSettings};
+use kasmina_client::{ClientError, FrameError};
+use kasmina_daemon::ServerSettings;
 use leyline::api::{ApiErrorCode, KasminaApi};
 use leyline::protocol::{ClientFrame, RequestBody, ResponseBody, Role, ServerFrame};
 use leyline::{SeedOperation, TelemetryLevel};
@@ -82,7 +83,7 @@ fn critical_events_reach_observers_first_and_levels_filter() {
     // Unsigned: the envelope check refuses it with a CRITICAL event.
     let outcome = controller.submit_command(command("c1", "hidden-0", SeedOperation::Germinate, false)).unwrap();
     assert!(!outcome.accepted);
-    let next = |rx: &mpsc::Receiver<Result<leyline::TelemetryEvent, kasmina_daemon::ClientError>>| {
+    let next = |rx: &mpsc::Receiver<Result<leyline::TelemetryEvent, ClientError>>| {
         rx.recv_timeout(Duration::from_secs(10)).expect("event delivered").expect("stream healthy")
     };
     let first: leyline::TelemetryEvent = next(&rx_all);

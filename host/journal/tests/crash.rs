@@ -9,14 +9,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use kasmina_journal::{DecisionJournal, JournalConfig, decision_journal_config};
-use leyline::GateId;
 use leyline::journal::JournalRecord;
+use leyline::{GateId, GateInputs, PerformanceStatus, SeedStage};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -31,8 +31,38 @@ fn config() -> JournalConfig {
 /// The record for a sequence number: deterministic, 0.1–6 KB, so the parent
 /// can check content and kills land inside multi-page writes.
 fn record_for(seq: u64) -> JournalRecord {
-    let inputs =
-        (0..(seq * 7919 % 50)).map(|k| (format!("input_{k}"), format!("{seq}:{k}:{}", "v".repeat(80)))).collect();
+    // The size varies through the layer list; every value is finite so
+    // `==` can compare what was read back.
+    let layers: Vec<String> = (0..(seq * 7919 % 50)).map(|k| format!("{seq}:{k}:{}", "v".repeat(80))).collect();
+    let inputs = GateInputs {
+        seed_id: format!("seed-{}", seq % 5),
+        site: "hidden".to_owned(),
+        blueprint_id: format!("bp-{seq}"),
+        blueprint_known: true,
+        current_stage: SeedStage::Training,
+        expected_stage: SeedStage::Training,
+        reported_stage: SeedStage::Training,
+        parameters: BTreeMap::from([("lr".to_owned(), seq as f64 * 1e-3)]),
+        parameter_bounds: BTreeMap::new(),
+        kernel_attached: true,
+        kernel_verified: true,
+        fallback_used: false,
+        isolation_violations: (seq % 4) as u32,
+        max_cosine: 0.01,
+        outputs_finite: true,
+        loss_window: vec![0.5; (seq % 8) as usize],
+        loss_variance_threshold: 1.0,
+        kernel_latency_us: seq as f64,
+        latency_budget_us: 5000.0,
+        host_registered: true,
+        required_layers: vec!["hidden".to_owned()],
+        available_layers: layers,
+        interface_matches: true,
+        performance_status: PerformanceStatus::Nominal,
+        metric_delta: 0.0,
+        metric_tolerance: 0.02,
+        reset_clean: true,
+    };
     JournalRecord::GateVerdict {
         seed_id: format!("seed-{}", seq % 5),
         gate: GateId::G2Stability,

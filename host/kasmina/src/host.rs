@@ -18,12 +18,13 @@ use kasmina_plugin_host::runtime::{Pin, PluginRuntime, PluginSpec, RuntimeConfig
 use kasmina_plugin_host::{Isolation, PluginLimits};
 use leyline::api::{
     ApiError, ApiErrorCode, GraftDirective, HostRegistration, HostStatus, KasminaApi, KernelArtifact, StepReport,
+    TrainerSettings,
 };
 use leyline::{AdaptationCommand, Outcome, SeedState, TelemetryEvent};
 
 use crate::gates::GateService;
 use crate::rollback::RollbackLedger;
-use crate::security::{CommandVerifier, HmacKey, NoncePurger};
+use crate::security::{CommandVerifier, HmacKey, KeyFromSettings, NoncePurger};
 use crate::seeds::{DecisionRecorder, Policies, SeedManager, SeedManagerParts};
 use crate::settings::{PluginRef, Settings};
 use crate::telemetry::TelemetryHub;
@@ -249,6 +250,7 @@ impl HostBuilder {
             outbox: Mutex::new(Outbox::default()),
             purger: Mutex::new(Some(purger)),
             shutdown_timeout: Duration::from_millis(settings.kernels.shutdown_timeout_ms),
+            trainer_settings: settings.trainer_settings(),
         })
     }
 }
@@ -325,6 +327,8 @@ pub struct EmbeddedHost {
     outbox: Mutex<Outbox>,
     purger: Mutex<Option<NoncePurger>>,
     shutdown_timeout: Duration,
+    /// What registration answers: the trainer-side settings of this host.
+    trainer_settings: TrainerSettings,
 }
 
 impl std::fmt::Debug for EmbeddedHost {
@@ -355,6 +359,13 @@ impl EmbeddedHost {
         tracing::info!(?report, "kasmina.host.shutdown");
     }
 
+    /// Telemetry events lost since start: dropped by the hub's bounded
+    /// per-step queue or pushed out of the undrained outbox.
+    pub fn telemetry_dropped(&self) -> u64 {
+        let outbox = self.outbox.lock().unwrap_or_else(PoisonError::into_inner).dropped;
+        outbox + self.hub.stats().dropped
+    }
+
     fn push_events(&self, events: impl IntoIterator<Item = TelemetryEvent>) {
         let mut outbox = self.outbox.lock().unwrap_or_else(PoisonError::into_inner);
         for event in events {
@@ -382,8 +393,9 @@ impl KasminaApi for EmbeddedHost {
         Ok(self.manager.submit_command(command))
     }
 
-    fn register_host(&self, registration: HostRegistration) -> Result<(), ApiError> {
-        self.manager.register_host(registration).map_err(bad)
+    fn register_host(&self, registration: HostRegistration) -> Result<TrainerSettings, ApiError> {
+        self.manager.register_host(registration).map_err(bad)?;
+        Ok(self.trainer_settings.clone())
     }
 
     fn fetch_kernel(&self, blueprint_id: &str) -> Result<KernelArtifact, ApiError> {

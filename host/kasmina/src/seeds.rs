@@ -4,6 +4,8 @@
 //! - [`context`]: per-seed state ([`SeedContext`]);
 //! - [`schedule`]: the α ramp during BLENDING;
 //! - `commands`: verify → validate → parse (plugin) → admit (plugin) → act;
+//! - `blend`: blend admission — the GERMINATE's blend spec rebuilt from the
+//!   parsed annotations and checked with the contract's rules;
 //! - `progress`: step reports → stage progression through gates G1–G5.
 //!
 //! All state sits behind one mutex: a command or a step report is applied
@@ -12,6 +14,7 @@
 pub mod context;
 pub mod schedule;
 
+mod blend;
 mod commands;
 mod progress;
 pub mod restore;
@@ -91,6 +94,8 @@ struct State {
     directives: Vec<GraftDirective>,
     last_step: Option<u64>,
     latest_metric: Option<f64>,
+    /// Knowledge distillation as the trainer last reported it.
+    latest_distillation: Option<leyline::api::DistillationReport>,
     /// Prefetch results that arrived for seeds not yet looked at.
     prefetch_results: HashMap<String, PrefetchEvent>,
     optimizer: BTreeMap<String, BTreeMap<String, f64>>,
@@ -193,6 +198,12 @@ impl SeedManager {
         (st.accepted, st.rejected)
     }
 
+    /// Knowledge distillation as the trainer last reported it (None
+    /// while no teacher runs).
+    pub fn latest_distillation(&self) -> Option<leyline::api::DistillationReport> {
+        self.lock().latest_distillation.clone()
+    }
+
     /// Registered training run and last reported step.
     pub fn run_and_step(&self) -> (Option<String>, Option<u64>) {
         let st = self.lock();
@@ -202,6 +213,17 @@ impl SeedManager {
     /// The kernel load manager (to serve verified artifacts to trainers).
     pub fn kernels(&self) -> &Arc<KernelLoadManager> {
         &self.kernels
+    }
+
+    /// The nonce ledger's live entries, for a journal snapshot.
+    pub fn live_nonces(&self) -> Vec<leyline::journal::LiveNonce> {
+        let now = self.clock.now_ms();
+        self.verifier
+            .ledger()
+            .live(now)
+            .into_iter()
+            .map(|(command_id, expires_at_ms)| leyline::journal::LiveNonce { command_id, expires_at_ms })
+            .collect()
     }
 
     /// The command verifier (freshness window is adjustable at run time).

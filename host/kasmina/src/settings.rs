@@ -191,6 +191,31 @@ impl Default for GateSettings {
     }
 }
 
+impl Settings {
+    /// The part of these settings a trainer applies (isolation measurement,
+    /// distillation), as the answer to its registration: one settings file
+    /// rules both the host and every trainer beside it.
+    pub fn trainer_settings(&self) -> leyline::api::TrainerSettings {
+        let (i, k) = (&self.isolation, &self.distillation);
+        leyline::api::TrainerSettings {
+            contract_version: leyline::CONTRACT_VERSION,
+            isolation: leyline::api::IsolationPolicy {
+                cosine_threshold: i.cosine_threshold,
+                // validate() caps it far below u32::MAX.
+                samples_per_param: i.samples_per_param as u32,
+                violations_to_trip: i.violations_to_trip,
+                window_steps: i.window_steps,
+                fail_fast: i.fail_fast,
+            },
+            distillation: leyline::api::DistillationPolicy {
+                weight: k.weight,
+                temperature: k.temperature,
+                teacher_memory_bytes: k.teacher_memory_bytes,
+            },
+        }
+    }
+}
+
 /// Gradient isolation monitor (SPEC.md §6).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -441,6 +466,12 @@ impl Settings {
         let i = &self.isolation;
         unit_interval_open_low("isolation.cosine_threshold", i.cosine_threshold)?;
         nonzero("isolation.samples_per_param", i.samples_per_param as u64)?;
+        if i.samples_per_param > d::ISOLATION_SAMPLES_PER_PARAM_MAX {
+            return invalid(
+                "isolation.samples_per_param",
+                format!("{} is over the maximum {}", i.samples_per_param, d::ISOLATION_SAMPLES_PER_PARAM_MAX),
+            );
+        }
         nonzero("isolation.violations_to_trip", u64::from(i.violations_to_trip))?;
         nonzero("isolation.window_steps", i.window_steps)?;
         let k = &self.kernels;

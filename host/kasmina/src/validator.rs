@@ -20,10 +20,12 @@ use crate::settings::AnnotationSettings;
 use crate::telemetry::clip;
 use crate::telemetry::counters::{IntervalCounter, ReasonCounters};
 
-/// Annotation naming the training run (required on seed commands).
-pub const TRAINING_RUN_ID: &str = "training_run_id";
+// The annotation keys are the contract's (SPEC.md §4); re-exported under
+// their old paths.
 /// Annotation listing the mesh layers (required on seed commands but CULL/CANCEL).
-pub const MESH_LAYERS: &str = "mesh_layers";
+pub use leyline::annotations::MESH_LAYERS;
+/// Annotation naming the training run (required on seed commands).
+pub use leyline::annotations::TRAINING_RUN_ID;
 /// Breakers a CIRCUIT_BREAKER command may name.
 pub const KNOWN_BREAKERS: [&str; 2] = ["fetch", "isolation"];
 /// Longest id (seed, blueprint, optimizer, rollback point) accepted.

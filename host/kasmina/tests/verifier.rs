@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use common::{KEY_HEX, T0, germinate, key, rig, signed};
 use kasmina::security::{
-    CommandVerifier, HmacKey, KeyError, NoncePurger, VerifierConfig, VerifierError, sign, sign_in_place,
+    CommandVerifier, HmacKey, KeyError, KeyFromSettings, NoncePurger, VerifierConfig, VerifierError, sign,
+    sign_in_place,
 };
 use kasmina::settings::Settings;
 use leyline::{ReasonCode, TelemetryLevel};

@@ -10,23 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{AdaptationCommand, BlendMode, BlueprintDescriptor, Dim, Outcome, SeedStage, SeedState, TelemetryEvent};
 
-/// How a seed's output is blended; parsed from annotations and re-validated
-/// by the host before it reaches a trainer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BlendSpec {
-    /// Blend mode.
-    pub mode: BlendMode,
-    /// Per-channel α (CHANNEL only), each in [0, 1].
-    pub alpha_vec: Vec<f32>,
-    /// Gate steepness k (CONFIDENCE).
-    pub gate_k: f64,
-    /// Gate margin τ (CONFIDENCE).
-    pub gate_tau: f64,
-    /// Lower clamp of the effective α (CONFIDENCE).
-    pub alpha_lo: f64,
-    /// Upper clamp of the effective α (CONFIDENCE).
-    pub alpha_hi: f64,
-}
+pub use crate::blend::BlendSpec;
 
 /// One seed site a host model exposes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +131,40 @@ pub struct SeedStepReport {
     pub fallback_used: bool,
     /// α actually applied.
     pub alpha: f64,
+    /// What the blend did this step (None when no blend ran: not yet
+    /// blending, paused, or the seed failed).
+    pub blend: Option<BlendReport>,
+}
+
+/// Blend statistics of one seed for one step (SPEC.md §5 telemetry). For
+/// CONVEX/RESIDUAL the effective α is the scalar α, so mean and p95 equal it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlendReport {
+    /// Blend mode that ran.
+    pub mode: BlendMode,
+    /// Mean effective α (over channels for CHANNEL, samples for CONFIDENCE).
+    pub alpha_mean: f64,
+    /// 95th percentile (nearest rank) of the effective α.
+    pub alpha_p95: f64,
+    /// Share of samples whose α·g was clamped into [α_lo, α_hi] (CONFIDENCE; 0 otherwise).
+    pub clamped_fraction: f64,
+    /// Share of channels with α_eff = 0 (CHANNEL only).
+    pub sparsity: Option<f64>,
+    /// Mean confidence gate g (CONFIDENCE only).
+    pub gate_mean: Option<f64>,
+    /// Wall time of the blend op, µs.
+    pub kernel_us: f64,
+}
+
+/// Knowledge distillation as the trainer ran it this step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DistillationReport {
+    /// KD loss (before weighting).
+    pub kd_loss: f64,
+    /// Weight the KD loss was mixed in with.
+    pub weight: f64,
+    /// Bytes of teacher parameters and buffers held.
+    pub teacher_memory_bytes: u64,
 }
 
 /// Everything the trainer reports after one step.
@@ -162,6 +180,47 @@ pub struct StepReport {
     pub global_metric: Option<f64>,
     /// Per-seed reports.
     pub seeds: Vec<SeedStepReport>,
+    /// Knowledge distillation, when a teacher ran this step.
+    pub distillation: Option<DistillationReport>,
+}
+
+/// Gradient isolation settings the host holds; the trainer measures with
+/// them (SPEC.md §6). Sent in the answer to registration so one settings
+/// file rules both sides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IsolationPolicy {
+    /// Cosine similarity counted as a violation, in (0, 1].
+    pub cosine_threshold: f64,
+    /// Coordinates sampled per parameter.
+    pub samples_per_param: u32,
+    /// Violations within the window that open the seed's isolation breaker.
+    pub violations_to_trip: u32,
+    /// Window length in steps.
+    pub window_steps: u64,
+    /// Fail the seed on its first violation.
+    pub fail_fast: bool,
+}
+
+/// Knowledge-distillation settings the host holds (SPEC.md §8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DistillationPolicy {
+    /// Weight of the KD loss, in [0, 1].
+    pub weight: f64,
+    /// Softmax temperature (> 0).
+    pub temperature: f64,
+    /// Teacher memory budget, bytes.
+    pub teacher_memory_bytes: u64,
+}
+
+/// The host's answer to a registration: what the trainer must apply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerSettings {
+    /// Contract version the host speaks.
+    pub contract_version: u32,
+    /// Gradient isolation.
+    pub isolation: IsolationPolicy,
+    /// Knowledge distillation.
+    pub distillation: DistillationPolicy,
 }
 
 /// Health summary of a host.
@@ -222,8 +281,9 @@ impl ApiError {
 pub trait KasminaApi: Send + Sync {
     /// Verifies, parses, admits and executes a signed command.
     fn submit_command(&self, command: AdaptationCommand) -> Result<Outcome, ApiError>;
-    /// Registers the trainer's model and its sites.
-    fn register_host(&self, registration: HostRegistration) -> Result<(), ApiError>;
+    /// Registers the trainer's model and its sites; answers with the
+    /// settings the trainer must apply.
+    fn register_host(&self, registration: HostRegistration) -> Result<TrainerSettings, ApiError>;
     /// Returns the verified kernel artifact of a blueprint.
     fn fetch_kernel(&self, blueprint_id: &str) -> Result<KernelArtifact, ApiError>;
     /// Reports a finished step; returns what to change before the next one.
@@ -236,3 +296,35 @@ pub trait KasminaApi: Send + Sync {
     /// them; daemons stream them to observers instead).
     fn drain_telemetry(&self) -> Result<Vec<TelemetryEvent>, ApiError>;
 }
+
+/// Forwards every call, so a trainer or controller can hold the API by
+/// reference or shared pointer (`&EmbeddedHost`, `Arc<dyn KasminaApi>`).
+macro_rules! forward_api {
+    ($($ptr:ty),*) => {$(
+        impl<T: KasminaApi + ?Sized> KasminaApi for $ptr {
+            fn submit_command(&self, command: AdaptationCommand) -> Result<Outcome, ApiError> {
+                (**self).submit_command(command)
+            }
+            fn register_host(&self, registration: HostRegistration) -> Result<TrainerSettings, ApiError> {
+                (**self).register_host(registration)
+            }
+            fn fetch_kernel(&self, blueprint_id: &str) -> Result<KernelArtifact, ApiError> {
+                (**self).fetch_kernel(blueprint_id)
+            }
+            fn step_report(&self, report: StepReport) -> Result<Vec<GraftDirective>, ApiError> {
+                (**self).step_report(report)
+            }
+            fn seed_states(&self) -> Result<Vec<SeedState>, ApiError> {
+                (**self).seed_states()
+            }
+            fn status(&self) -> Result<HostStatus, ApiError> {
+                (**self).status()
+            }
+            fn drain_telemetry(&self) -> Result<Vec<TelemetryEvent>, ApiError> {
+                (**self).drain_telemetry()
+            }
+        }
+    )*};
+}
+
+forward_api!(&T, std::sync::Arc<T>, Box<T>);

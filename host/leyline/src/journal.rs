@@ -9,11 +9,15 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::gate::GateInputs;
 use crate::{AdaptationCommand, GateId, Outcome, SeedStage, SeedState};
 
 /// Version of the [`JournalRecord`] payload schema. A journal written with
 /// another version is refused on open rather than misread.
-pub const JOURNAL_RECORD_VERSION: u32 = 1;
+///
+/// Version 2: [`JournalRecord::GateVerdict`] stores [`GateInputs`] itself
+/// instead of text pairs.
+pub const JOURNAL_RECORD_VERSION: u32 = 2;
 
 /// One journaled decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,9 +59,10 @@ pub enum JournalRecord {
         passed: bool,
         /// The plugin's reason.
         reason: String,
-        /// The gate inputs as the plugin saw them, as ordered (key, value)
-        /// pairs rendered to text, so tools can show and re-feed them.
-        inputs: Vec<(String, String)>,
+        /// The gate inputs exactly as the plugin saw them (postcard keeps
+        /// every float bit for bit, NaN and ±inf included), so `journal
+        /// replay` can re-feed them to a candidate plugin.
+        inputs: GateInputs,
         /// Training step of the evaluation.
         step: u64,
         /// When it was recorded (ms since the Unix epoch).
@@ -69,9 +74,23 @@ pub enum JournalRecord {
     Snapshot {
         /// All seeds.
         seeds: Vec<SeedState>,
+        /// Command ids the nonce ledger still refuses, with their expiry:
+        /// replay protection must survive a restart even when the commands
+        /// themselves were compacted away or precede this snapshot.
+        nonces: Vec<LiveNonce>,
         /// When it was taken (ms since the Unix epoch).
         recorded_at_ms: u64,
     },
+}
+
+/// One live entry of the nonce ledger (SPEC.md §3: replays are refused
+/// within the TTL, across restarts too).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveNonce {
+    /// The command id (the nonce).
+    pub command_id: String,
+    /// When the ledger stops refusing it (ms since the Unix epoch).
+    pub expires_at_ms: u64,
 }
 
 impl JournalRecord {
@@ -126,24 +145,44 @@ mod tests {
     }
 
     #[test]
-    fn postcard_round_trip_keeps_gate_inputs_in_order() {
+    fn postcard_round_trip_keeps_gate_inputs_exactly() {
+        let mut inputs = crate::gate::tests::awkward();
+        inputs.metric_delta = -0.5; // NaN != NaN: compare the finite record first
+        inputs.parameters.clear();
         let record = JournalRecord::GateVerdict {
             seed_id: "s1".to_owned(),
             gate: GateId::G2Stability,
             passed: false,
             reason: "loss variance 3.2 > 1.0".to_owned(),
-            inputs: vec![("loss_variance".to_owned(), "3.2".to_owned()), ("alpha".to_owned(), "0".to_owned())],
+            inputs,
             step: 7,
             recorded_at_ms: 1,
         };
         let bytes = postcard::to_allocvec(&record).unwrap_or_default();
         let back: Result<JournalRecord, _> = postcard::from_bytes(&bytes);
-        assert_eq!(back.ok(), Some(record));
+        assert_eq!(back.ok(), Some(record.clone()));
+
+        // With NaN inside: the re-encoding is identical, and NaN stays NaN.
+        let JournalRecord::GateVerdict { mut inputs, .. } = record else { return };
+        inputs.metric_delta = f64::NAN;
+        let record = JournalRecord::GateVerdict {
+            seed_id: "s1".to_owned(),
+            gate: GateId::G2Stability,
+            passed: false,
+            reason: String::new(),
+            inputs,
+            step: 7,
+            recorded_at_ms: 1,
+        };
+        let bytes = postcard::to_allocvec(&record).unwrap_or_default();
+        let back = postcard::from_bytes::<JournalRecord>(&bytes).ok();
+        assert_eq!(back.as_ref().map(|b| postcard::to_allocvec(b).unwrap_or_default()), Some(bytes));
+        assert!(matches!(back, Some(JournalRecord::GateVerdict { inputs, .. }) if inputs.metric_delta.is_nan()));
     }
 
     #[test]
     fn replay_starts_at_the_last_snapshot() {
-        let snap = JournalRecord::Snapshot { seeds: Vec::new(), recorded_at_ms: 0 };
+        let snap = JournalRecord::Snapshot { seeds: Vec::new(), nonces: Vec::new(), recorded_at_ms: 0 };
         let records = vec![transition("a"), snap.clone(), transition("b"), snap, transition("c")];
         assert_eq!(replay_start(&records), 3);
         assert_eq!(replay_start(&records[..1]), 0);

@@ -8,10 +8,17 @@
 //!   encoding the HMAC is computed over (signature excluded);
 //! - [`outcome`]: the structured accepted/rejected result every validation
 //!   step returns, with machine-readable reason codes;
+//! - [`annotations`]: the SPEC.md §4 annotation keys, one constant each, and
+//!   [`annotations::SPEC_KEYS`];
+//! - [`blend`]: the [`BlendSpec`] a germinated seed blends with and
+//!   [`BlendSpec::validate`], the one set of blend rules the host (at
+//!   admission), the trainers and the tensor plane all call;
 //! - [`lifecycle`]: the eleven seed stages plus bootstrap, the one transition
 //!   table (an exhaustive `match`) and the gate that guards each edge;
 //! - [`blueprint`]: blueprint descriptors (tier, parameter bounds, kernel
 //!   interface) as Urza publishes them;
+//! - [`gate`]: [`GateInputs`], everything a gate decides on, as the gate
+//!   plugin sees it and the journal stores it;
 //! - [`journal`]: decision-journal records (commands, transitions, gate
 //!   verdicts with their inputs, snapshots);
 //! - [`prefetch`]: kernel prefetch request/ready/error messages;
@@ -23,10 +30,13 @@
 //! This crate depends on serde, postcard and thiserror only, so clients can
 //! use the contract without pulling in wasmtime or libtorch.
 
+pub mod annotations;
 pub mod api;
+pub mod blend;
 pub mod blueprint;
 pub mod command;
 pub mod enums;
+pub mod gate;
 pub mod journal;
 pub mod lifecycle;
 pub mod outcome;
@@ -35,9 +45,11 @@ pub mod protocol;
 pub mod seed;
 pub mod telemetry;
 
+pub use blend::{BlendSpec, BlendSpecError, MAX_ALPHA_VEC_LEN};
 pub use blueprint::{BlueprintDescriptor, BlueprintTier, DType, Dim, KernelInterface, ParameterBounds, TensorSpec};
 pub use command::{AdaptationCommand, CommandPayload, CommandType, SeedCommand, SeedOperation};
 pub use enums::{BlendMode, BreakerState, MessagePriority};
+pub use gate::{GateInputs, PerformanceStatus};
 pub use lifecycle::{GateId, SeedStage, TransitionError};
 pub use outcome::{Outcome, ReasonCode};
 pub use seed::SeedState;

@@ -13,7 +13,7 @@ use crate::api::{ApiError, GraftDirective, HostRegistration, HostStatus, KernelA
 use crate::{AdaptationCommand, Outcome, SeedState, TelemetryEvent, TelemetryLevel};
 
 /// Protocol version; a client and server must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// What a client is allowed to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -129,8 +129,8 @@ pub enum ServerFrame {
 pub enum ResponseBody {
     /// Outcome of a submitted command.
     CommandOutcome(Outcome),
-    /// Host registered.
-    Registered,
+    /// Host registered; the settings the trainer must apply.
+    Registered(crate::api::TrainerSettings),
     /// The kernel artifact.
     Kernel(KernelArtifact),
     /// Directives for the next step.

@@ -25,4 +25,6 @@ pub struct SeedState {
     pub health: HealthStatus,
     /// Whether the seed is paused (swapped out of the forward path).
     pub paused: bool,
+    /// Blend statistics of the last reported step (None when no blend ran).
+    pub blend: Option<crate::api::BlendReport>,
 }

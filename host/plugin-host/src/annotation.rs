@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use leyline::BlendMode;
+use leyline::annotations as keys;
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
@@ -21,20 +22,8 @@ use crate::store::StoreState;
 
 pub use wit::ParseErrorCode;
 
-/// The annotation keys SPEC.md §4 defines.
-pub const SPEC_KEYS: [&str; 11] = [
-    "training_run_id",
-    "mesh_layers",
-    "blend_mode",
-    "blend_mode_source",
-    "alpha_vec",
-    "alpha_vec_len",
-    "gate_k",
-    "gate_tau",
-    "alpha_lo",
-    "alpha_hi",
-    "confidence_logits_required",
-];
+/// The annotation keys SPEC.md §4 defines (the contract's one list).
+pub use leyline::annotations::SPEC_KEYS;
 
 /// Caps the parser enforces (SPEC.md §4 defaults: 64, 128, 16 KiB).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,15 +142,17 @@ pub(crate) fn validate(
         Ok(parsed) => parsed,
     };
     if let Some(id) = &parsed.training_run_id {
-        check_name("training_run_id", id, caps)?;
-        check(input.get("training_run_id").is_some_and(|raw| raw.trim() == id), || {
+        check_name(keys::TRAINING_RUN_ID, id, caps)?;
+        check(input.get(keys::TRAINING_RUN_ID).is_some_and(|raw| raw.trim() == id), || {
             "training_run_id does not come from the input".into()
         })?;
     }
     check(parsed.mesh_layers.len() <= limits.mesh_layers_cap as usize, || {
         format!("{} mesh layers > cap {}", parsed.mesh_layers.len(), limits.mesh_layers_cap)
     })?;
-    check(parsed.mesh_layers.is_empty() || input.contains_key("mesh_layers"), || "mesh layers without input".into())?;
+    check(parsed.mesh_layers.is_empty() || input.contains_key(keys::MESH_LAYERS), || {
+        "mesh layers without input".into()
+    })?;
     let mut seen = BTreeSet::new();
     for layer in &parsed.mesh_layers {
         check_name("mesh layer", layer, caps)?;
@@ -171,11 +162,11 @@ pub(crate) fn validate(
         None => None,
         Some(spec) => {
             let mode = mode_from_wit(spec.mode);
-            check(input.get("blend_mode").is_some_and(|raw| raw == mode.as_str()), || {
+            check(input.get(keys::BLEND_MODE).is_some_and(|raw| raw == mode.as_str()), || {
                 format!("blend mode {} does not match the input", mode.as_str())
             })?;
             if let Some(source) = &spec.mode_source {
-                check_name("blend_mode_source", source, caps)?;
+                check_name(keys::BLEND_MODE_SOURCE, source, caps)?;
             }
             if let Some(alpha) = &spec.alpha_vec {
                 check(alpha.len() <= limits.alpha_vec_cap as usize, || {

@@ -1,9 +1,13 @@
-//! Gate plugins: the host-side [`GateInputs`] the control plane fills from
-//! real seed state, conversion to the WIT record, and [`GatePlugin`].
+//! Gate plugins: conversion of the contract's [`GateInputs`] (which the
+//! control plane fills from real seed state) to the WIT record, and
+//! [`GatePlugin`].
 
 use std::collections::BTreeMap;
 
 use leyline::{GateId, ParameterBounds, SeedStage};
+// The inputs are contract types (the journal stores them too); re-exported
+// so `kasmina_plugin_host::gate::GateInputs` keeps naming them.
+pub use leyline::gate::{GateInputs, PerformanceStatus};
 use wasmtime::Store;
 use wasmtime::component::{ComponentExportIndex, Instance, InstancePre};
 
@@ -20,81 +24,6 @@ use crate::verdict::{self, Verdict};
 
 /// The `gate-inputs` record lowered by reference (no per-call clones).
 mod args;
-
-/// Performance status of a seed's kernel path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PerformanceStatus {
-    /// Own verified kernel at expected speed.
-    Nominal,
-    /// Own verified kernel within tolerances.
-    Healthy,
-    /// Outside tolerances.
-    Degraded,
-    /// Something other than the seed's own kernel ran.
-    Fallback,
-    /// Failing.
-    Critical,
-}
-
-/// Everything a gate needs (SPEC.md §2), for one seed. See
-/// `wit/gate-policy.wit` for each field's meaning.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GateInputs {
-    /// Seed id.
-    pub seed_id: String,
-    /// Seed site.
-    pub site: String,
-    /// Blueprint id (empty if none).
-    pub blueprint_id: String,
-    /// Whether Urza knows the blueprint.
-    pub blueprint_known: bool,
-    /// Stage the host holds now.
-    pub current_stage: SeedStage,
-    /// Stage the controller expects.
-    pub expected_stage: SeedStage,
-    /// Stage the host last reported.
-    pub reported_stage: SeedStage,
-    /// Requested parameters.
-    pub parameters: BTreeMap<String, f64>,
-    /// Declared parameter bounds.
-    pub parameter_bounds: BTreeMap<String, ParameterBounds>,
-    /// Kernel attached to the slot.
-    pub kernel_attached: bool,
-    /// Kernel fetched from Urza and SHA-256 verified.
-    pub kernel_verified: bool,
-    /// Anything other than the seed's own verified kernel ran.
-    pub fallback_used: bool,
-    /// Gradient-isolation violations in the current window.
-    pub isolation_violations: u32,
-    /// Largest host/seed gradient cosine observed.
-    pub max_cosine: f64,
-    /// Recent seed outputs all finite.
-    pub outputs_finite: bool,
-    /// Recent losses, oldest first.
-    pub loss_window: Vec<f64>,
-    /// Largest allowed loss variance.
-    pub loss_variance_threshold: f64,
-    /// Measured kernel latency (µs).
-    pub kernel_latency_us: f64,
-    /// Kernel latency budget (µs).
-    pub latency_budget_us: f64,
-    /// Host model registered.
-    pub host_registered: bool,
-    /// Layers this seed's site requires.
-    pub required_layers: Vec<String>,
-    /// Layers the mesh covers.
-    pub available_layers: Vec<String>,
-    /// Kernel I/O shapes match the site.
-    pub interface_matches: bool,
-    /// Kernel path status.
-    pub performance_status: PerformanceStatus,
-    /// Global metric change (positive is better).
-    pub metric_delta: f64,
-    /// Largest tolerated regression.
-    pub metric_tolerance: f64,
-    /// Slot clean (no cache/registry entries left).
-    pub reset_clean: bool,
-}
 
 pub(crate) fn stage_to_wit(stage: SeedStage) -> wit_types::Stage {
     use wit_types::Stage as W;

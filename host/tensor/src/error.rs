@@ -83,6 +83,10 @@ pub enum TensorError {
         /// The rule it broke.
         rule: &'static str,
     },
+    /// A blend spec broke the contract's rules ([`leyline::BlendSpec::validate`]);
+    /// the error names the annotation key at fault.
+    #[error(transparent)]
+    InvalidBlend(#[from] leyline::BlendSpecError),
     /// The blend spec lacks what its mode needs (e.g. CHANNEL without α_vec).
     #[error("{mode:?} blending requires {missing}")]
     IncompleteSpec {

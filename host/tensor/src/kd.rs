@@ -89,7 +89,13 @@ impl Teacher {
             .into_iter()
             .map(|(_, t)| t)
             .collect();
-        let memory_bytes = tensor_bytes(&parameters);
+        let memory_bytes = match tensor_bytes(&parameters) {
+            // A traced teacher keeps its weights as graph constants, which
+            // libtorch does not list: measure what the module holds by its
+            // serialized size instead of reporting 0 bytes.
+            0 => serialized_bytes(&module)?,
+            bytes => bytes,
+        };
         if memory_bytes > budget_bytes {
             return Err(TensorError::TeacherOverBudget { needed: memory_bytes, budget: budget_bytes });
         }
@@ -119,6 +125,19 @@ impl Teacher {
             .map(|t| t.detach())
             .map_err(|e| TensorError::Kernel(format!("teacher forward: {e}")))
     }
+}
+
+/// Size of `module` serialized (weights baked in as constants included).
+fn serialized_bytes(module: &CModule) -> Result<u64> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("kasmina-teacher-size-{}-{n}.pt", std::process::id()));
+    let saved = module.save(&path).map_err(TensorError::torch("teacher size"));
+    let size = saved.and_then(|()| {
+        std::fs::metadata(&path).map(|m| m.len()).map_err(|e| TensorError::Kernel(format!("teacher size: {e}")))
+    });
+    let _ = std::fs::remove_file(&path);
+    size
 }
 
 /// KD settings plus an optional teacher.
@@ -163,11 +182,27 @@ impl Distiller {
     /// The training loss: the task loss alone without a teacher, else the
     /// mix with the KD loss of `student_logits` against the teacher on `input`.
     pub fn loss(&self, task_loss: &Tensor, student_logits: &Tensor, input: &Tensor) -> Result<Tensor> {
+        Ok(self.loss_with_kd(task_loss, student_logits, input)?.0)
+    }
+
+    /// Like [`Distiller::loss`], and also the KD term itself (before
+    /// weighting) when a teacher ran, so a trainer can report it.
+    pub fn loss_with_kd(
+        &self,
+        task_loss: &Tensor,
+        student_logits: &Tensor,
+        input: &Tensor,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let Some(teacher) = &self.teacher else {
-            return Ok(task_loss.shallow_clone());
+            return Ok((task_loss.shallow_clone(), None));
         };
         let teacher_logits = teacher.logits(input)?;
         let kd = kd_loss(student_logits, &teacher_logits, self.temperature)?;
-        mix_losses(task_loss, &kd, self.weight)
+        Ok((mix_losses(task_loss, &kd, self.weight)?, Some(kd)))
+    }
+
+    /// Weight of the KD term.
+    pub fn weight(&self) -> f64 {
+        self.weight
     }
 }

@@ -61,6 +61,17 @@ impl ScriptedKernel {
     }
 }
 
+impl ScriptedKernel {
+    /// Loads verified TorchScript bytes (a daemon's artifact) onto `device`.
+    /// The caller checks the digest first: these bytes are what gets run.
+    pub fn from_bytes(bytes: &[u8], device: Device) -> Result<Self> {
+        let vs = nn::VarStore::new(device);
+        let module = TrainableCModule::load_data(&mut std::io::Cursor::new(bytes), vs.root())
+            .map_err(TensorError::torch("TrainableCModule::load_data"))?;
+        Self::new(vs, module)
+    }
+}
+
 impl SeedKernel for ScriptedKernel {
     fn forward(&self, input: &Tensor) -> Result<Tensor> {
         self.module.forward_ts(&[input]).map_err(|e| TensorError::Kernel(e.to_string()))

@@ -4,14 +4,14 @@
 //! Module map, in the order a training step meets them:
 //! - [`model`]: [`SeededModel`], the host's named sites in forward order; the
 //!   trainer hands each site's output to [`SeededModel::apply`];
-//! - [`slot`]: [`SeedSlot`], one seed at one site: kernel, blend spec, α
-//!   schedule, stage and pause flag → the output for that stage;
+//! - [`slot`]: [`SeedSlot`], one seed at one site: kernel, blend spec, the
+//!   directed α, stage and pause flag → the output for that stage (α is
+//!   decided by the control plane's one ramp, never locally);
 //! - [`kernel`]: the [`SeedKernel`] trait and its TorchScript
 //!   ([`ScriptedKernel`]) and native ([`NativeKernel`]) implementations;
 //! - [`blend`]: validated [`BlendSpec`]s, the fused kernels
 //!   ([`blend::kernels`]: autograd path and reused-buffer no-grad path) and
 //!   per-step [`BlendStats`];
-//! - [`schedule`]: the sigmoid α ramp with hysteresis;
 //! - after backward, [`isolation`]: the sampled-cosine gradient isolation
 //!   monitor (plus an input-leak probe for gates) with its per-seed breaker;
 //! - [`registry`]: which parameters belong to which seed, teacher immutable;
@@ -32,7 +32,6 @@ pub mod kernel;
 pub mod model;
 pub mod optim;
 pub mod registry;
-pub mod schedule;
 pub mod slot;
 
 pub use blend::stats::BlendStats;
@@ -44,5 +43,4 @@ pub use kernel::{NativeKernel, ScriptedKernel, SeedKernel};
 pub use model::SeededModel;
 pub use optim::{JoinError, SeedOptimizerConfig, SeedOptimizers};
 pub use registry::{ParamId, ParameterRegistry, RegistryError, UpdateRefusal};
-pub use schedule::{AlphaSchedule, ScheduleConfig};
 pub use slot::{ForwardCtx, ForwardMode, SeedSlot, SlotOutput};

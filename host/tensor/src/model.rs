@@ -125,16 +125,16 @@ impl SeededModel {
         Ok(current)
     }
 
-    /// Ends training step `train_step`: advances every blending slot's α once
-    /// and returns each slot's blend stats for the step, keyed by seed id.
-    pub fn end_step(&mut self, train_step: u64) -> Result<BTreeMap<String, BlendStats>> {
+    /// Ends a training step: returns each slot's blend stats for the step,
+    /// keyed by seed id (α itself only changes by directive).
+    pub fn end_step(&mut self) -> BTreeMap<String, BlendStats> {
         let mut stats = BTreeMap::new();
         for slot in self.sites.iter_mut().flat_map(|s| &mut s.slots) {
-            if let Some(s) = slot.end_step(train_step)? {
+            if let Some(s) = slot.end_step() {
                 stats.insert(slot.seed_id().to_owned(), s);
             }
         }
         self.cursor = None;
-        Ok(stats)
+        stats
     }
 }

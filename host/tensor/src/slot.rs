@@ -1,14 +1,14 @@
 //! A seed slot: one seed grafted at a named site of the host's forward pass.
 //!
-//! The slot holds the seed kernel, its blend spec, its α schedule, its stage
-//! and a paused flag, and turns the host's output at the site into the
+//! The slot holds the seed kernel, its blend spec, the α the control plane
+//! last directed, its stage and a paused flag, and turns the host's output at the site into the
 //! blended output (SPEC.md §5):
 //!
 //! | stage | output | seed learns? |
 //! |---|---|---|
 //! | UNKNOWN, DORMANT, GERMINATED, CULLED, EMBARGOED, RESETTING | host | no |
 //! | TRAINING (incubator) | `host + (s − s.detach())`, value = host | yes, straight-through |
-//! | BLENDING | blend with the schedule's α | yes |
+//! | BLENDING | blend with the α the control plane directed | yes |
 //! | SHADOWING, PROBATIONARY | blend with α = 1; host output returned beside it | yes |
 //! | FOSSILIZED (and TERMINATED after it) | blend with α = 1, host *not* detached | as part of the host |
 //! | any stage while paused | host | no |
@@ -30,7 +30,6 @@ use crate::blend::kernels::{blend, blend_fossil, blend_into, buffer_fits, incuba
 use crate::blend::stats::BlendStats;
 use crate::error::{Result, TensorError};
 use crate::kernel::SeedKernel;
-use crate::schedule::AlphaSchedule;
 
 /// Whether this forward pass trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +61,14 @@ impl ForwardCtx<'_> {
     }
 }
 
+impl<'a> ForwardCtx<'a> {
+    /// The same context carrying this batch's classification logits
+    /// `[N, classes]` (what CONFIDENCE blends gate on).
+    pub fn with_logits(self, logits: &'a Tensor) -> ForwardCtx<'a> {
+        ForwardCtx { logits: Some(logits), ..self }
+    }
+}
+
 /// What a slot produced for one batch.
 #[derive(Debug)]
 pub struct SlotOutput {
@@ -83,14 +90,15 @@ pub struct SeedSlot {
     site: String,
     kernel: Option<Box<dyn SeedKernel>>,
     spec: BlendSpec,
-    schedule: AlphaSchedule,
     stage: SeedStage,
     paused: bool,
     fossilized: bool,
     buffer: Option<Tensor>,
     last_stats: Option<BlendStats>,
-    /// α set by the control plane for BLENDING; overrides the local schedule.
-    directed_alpha: Option<f64>,
+    /// α for BLENDING, as the control plane last directed it. There is one
+    /// α ramp in the system — the control plane's — so embedded and daemon
+    /// trainers apply identical values; until the first directive it is 0.
+    blending_alpha: f64,
 }
 
 impl std::fmt::Debug for SeedSlot {
@@ -108,12 +116,7 @@ impl std::fmt::Debug for SeedSlot {
 
 impl SeedSlot {
     /// A DORMANT slot with no kernel.
-    pub fn new(
-        seed_id: impl Into<String>,
-        site: impl Into<String>,
-        spec: BlendSpec,
-        schedule: AlphaSchedule,
-    ) -> Result<Self> {
+    pub fn new(seed_id: impl Into<String>, site: impl Into<String>, spec: BlendSpec) -> Result<Self> {
         let (seed_id, site) = (seed_id.into(), site.into());
         if seed_id.is_empty() || site.is_empty() {
             return Err(TensorError::InvalidConfig { name: "slot", rule: "seed id and site must be non-empty".into() });
@@ -123,13 +126,12 @@ impl SeedSlot {
             site,
             kernel: None,
             spec,
-            schedule,
             stage: SeedStage::Dormant,
             paused: false,
             fossilized: false,
             buffer: None,
             last_stats: None,
-            directed_alpha: None,
+            blending_alpha: 0.0,
         })
     }
 
@@ -153,33 +155,24 @@ impl SeedSlot {
         &self.spec
     }
 
-    /// The α schedule.
-    pub fn schedule(&self) -> &AlphaSchedule {
-        &self.schedule
-    }
-
     /// The α the next blend uses in the current stage (0 when the seed is not blended in).
     pub fn alpha(&self) -> f64 {
         match self.effective_stage() {
-            SeedStage::Blending => self.blending_alpha(),
+            SeedStage::Blending => self.blending_alpha,
             SeedStage::Shadowing | SeedStage::Probationary | SeedStage::Fossilized => 1.0,
             _ => 0.0,
         }
     }
 
-    /// Pins α for BLENDING to the value the control plane decided (a
+    /// Sets α for BLENDING to the value the control plane decided (a
     /// `GraftDirective::Stage`), so every trainer — embedded or beside a
     /// daemon — applies exactly the same ramp. Out-of-range values are refused.
-    pub fn set_directed_alpha(&mut self, alpha: f64) -> Result<()> {
+    pub fn set_alpha(&mut self, alpha: f64) -> Result<()> {
         if !(alpha.is_finite() && (0.0..=1.0).contains(&alpha)) {
             return Err(TensorError::InvalidConfig { name: "alpha", rule: format!("{alpha} is outside [0, 1]") });
         }
-        self.directed_alpha = Some(alpha);
+        self.blending_alpha = alpha;
         Ok(())
-    }
-
-    fn blending_alpha(&self) -> f64 {
-        self.directed_alpha.unwrap_or_else(|| self.schedule.alpha())
     }
 
     /// Whether the slot is paused.
@@ -218,7 +211,8 @@ impl SeedSlot {
     }
 
     /// Moves to `to`, checked against the one transition table in leyline.
-    /// Entering TRAINING needs a kernel; entering BLENDING restarts the ramp.
+    /// Entering TRAINING needs a kernel; entering BLENDING starts at α = 0
+    /// until the control plane directs otherwise.
     pub fn transition(&mut self, to: SeedStage) -> Result<()> {
         if !self.stage.can_transition_to(to) {
             return Err(TensorError::WrongStage { op: "transition", stage: self.stage });
@@ -227,7 +221,7 @@ impl SeedSlot {
             return Err(TensorError::NoKernel(to));
         }
         if to == SeedStage::Blending {
-            self.schedule.set_step(0);
+            self.blending_alpha = 0.0;
         }
         if to == SeedStage::Fossilized {
             self.fossilized = true;
@@ -252,13 +246,9 @@ impl SeedSlot {
         self.paused = paused;
     }
 
-    /// Ends a training step: advances the α ramp once when BLENDING (a
-    /// paused seed's ramp holds still) and returns the step's blend stats.
-    pub fn end_step(&mut self, train_step: u64) -> Result<Option<BlendStats>> {
-        if self.stage == SeedStage::Blending && !self.paused {
-            self.schedule.advance(train_step)?;
-        }
-        Ok(self.last_stats.take())
+    /// Ends a training step: returns (and clears) the step's blend stats.
+    pub fn end_step(&mut self) -> Option<BlendStats> {
+        self.last_stats.take()
     }
 
     /// The stage that decides the forward behaviour (TERMINATED after
@@ -290,9 +280,15 @@ impl SeedSlot {
             // Inference skips the incubating seed: its value is not used.
             SeedStage::Training if ctx.mode == ForwardMode::Infer => return Ok(host_only(host_out)),
             SeedStage::Training => None,
-            SeedStage::Blending => Some(self.blending_alpha()),
+            SeedStage::Blending => Some(self.blending_alpha),
             SeedStage::Shadowing | SeedStage::Probationary | SeedStage::Fossilized => Some(1.0),
         };
+        // `confidence_logits_required`: a trainer that does not hand over
+        // the batch's logits fails from the first step the seed runs, not
+        // only once blending starts.
+        if self.spec.logits_required() && ctx.logits.is_none() {
+            return Err(TensorError::MissingLogits);
+        }
         let kernel = self.kernel.as_deref().ok_or(TensorError::NoKernel(stage))?;
         let fossil = stage == SeedStage::Fossilized;
         // Before fossilization the seed sees detached features only.

@@ -205,14 +205,13 @@ fn undetached_host_input_is_caught_by_the_probe_at_any_width() -> Result<()> {
 
 #[test]
 fn slot_fed_seed_never_leaks_into_the_host() -> Result<()> {
-    use kasmina_tensor::{AlphaSchedule, BlendSpec, ForwardCtx, NativeKernel, ScheduleConfig, SeedSlot};
+    use kasmina_tensor::{BlendSpec, ForwardCtx, NativeKernel, SeedSlot};
     use leyline::SeedStage;
     let vs = nn::VarStore::new(Device::Cpu);
     let lin1 = nn::linear(vs.root() / "lin1", 16, 8, Default::default());
     let seed_vs = nn::VarStore::new(Device::Cpu);
     let adapter = nn::linear(seed_vs.root() / "adapter", 8, 8, Default::default());
-    let schedule = AlphaSchedule::new(ScheduleConfig { steps: 10, temperature: 0.1, hysteresis: 0.0 })?;
-    let mut slot = SeedSlot::new("seed-1", "block1", BlendSpec::convex(), schedule)?;
+    let mut slot = SeedSlot::new("seed-1", "block1", BlendSpec::convex())?;
     slot.transition(SeedStage::Germinated)?;
     slot.attach_kernel(Box::new(NativeKernel::new(seed_vs, adapter)?))?;
     slot.transition(SeedStage::Training)?;

@@ -8,8 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use kasmina_tensor::{
-    AlphaSchedule, BlendSpec, ForwardCtx, NativeKernel, ScheduleConfig, ScriptedKernel, SeedKernel, SeedSlot,
-    SeededModel, TensorError,
+    BlendSpec, ForwardCtx, NativeKernel, ScriptedKernel, SeedKernel, SeedSlot, SeededModel, TensorError,
 };
 use leyline::SeedStage;
 use tch::nn::{self, Module};
@@ -17,10 +16,6 @@ use tch::{Device, Kind, Tensor};
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
-}
-
-fn schedule() -> AlphaSchedule {
-    AlphaSchedule::new(ScheduleConfig { steps: 4, temperature: 0.1, hysteresis: 0.0 }).unwrap()
 }
 
 fn linear_kernel(dim: i64) -> Box<dyn SeedKernel> {
@@ -35,7 +30,7 @@ fn fixture(name: &str) -> PathBuf {
 
 /// A slot moved through the legal stages up to `to`, kernel attached at GERMINATED.
 fn slot_at(to: SeedStage, spec: BlendSpec, kernel: Box<dyn SeedKernel>) -> SeedSlot {
-    let mut slot = SeedSlot::new("seed-1", "block1", spec, schedule()).unwrap();
+    let mut slot = SeedSlot::new("seed-1", "block1", spec).unwrap();
     let path = [
         SeedStage::Germinated,
         SeedStage::Training,
@@ -74,7 +69,7 @@ impl Host {
 #[test]
 fn dormant_and_germinated_return_the_host_unchanged() -> Result<()> {
     let host = Tensor::randn([2, 8], (Kind::Float, Device::Cpu));
-    let mut dormant = SeedSlot::new("s", "block1", BlendSpec::convex(), schedule())?;
+    let mut dormant = SeedSlot::new("s", "block1", BlendSpec::convex())?;
     assert_eq!(max_diff(&dormant.forward(&host, &ForwardCtx::train())?.out, &host), 0.0);
     let mut germ = slot_at(SeedStage::Germinated, BlendSpec::convex(), linear_kernel(8));
     let out = germ.forward(&host, &ForwardCtx::train())?;
@@ -111,20 +106,26 @@ fn incubator_value_is_the_host_exactly_yet_the_seed_learns() -> Result<()> {
 }
 
 #[test]
-fn blending_follows_the_schedule_once_per_step() -> Result<()> {
+fn blending_applies_the_directed_alpha_only() -> Result<()> {
     let mut slot = slot_at(SeedStage::Blending, BlendSpec::convex(), linear_kernel(8));
     let h = Tensor::randn([2, 8], (Kind::Float, Device::Cpu));
-    let a0 = slot.alpha();
-    assert!(a0 > 0.0 && a0 < 0.01);
+    // Entering BLENDING starts at 0 until the control plane directs α.
+    assert_eq!(slot.alpha(), 0.0);
+    let a0 = 0.25;
+    slot.set_alpha(a0)?;
     let out = slot.forward(&h, &ForwardCtx::train())?;
     let seed = out.seed.unwrap();
     assert!(max_diff(&out.out, &(&seed * a0 + &h * (1.0 - a0))) < 1e-6);
-    let stats = slot.end_step(1)?.unwrap();
+    let stats = slot.end_step().unwrap();
     assert_eq!(stats.alpha, a0);
-    assert!(slot.alpha() > a0);
-    assert!(matches!(slot.end_step(1), Err(TensorError::StepOrder { .. })));
+    // Ending a step never moves α: there is no local ramp.
+    assert_eq!(slot.alpha(), a0);
+    assert!(slot.end_step().is_none(), "stats are taken once");
+    assert!(slot.set_alpha(1.5).is_err() && slot.set_alpha(f64::NAN).is_err());
+    assert_eq!(slot.alpha(), a0, "a refused α changes nothing");
     // The fused inference path agrees and reuses its buffer across calls.
-    let a1 = slot.alpha();
+    let a1 = 0.75;
+    slot.set_alpha(a1)?;
     let first = slot.forward(&h, &ForwardCtx::infer())?;
     let expected = &first.seed.unwrap() * a1 + &h * (1.0 - a1);
     assert!(max_diff(&first.out, &expected) < 1e-6);
@@ -180,7 +181,7 @@ fn fossil_is_part_of_the_host_gradients_flow_through_it() -> Result<()> {
 
 #[test]
 fn stage_table_and_kernel_rules_are_enforced() -> Result<()> {
-    let mut slot = SeedSlot::new("s", "block1", BlendSpec::convex(), schedule())?;
+    let mut slot = SeedSlot::new("s", "block1", BlendSpec::convex())?;
     assert!(matches!(slot.transition(SeedStage::Blending), Err(TensorError::WrongStage { .. })));
     assert!(matches!(slot.attach_kernel(linear_kernel(4)), Err(TensorError::WrongStage { .. })));
     slot.transition(SeedStage::Germinated)?;
@@ -208,6 +209,8 @@ fn torchscript_kernel_trains_in_a_slot() -> Result<()> {
     let kernel = ScriptedKernel::load(&fixture("seed_adapter.pt"), Device::Cpu)?;
     assert_eq!(kernel.parameters().len(), 2);
     let mut slot = slot_at(SeedStage::Blending, BlendSpec::residual(), Box::new(kernel));
+    // α as the control plane would direct it partway through the ramp.
+    slot.set_alpha(0.5)?;
     let h = Tensor::randn([3, 8], (Kind::Float, Device::Cpu));
     let out = slot.forward(&h, &ForwardCtx::train())?;
     out.out.sum(Kind::Float).backward();
@@ -225,7 +228,7 @@ fn model_runs_sites_in_order_and_chains_slots_at_a_site() -> Result<()> {
     assert!(matches!(SeededModel::new(["a", "a"]), Err(TensorError::Duplicate { .. })));
     let mut a = slot_at(SeedStage::Shadowing, BlendSpec::residual(), linear_kernel(4));
     let b = {
-        let mut s = SeedSlot::new("seed-2", "block1", BlendSpec::residual(), schedule())?;
+        let mut s = SeedSlot::new("seed-2", "block1", BlendSpec::residual())?;
         s.transition(SeedStage::Germinated)?;
         s.attach_kernel(linear_kernel(4))?;
         s.transition(SeedStage::Training)?;
@@ -239,7 +242,7 @@ fn model_runs_sites_in_order_and_chains_slots_at_a_site() -> Result<()> {
     model.add_slot(a)?;
     model.add_slot(b)?;
     assert!(matches!(
-        model.add_slot(SeedSlot::new("seed-3", "nowhere", BlendSpec::convex(), schedule())?),
+        model.add_slot(SeedSlot::new("seed-3", "nowhere", BlendSpec::convex())?),
         Err(TensorError::UnknownSite(_))
     ));
     model.begin_forward();
@@ -252,7 +255,7 @@ fn model_runs_sites_in_order_and_chains_slots_at_a_site() -> Result<()> {
     model.begin_forward();
     let _ = model.apply("block2", &h, &ForwardCtx::infer())?;
     assert!(matches!(model.apply("block1", &h, &ForwardCtx::infer()), Err(TensorError::SiteOrder { .. })));
-    let stats = model.end_step(1)?;
+    let stats = model.end_step();
     assert!(stats.contains_key("seed-1") && stats.contains_key("seed-2"));
     Ok(())
 }

@@ -4,15 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use kasmina::HmacKey;
-use kasmina_daemon::{ClientSettings, DaemonClient};
+use kasmina_client::{ClientSettings, CommandBuilder, DaemonClient, HmacKey};
 use leyline::api::{HostRegistration, KasminaApi};
 use leyline::protocol::Role;
-use leyline::{AdaptationCommand, CommandPayload, TelemetryLevel};
-use rand::RngCore;
+use leyline::{CommandPayload, TelemetryLevel};
 use serde::Deserialize;
 
 use super::{SocketArg, parse_toml_or_json, read_capped};
@@ -130,18 +128,22 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         None => HmacKey::from_env(kasmina::settings::defaults::HMAC_KEY_ENV)
             .context("pass --key-file <file> (create one with `kasmina keygen <file>`) or set KASMINA_HMAC_KEY")?,
     };
-    let mut command = AdaptationCommand {
-        version: file.version.unwrap_or(leyline::CONTRACT_VERSION),
-        command_id: file.command_id.unwrap_or_else(fresh_command_id),
-        target_seed_id: file.target_seed_id,
-        execution_deadline_ms: file.execution_deadline_ms,
-        issued_at_ms: Some(file.issued_at_ms.unwrap_or_else(now_ms)),
-        issued_by: file.issued_by,
-        payload: file.payload,
-        annotations: file.annotations,
-        signature: None,
-    };
-    kasmina::security::sign_in_place(&mut command, &key);
+    // What the file leaves out, the builder fills: a fresh `cli-` id, now.
+    let mut builder = CommandBuilder::new(file.target_seed_id, file.payload)
+        .command_id_prefix("cli")
+        .issued_by(file.issued_by)
+        .deadline_ms(file.execution_deadline_ms)
+        .annotations(file.annotations);
+    if let Some(version) = file.version {
+        builder = builder.version(version);
+    }
+    if let Some(id) = file.command_id {
+        builder = builder.command_id(id);
+    }
+    if let Some(at) = file.issued_at_ms {
+        builder = builder.issued_at_ms(Some(at));
+    }
+    let command = builder.sign(&key);
     let outcome = connect(&args.socket, Role::Controller)?.submit_command(command.clone())?;
     let verdict = if outcome.accepted { "accepted" } else { "REJECTED" };
     println!(
@@ -157,17 +159,6 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         println!("  {k}: {v}");
     }
     Ok(if outcome.accepted { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
-/// 128 random bits: a nonce nobody else will pick.
-fn fresh_command_id() -> String {
-    let mut bytes = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    format!("cli-{}", hex::encode(bytes))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Arguments of `kasmina register`.

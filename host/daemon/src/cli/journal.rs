@@ -75,9 +75,7 @@ pub fn run(cmd: JournalCommand) -> anyhow::Result<ExitCode> {
                 }
                 println!("{}", journal_tools::describe(entry));
                 if inputs && let leyline::journal::JournalRecord::GateVerdict { inputs, .. } = record {
-                    for (k, v) in inputs {
-                        println!("             {k} = {v}");
-                    }
+                    print!("{}", journal_tools::describe_inputs(inputs));
                 }
             }
             Ok(ExitCode::SUCCESS)

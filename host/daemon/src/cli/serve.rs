@@ -85,11 +85,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let host = Arc::new(host);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = runtime.block_on(serve(socket, Arc::clone(&host), server_settings, &args));
-    if let Some(recorder) = host.recorder() {
-        // Final base for the next start; every acknowledged call is already durable.
-        if let Err(err) = recorder.checkpoint(host.host().manager().export_seed_states()) {
-            eprintln!("kasmina: final journal snapshot failed: {err}");
-        }
+    // Final base for the next start; every acknowledged call is already durable.
+    if let Err(err) = host.checkpoint() {
+        eprintln!("kasmina: final journal snapshot failed: {err}");
     }
     host.host().shutdown();
     result?;

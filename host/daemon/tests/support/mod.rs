@@ -15,10 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use kasmina::{EmbeddedHost, HmacKey, HostBuilder, Settings};
-use kasmina_daemon::{ClientSettings, DaemonClient, ServerSettings, ShutdownReport};
+use kasmina_client::codec::{self, FrameDecoder, FrameError};
+use kasmina_client::{ClientSettings, CommandBuilder, DaemonClient};
+use kasmina_daemon::{ServerSettings, ShutdownReport};
 use leyline::api::{
     ApiError, ApiErrorCode, GraftDirective, HostRegistration, HostStatus, KasminaApi, KernelArtifact, SeedStepReport,
-    StepReport,
+    StepReport, TrainerSettings,
 };
 use leyline::protocol::Role;
 use leyline::{
@@ -89,7 +91,7 @@ impl KasminaApi for RealHost {
     fn submit_command(&self, c: AdaptationCommand) -> Result<Outcome, ApiError> {
         self.host.submit_command(c)
     }
-    fn register_host(&self, r: HostRegistration) -> Result<(), ApiError> {
+    fn register_host(&self, r: HostRegistration) -> Result<TrainerSettings, ApiError> {
         self.host.register_host(r)
     }
     fn fetch_kernel(&self, b: &str) -> Result<KernelArtifact, ApiError> {
@@ -150,6 +152,7 @@ fn seed(seed_id: &str, site: &str) -> SeedState {
         blend_mode: None,
         health: HealthStatus::Healthy,
         paused: false,
+        blend: None,
     }
 }
 
@@ -217,7 +220,7 @@ impl KasminaApi for InMemoryApi {
         Ok(Outcome::accepted().with("stage", format!("{next:?}")))
     }
 
-    fn register_host(&self, registration: HostRegistration) -> Result<(), ApiError> {
+    fn register_host(&self, registration: HostRegistration) -> Result<TrainerSettings, ApiError> {
         let mut st = self.state.lock().unwrap();
         if registration.sites.is_empty() {
             return Err(ApiError::new(ApiErrorCode::BadRequest, "a host needs at least one site"));
@@ -232,7 +235,7 @@ impl KasminaApi for InMemoryApi {
             st.seeds.entry(slot.seed_id.clone()).or_insert_with(|| seed(&slot.seed_id, &slot.site));
         }
         st.registration = Some(registration);
-        Ok(())
+        Ok(kasmina::settings::Settings::default().trainer_settings())
     }
 
     fn fetch_kernel(&self, blueprint_id: &str) -> Result<KernelArtifact, ApiError> {
@@ -317,7 +320,7 @@ impl KasminaApi for GatedApi {
     fn submit_command(&self, c: AdaptationCommand) -> Result<Outcome, ApiError> {
         self.inner.submit_command(c)
     }
-    fn register_host(&self, r: HostRegistration) -> Result<(), ApiError> {
+    fn register_host(&self, r: HostRegistration) -> Result<TrainerSettings, ApiError> {
         self.inner.register_host(r)
     }
     fn fetch_kernel(&self, b: &str) -> Result<KernelArtifact, ApiError> {
@@ -414,40 +417,30 @@ pub fn registration() -> HostRegistration {
 }
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    kasmina_client::command::now_ms()
 }
 
-/// A command for the real host: annotations for the registered run and
-/// site, issued now, signed with [`key`] when `signed`.
+/// Annotations every test command carries: the registered run and site.
+const ANNOTATIONS: [(&str, &str); 3] =
+    [("training_run_id", RUN), ("mesh_layers", "hidden"), ("blend_mode", "RESIDUAL")];
+
+/// A SEED command for the real host with id `id`: [`ANNOTATIONS`], issued
+/// now, signed with [`key`] when `signed`.
 pub fn command(id: &str, seed: &str, operation: SeedOperation, signed: bool) -> AdaptationCommand {
-    let annotations = [("training_run_id", RUN), ("mesh_layers", "hidden"), ("blend_mode", "RESIDUAL")];
-    let mut cmd = AdaptationCommand {
-        version: leyline::CONTRACT_VERSION,
-        command_id: id.to_owned(),
-        target_seed_id: seed.to_owned(),
-        execution_deadline_ms: None,
-        issued_at_ms: Some(now_ms()),
-        issued_by: "test-controller".to_owned(),
-        payload: CommandPayload::Seed(SeedCommand {
-            operation,
-            blueprint_id: BLUEPRINT.to_owned(),
-            parameters: BTreeMap::new(),
-        }),
-        annotations: annotations.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
-        signature: None,
-    };
-    if signed {
-        kasmina::security::sign_in_place(&mut cmd, &key());
-    }
-    cmd
+    let builder = CommandBuilder::seed(seed, operation, BLUEPRINT)
+        .command_id(id)
+        .issued_by("test-controller")
+        .annotations(ANNOTATIONS);
+    if signed { builder.sign(&key()) } else { builder.build() }
 }
 
 /// A signed PAUSE (or resume) command.
 pub fn pause(id: &str, seed: &str, resume: bool) -> AdaptationCommand {
-    let mut cmd = command(id, seed, SeedOperation::Stabilize, false);
-    cmd.payload = CommandPayload::Pause(leyline::command::PauseCommand { resume });
-    kasmina::security::sign_in_place(&mut cmd, &key());
-    cmd
+    CommandBuilder::pause(seed, resume)
+        .command_id(id)
+        .issued_by("test-controller")
+        .annotations(ANNOTATIONS)
+        .sign(&key())
 }
 
 /// Plays a trainer that grafts what it is told and reports a kernel
@@ -481,6 +474,7 @@ impl SimTrainer {
                 max_gradient_cosine: 0.01,
                 fallback_used: false,
                 alpha: 0.0,
+                blend: None,
             })
             .collect();
         let report = StepReport {
@@ -489,6 +483,7 @@ impl SimTrainer {
             task_loss: 0.5,
             global_metric: Some(0.9),
             seeds,
+            distillation: None,
         };
         let directives = api.step_report(report).unwrap();
         for d in &directives {
@@ -516,20 +511,34 @@ pub fn stage_of(api: &dyn KasminaApi, seed: &str) -> SeedStage {
 }
 
 pub fn step(step: u64) -> StepReport {
-    StepReport { step, training_run_id: "run-1".to_owned(), task_loss: 0.5, global_metric: None, seeds: Vec::new() }
+    StepReport {
+        step,
+        training_run_id: "run-1".to_owned(),
+        task_loss: 0.5,
+        global_metric: None,
+        seeds: Vec::new(),
+        distillation: None,
+    }
 }
 
 /// A hand-driven connection for sending malformed or pipelined frames.
 pub struct RawConn {
     pub stream: std::os::unix::net::UnixStream,
-    buf: Vec<u8>,
+    /// Reads through a buffer on a second handle of `stream`.
+    reader: std::io::BufReader<std::os::unix::net::UnixStream>,
+    decoder: FrameDecoder,
 }
 
 impl RawConn {
     pub fn connect(path: &std::path::Path) -> Self {
         let stream = std::os::unix::net::UnixStream::connect(path).unwrap();
         stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
-        RawConn { stream, buf: Vec::new() }
+        Self::from_stream(stream)
+    }
+
+    fn from_stream(stream: std::os::unix::net::UnixStream) -> Self {
+        let reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        RawConn { stream, reader, decoder: FrameDecoder::new(u32::MAX) }
     }
 
     pub fn hello(path: &std::path::Path, role: Role) -> Self {
@@ -543,14 +552,15 @@ impl RawConn {
         c
     }
 
-    /// A second handle on the same socket (for a separate writer thread).
+    /// A second handle on the same socket, for a separate writer thread
+    /// (bytes this handle has buffered are not shared: read on one only).
     pub fn try_clone(&self) -> Self {
-        RawConn { stream: self.stream.try_clone().unwrap(), buf: Vec::new() }
+        Self::from_stream(self.stream.try_clone().unwrap())
     }
 
     pub fn send(&mut self, frame: &leyline::protocol::ClientFrame) {
         let mut bytes = Vec::new();
-        kasmina_daemon::codec::encode_frame(frame, u32::MAX, &mut bytes).unwrap();
+        codec::encode_frame(frame, u32::MAX, &mut bytes).unwrap();
         self.send_bytes(&bytes);
     }
 
@@ -559,7 +569,7 @@ impl RawConn {
         self.stream.write_all(bytes).unwrap();
     }
 
-    pub fn recv(&mut self) -> Result<leyline::protocol::ServerFrame, kasmina_daemon::FrameError> {
-        kasmina_daemon::codec::read_frame_blocking(&mut self.stream, u32::MAX, &mut self.buf)
+    pub fn recv(&mut self) -> Result<leyline::protocol::ServerFrame, FrameError> {
+        codec::read_frame_blocking(&mut self.reader, &mut self.decoder)
     }
 }

@@ -153,6 +153,47 @@ impl NonceLedger {
         Ok(report)
     }
 
+    /// Every live entry at `now_ms` as `(id, expires_at_ms)`, soonest expiry
+    /// first (what a journal snapshot keeps so replay protection survives a
+    /// restart). Bounded by the ledger's capacity.
+    pub fn live(&self, now_ms: u64) -> Vec<(String, u64)> {
+        let inner = self.lock();
+        inner
+            .by_expiry
+            .iter()
+            .filter(|((expiry, _), _)| *expiry > now_ms)
+            .map(|((expiry, _), id)| (id.to_string(), *expiry))
+            .collect()
+    }
+
+    /// Puts back an entry recorded before a restart with its original
+    /// expiry; `false` (and nothing changes) if it already expired at
+    /// `now_ms`, is malformed, or is live already.
+    pub fn restore(&self, id: &str, expires_at_ms: u64, now_ms: u64) -> bool {
+        if expires_at_ms <= now_ms || id.is_empty() || id.len() > MAX_NONCE_BYTES {
+            return false;
+        }
+        let mut inner = self.lock();
+        if inner.by_id.get(id).is_some_and(|&(expiry, _)| expiry > now_ms) {
+            return false;
+        }
+        if let Some((expiry, seq)) = inner.by_id.remove(id) {
+            inner.by_expiry.remove(&(expiry, seq));
+        }
+        if inner.by_id.len() >= self.capacity
+            && let Some((_, evicted)) = inner.by_expiry.pop_first()
+        {
+            inner.by_id.remove(&evicted);
+            self.truncations.fetch_add(1, Ordering::Relaxed);
+        }
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        let key: Arc<str> = Arc::from(id);
+        inner.by_expiry.insert((expires_at_ms, seq), Arc::clone(&key));
+        inner.by_id.insert(key, (expires_at_ms, seq));
+        true
+    }
+
     /// Removes every entry expired at `now_ms`; returns how many.
     pub fn purge_expired(&self, now_ms: u64) -> usize {
         let purged = self.lock().purge(now_ms);
@@ -201,6 +242,23 @@ mod tests {
         assert_eq!(ledger.expires_in("a", 500), Some(500));
         assert!(ledger.check_and_insert("a", 1_000).is_ok());
         assert_eq!(ledger.len(), 1);
+    }
+
+    #[test]
+    fn live_entries_round_trip_through_restore_with_their_expiry() {
+        let ledger = NonceLedger::new(1_000, 10);
+        ledger.check_and_insert("a", 0).expect("fresh");
+        ledger.check_and_insert("b", 500).expect("fresh");
+        assert_eq!(ledger.live(600), vec![("a".to_owned(), 1_000), ("b".to_owned(), 1_500)]);
+        assert_eq!(ledger.live(1_000), vec![("b".to_owned(), 1_500)], "expired entries are not kept");
+        let restarted = NonceLedger::new(1_000, 10);
+        for (id, expiry) in ledger.live(600) {
+            assert!(restarted.restore(&id, expiry, 700));
+        }
+        assert_eq!(restarted.check_and_insert("a", 800), Err(NonceError::Replayed { expires_in_ms: 200 }));
+        assert!(restarted.check_and_insert("a", 1_000).is_ok(), "the original expiry holds, not a fresh TTL");
+        assert!(!restarted.restore("c", 900, 900), "already expired");
+        assert!(!restarted.restore("b", 1_500, 900), "already live");
     }
 
     #[test]

@@ -8,16 +8,18 @@
 
 use kasmina_plugin_host::annotation::{AnnotationError, ParsedAnnotations};
 use kasmina_plugin_host::blueprint::AdmissionContext;
-use leyline::api::{BlendSpec, GraftDirective};
+use leyline::annotations as keys;
+use leyline::api::GraftDirective;
 use leyline::command::{
     CircuitBreakerCommand, EmergencyCommand, OptimizerCommand, PauseCommand, RollbackCommand, SeedCommand,
 };
 use leyline::prefetch::PrefetchRequest;
 use leyline::{
-    AdaptationCommand, BlendMode, CommandPayload, GateId, Outcome, ReasonCode, SeedOperation, SeedStage,
+    AdaptationCommand, AttrValue, CommandPayload, GateId, Outcome, ReasonCode, SeedOperation, SeedStage,
     TelemetryEvent, TelemetryLevel,
 };
 
+use super::blend::{blend_spec, mode_source};
 use super::{SeedContext, SeedManager, State};
 use crate::rollback::RollbackReason;
 
@@ -85,30 +87,59 @@ impl SeedManager {
 
     /// Emits the rejection event and builds the outcome.
     pub(super) fn reject(&self, command: &AdaptationCommand, reason: ReasonCode, detail: impl Into<String>) -> Outcome {
+        self.reject_key(command, reason, None, detail)
+    }
+
+    /// [`reject`](Self::reject) naming the annotation key at fault, in both
+    /// the outcome and the event (attribute `key`), so a controller and an
+    /// operator see which key to fix without parsing the detail.
+    fn reject_key(
+        &self,
+        command: &AdaptationCommand,
+        reason: ReasonCode,
+        key: Option<&str>,
+        detail: impl Into<String>,
+    ) -> Outcome {
         let detail = detail.into();
-        self.sink.emit(
-            TelemetryEvent::new(
-                "kasmina.command.rejected",
-                TelemetryLevel::Warning,
-                detail.clone(),
-                self.clock.now_ms(),
-            )
-            .seed(command.target_seed_id.as_str())
-            .attr("command_id", command.command_id.as_str())
-            .attr("command_type", command.command_type().as_str())
-            .attr("reason", reason.as_str()),
-        );
-        Outcome::rejected(reason, detail).with("command_id", command.command_id.as_str())
+        let mut event = TelemetryEvent::new(
+            "kasmina.command.rejected",
+            TelemetryLevel::Warning,
+            detail.clone(),
+            self.clock.now_ms(),
+        )
+        .seed(command.target_seed_id.as_str())
+        .attr("command_id", command.command_id.as_str())
+        .attr("command_type", command.command_type().as_str())
+        .attr("reason", reason.as_str());
+        let mut outcome = Outcome::rejected(reason, detail).with("command_id", command.command_id.as_str());
+        if let Some(key) = key {
+            event = event.attr("key", key);
+            outcome = outcome.with("key", key);
+        }
+        self.sink.emit(event);
+        outcome
     }
 
     fn accept(&self, command: &AdaptationCommand, what: &str) -> Outcome {
-        self.sink.emit(
+        self.accept_with(command, what, Vec::new())
+    }
+
+    /// Accepts with extra attributes, carried by both the outcome and the
+    /// `kasmina.command.executed` event (so an observer sees what the
+    /// controller was told, e.g. GERMINATE's blend facts).
+    fn accept_with(&self, command: &AdaptationCommand, what: &str, extra: Vec<(&'static str, AttrValue)>) -> Outcome {
+        let mut event =
             TelemetryEvent::new("kasmina.command.executed", TelemetryLevel::Info, what.to_owned(), self.clock.now_ms())
                 .seed(command.target_seed_id.as_str())
                 .attr("command_id", command.command_id.as_str())
-                .attr("command_type", command.command_type().as_str()),
-        );
-        Outcome::accepted().with("command_id", command.command_id.as_str()).with("result", what)
+                .attr("command_type", command.command_type().as_str());
+        let mut outcome = Outcome::accepted().with("command_id", command.command_id.as_str()).with("result", what);
+        for (key, value) in extra {
+            outcome = outcome.with(key, value.to_string());
+            event = event.attr(key, value);
+        }
+        self.sink.emit(event);
+        outcome
     }
 
     fn seed_command(&self, command: &AdaptationCommand, sc: &SeedCommand) -> Outcome {
@@ -180,9 +211,9 @@ impl SeedManager {
         let parsed = match self.policies.annotations.current().parse(&command.annotations, &self.annotation_limits()) {
             Ok(parsed) => parsed,
             Err(AnnotationError::Rejected(err)) => {
+                let key = Some(err.key.as_str()).filter(|k| !k.is_empty());
                 return Err(self
-                    .reject(command, ReasonCode::InvalidField, err.detail.clone())
-                    .with("key", err.key.as_str())
+                    .reject_key(command, ReasonCode::InvalidField, key, err.detail.clone())
                     .with("code", format!("{:?}", err.code)));
             }
             Err(AnnotationError::Plugin(failure)) => {
@@ -195,19 +226,17 @@ impl SeedManager {
                 return Err(self.reject(
                     command,
                     ReasonCode::InvalidField,
-                    format!("training_run_id {other:?} does not match the registered run {run_id:?}"),
+                    format!("{} {other:?} does not match the registered run {run_id:?}", keys::TRAINING_RUN_ID),
                 ));
             }
             None => {
-                return Err(self.reject(command, ReasonCode::MissingField, "annotation training_run_id is required"));
+                let detail = format!("annotation {} is required", keys::TRAINING_RUN_ID);
+                return Err(self.reject_key(command, ReasonCode::MissingField, Some(keys::TRAINING_RUN_ID), detail));
             }
         }
         if op.requires_mesh_layers() && parsed.mesh_layers.is_empty() {
-            return Err(self.reject(
-                command,
-                ReasonCode::MissingField,
-                format!("{} requires mesh_layers", op.as_str()),
-            ));
+            let detail = format!("{} requires {}", op.as_str(), keys::MESH_LAYERS);
+            return Err(self.reject_key(command, ReasonCode::MissingField, Some(keys::MESH_LAYERS), detail));
         }
         Ok(parsed)
     }
@@ -230,10 +259,17 @@ impl SeedManager {
             }
             return self.reject(command, ReasonCode::InvalidStage, detail);
         }
+        // Refused here, before any state changes, with the key named: a spec
+        // the trainer would refuse must never germinate a seed.
         let blend = match blend_spec(parsed) {
             Ok(blend) => blend,
-            Err((reason, detail)) => return self.reject(command, reason, detail),
+            Err(refusal) => return self.reject_key(command, refusal.reason, Some(refusal.key), refusal.detail),
         };
+        let blend_facts: Vec<(&'static str, AttrValue)> = vec![
+            (keys::BLEND_MODE, blend.mode.as_str().into()),
+            (keys::BLEND_MODE_SOURCE, mode_source(parsed).into()),
+            ("alpha_clamped", u64::from(parsed.alpha_clamped).into()),
+        ];
         seed.blueprint_id = Some(sc.blueprint_id.clone());
         seed.parameters = sc.parameters.clone();
         seed.mesh_layers = parsed.mesh_layers.clone();
@@ -277,7 +313,7 @@ impl SeedManager {
                 seed.last_failure = Some(format!("prefetch refused: {err}"));
             }
         }
-        self.accept(command, &format!("germinated {} with {}", seed.seed_id, sc.blueprint_id))
+        self.accept_with(command, &format!("germinated {} with {}", seed.seed_id, sc.blueprint_id), blend_facts)
     }
 
     fn advance_now(
@@ -527,7 +563,8 @@ impl SeedManager {
             .attr("command_id", command.command_id.as_str())
             .attr("seeds_culled", culled)
             .attr("cache_entries_cleared", cleared)
-            .attr("teacher_dropped", e.include_teacher),
+            // The trainer drops it when it applies the directive at its next step.
+            .attr("teacher_drop_directed", e.include_teacher),
         );
         self.accept(command, &format!("emergency: {culled} seeds culled, {cleared} cache entries cleared"))
     }
@@ -597,32 +634,5 @@ fn expected_stage(command: &AdaptationCommand, op: SeedOperation, current: SeedS
         SeedOperation::StartGrafting => SeedStage::Training,
         SeedOperation::Fossilize => SeedStage::Probationary,
         _ => current,
-    })
-}
-
-/// The host-side blend spec from parsed annotations. GERMINATE must name a
-/// blend mode; CONFIDENCE must name its gate.
-pub(super) fn blend_spec(parsed: &ParsedAnnotations) -> Result<BlendSpec, (ReasonCode, String)> {
-    let Some(b) = &parsed.blend else {
-        return Err((
-            ReasonCode::MissingField,
-            "GERMINATE requires blend_mode (CONVEX, RESIDUAL, CHANNEL or CONFIDENCE)".to_owned(),
-        ));
-    };
-    let confidence = b.mode == BlendMode::Confidence;
-    let need = |v: Option<f64>, key: &str| -> Result<f64, (ReasonCode, String)> {
-        match v {
-            Some(v) => Ok(v),
-            None if confidence => Err((ReasonCode::MissingField, format!("CONFIDENCE blending requires {key}"))),
-            None => Ok(0.0),
-        }
-    };
-    Ok(BlendSpec {
-        mode: b.mode,
-        alpha_vec: b.alpha_vec.clone().unwrap_or_default(),
-        gate_k: need(b.gate_k, "gate_k")?,
-        gate_tau: need(b.gate_tau, "gate_tau")?,
-        alpha_lo: b.alpha_lo.unwrap_or(0.0),
-        alpha_hi: b.alpha_hi.unwrap_or(1.0),
     })
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use leyline::api::{BlendSpec, SeedStepReport};
+use leyline::api::{BlendReport, BlendSpec, SeedStepReport};
 use leyline::{BlueprintDescriptor, HealthStatus, SeedStage, SeedState};
 
 /// Facts about the seed's verified kernel, from the kernel load manager.
@@ -60,6 +60,8 @@ pub struct SeedContext {
     pub output_shape_ok: bool,
     /// Latest kernel latency reported by the trainer, µs.
     pub kernel_latency_us: Option<u64>,
+    /// Blend statistics of the last reported step.
+    pub last_blend: Option<BlendReport>,
     /// Isolation violations in the current window.
     pub isolation_violations: u32,
     /// Largest host/seed gradient cosine in the window.
@@ -101,6 +103,7 @@ impl SeedContext {
             outputs_finite: true,
             output_shape_ok: true,
             kernel_latency_us: None,
+            last_blend: None,
             isolation_violations: 0,
             max_cosine: 0.0,
             paused: false,
@@ -156,6 +159,7 @@ impl SeedContext {
         }
         self.outputs_finite = report.outputs_finite;
         self.output_shape_ok = report.output_shape_ok;
+        self.last_blend = report.blend.clone();
         if report.kernel_attached {
             self.kernel_latency_us = Some(report.kernel_latency_us);
         }
@@ -180,6 +184,7 @@ impl SeedContext {
     /// seed, which gates then see as "kernel not attached".
     pub fn absent_from_report(&mut self) {
         self.kernel_attached = false;
+        self.last_blend = None;
         self.reported_kernel_sha256 = None;
         match self.stage {
             SeedStage::Training
@@ -230,6 +235,7 @@ impl SeedContext {
             blend_mode: self.blend.as_ref().map(|b| b.mode),
             health: self.health(isolation_breaker_open),
             paused: self.paused,
+            blend: self.last_blend.clone(),
         }
     }
 }

@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use kasmina_kernels::{PrefetchEvent, RecvError};
-use leyline::api::{GraftDirective, StepReport};
+use leyline::api::{BlendReport, GraftDirective, StepReport};
 use leyline::{GateId, SeedStage, TelemetryEvent, TelemetryLevel};
 
 use super::context::KernelFacts;
@@ -57,12 +57,30 @@ impl SeedManager {
         {
             st.latest_metric = Some(metric);
         }
+        if let Some(kd) = &report.distillation {
+            self.sink.emit(
+                TelemetryEvent::new(
+                    "kasmina.distillation.step",
+                    TelemetryLevel::Info,
+                    format!("KD loss {:.4} (weight {})", kd.kd_loss, kd.weight),
+                    self.clock.now_ms(),
+                )
+                .attr("step", report.step)
+                .attr("kd_loss", kd.kd_loss)
+                .attr("weight", kd.weight)
+                .attr("teacher_memory_bytes", kd.teacher_memory_bytes),
+            );
+        }
+        st.latest_distillation = report.distillation.clone();
         let window = self.settings.gates.loss_window;
         let latest_metric = st.latest_metric;
         for seed in st.seeds.values_mut() {
             match report.seeds.iter().find(|r| r.seed_id == seed.seed_id) {
                 Some(seed_report) => {
                     seed.absorb(seed_report, window);
+                    if let Some(blend) = &seed_report.blend {
+                        self.sink.emit(blend_event(&seed.seed_id, report.step, blend, self.clock.now_ms()));
+                    }
                     if seed_report.isolation_violations > 0 {
                         self.isolation_breaker.record_failure("gradient isolation violation");
                     }
@@ -283,4 +301,30 @@ impl SeedManager {
         directives.push(GraftDirective::Stage { seed_id: seed.seed_id.clone(), stage: to, alpha: seed.alpha });
         Ok(())
     }
+}
+
+/// The per-seed, per-step blend telemetry (SPEC.md §5): mode, α mean and
+/// p95, clamped fraction, sparsity (CHANNEL), gate mean (CONFIDENCE) and
+/// kernel time, as the trainer measured them.
+fn blend_event(seed_id: &str, step: u64, b: &BlendReport, now_ms: u64) -> TelemetryEvent {
+    let mut event = TelemetryEvent::new(
+        "kasmina.blend.step",
+        TelemetryLevel::Info,
+        format!("{} blend: alpha mean {:.3}, p95 {:.3}", b.mode.as_str(), b.alpha_mean, b.alpha_p95),
+        now_ms,
+    )
+    .seed(seed_id)
+    .attr("step", step)
+    .attr("mode", b.mode.as_str())
+    .attr("alpha_mean", b.alpha_mean)
+    .attr("alpha_p95", b.alpha_p95)
+    .attr("clamped_fraction", b.clamped_fraction)
+    .attr("kernel_us", b.kernel_us);
+    if let Some(s) = b.sparsity {
+        event = event.attr("sparsity", s);
+    }
+    if let Some(g) = b.gate_mean {
+        event = event.attr("gate_mean", g);
+    }
+    event
 }

@@ -128,16 +128,23 @@ impl SeedManager {
             }
         }
         let mut replay_from = start;
-        if let Some(JournalRecord::Snapshot { seeds: snapshot, recorded_at_ms }) = committed.get(start) {
+        let now = self.clock.now_ms();
+        if let Some(JournalRecord::Snapshot { seeds: snapshot, nonces, recorded_at_ms }) = committed.get(start) {
             report.from_snapshot = true;
             replay_from = start + 1;
+            // Replay protection across the restart: every id the ledger
+            // refused when the snapshot was taken, with its own expiry.
+            for nonce in nonces {
+                if self.verifier.ledger().restore(&nonce.command_id, nonce.expires_at_ms, now) {
+                    report.nonces_restored += 1;
+                }
+            }
             for state in snapshot {
                 let seed =
                     self.seed_from_snapshot(state, *recorded_at_ms, germinations.get(&state.seed_id), &mut report);
                 seeds.insert(state.seed_id.clone(), seed);
             }
         }
-        let now = self.clock.now_ms();
         let ttl = self.verifier.ledger().ttl_ms();
         for (offset, record) in committed[replay_from..].iter().enumerate() {
             let index = replay_from + offset;
@@ -351,7 +358,7 @@ fn apply_germination(seed: &mut SeedContext, g: &Germination, manager: &SeedMana
     seed.parameters = g.parameters.clone();
     seed.mesh_layers = g.parsed.mesh_layers.clone();
     // The same mapping the command path applied when it accepted the command.
-    seed.blend = super::commands::blend_spec(&g.parsed).ok();
+    seed.blend = super::blend::blend_spec(&g.parsed).ok();
     seed.descriptor = manager.kernels.urza().entry(&g.blueprint_id).map(|e| e.descriptor);
 }
 
@@ -377,9 +384,8 @@ fn replay_command(seeds: &mut BTreeMap<String, SeedContext>, command: &Adaptatio
 /// exactly; CHANNEL and CONFIDENCE carry data a snapshot does not hold.
 fn plain_blend(mode: BlendMode) -> Option<BlendSpec> {
     match mode {
-        BlendMode::Convex | BlendMode::Residual => {
-            Some(BlendSpec { mode, alpha_vec: Vec::new(), gate_k: 0.0, gate_tau: 0.0, alpha_lo: 0.0, alpha_hi: 1.0 })
-        }
+        BlendMode::Convex => Some(BlendSpec::convex()),
+        BlendMode::Residual => Some(BlendSpec::residual()),
         BlendMode::Channel | BlendMode::Confidence => None,
     }
 }

@@ -34,6 +34,9 @@ pub const METRIC_TOLERANCE: f64 = 0.02;
 pub const ISOLATION_COSINE_THRESHOLD: f64 = 0.1;
 /// Coordinates sampled per parameter by the isolation monitor.
 pub const ISOLATION_SAMPLES_PER_PARAM: usize = 256;
+/// Most coordinates sampled per parameter: the monitor's memory is O(k), and
+/// beyond this sampling costs more than comparing whole gradients.
+pub const ISOLATION_SAMPLES_PER_PARAM_MAX: usize = 65_536;
 /// Violations within the window that open the isolation breaker.
 pub const ISOLATION_VIOLATIONS_TO_TRIP: u32 = 3;
 /// Window (steps) over which isolation violations are counted.

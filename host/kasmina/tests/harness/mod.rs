@@ -268,8 +268,16 @@ impl SimTrainer {
                 max_gradient_cosine: if self.m.violations > 0 { 0.9 } else { 0.01 },
                 fallback_used: self.m.fallback_used,
                 alpha: s.alpha,
+                blend: None,
             })
             .collect();
-        StepReport { step, training_run_id: RUN.to_owned(), task_loss: 0.5, global_metric: self.m.metric, seeds }
+        StepReport {
+            step,
+            training_run_id: RUN.to_owned(),
+            task_loss: 0.5,
+            global_metric: self.m.metric,
+            seeds,
+            distillation: None,
+        }
     }
 }

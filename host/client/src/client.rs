@@ -3,20 +3,24 @@
 //! choosing which `Arc<dyn KasminaApi>` it holds. Observers turn a client
 //! into a [`TelemetryStream`].
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod conn;
+
+use std::io::BufReader;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use leyline::api::{
     ApiError, ApiErrorCode, GraftDirective, HostRegistration, HostStatus, KasminaApi, KernelArtifact, StepReport,
+    TrainerSettings,
 };
 use leyline::protocol::{ClientFrame, PROTOCOL_VERSION, RequestBody, ResponseBody, Role, ServerFrame};
 use leyline::{AdaptationCommand, Outcome, SeedState, TelemetryEvent, TelemetryLevel};
 
-use crate::codec::{self, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES, FrameError};
+use crate::codec::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES, FrameDecoder, FrameError};
+use conn::{Conn, Stream, frame_name};
 
 /// Default bound on one request's round trip (kernel fetches included).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -85,145 +89,6 @@ impl From<ClientError> for ApiError {
     }
 }
 
-enum Stream {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-}
-
-impl Stream {
-    fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.set_read_timeout(t),
-            Stream::Tcp(s) => s.set_read_timeout(t),
-        }
-    }
-    fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.set_nonblocking(on),
-            Stream::Tcp(s) => s.set_nonblocking(on),
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Unix(s) => s.read(buf),
-            Stream::Tcp(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Unix(s) => s.write(buf),
-            Stream::Tcp(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.flush(),
-            Stream::Tcp(s) => s.flush(),
-        }
-    }
-}
-
-struct Conn {
-    io: BufReader<Stream>,
-    settings: ClientSettings,
-    next_id: u64,
-    /// Set after any transport failure: the stream position is unknown, so
-    /// every later call fails loudly instead of reading a stale answer.
-    broken: Option<String>,
-    wbuf: Vec<u8>,
-    rbuf: Vec<u8>,
-}
-
-impl Conn {
-    fn send(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
-        self.wbuf.clear();
-        codec::encode_frame(frame, self.settings.max_request_bytes, &mut self.wbuf)?;
-        let stream = self.io.get_mut();
-        stream.write_all(&self.wbuf).map_err(FrameError::Io)?;
-        Ok(())
-    }
-
-    /// Polls (without blocking) until the answer starts to arrive or
-    /// `spin_wait` passes; the blocking read that follows then finds it
-    /// buffered instead of sleeping until it arrives.
-    fn poll_for_answer(&mut self) -> Result<(), ClientError> {
-        let spin = self.settings.spin_wait;
-        if spin.is_zero() || !self.io.buffer().is_empty() {
-            return Ok(());
-        }
-        self.io.get_ref().set_nonblocking(true).map_err(FrameError::Io)?;
-        let started = Instant::now();
-        let polled = loop {
-            match self.io.fill_buf() {
-                Ok(_) => break Ok(()), // bytes, or EOF for the read to report
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && started.elapsed() < spin => {
-                    std::thread::yield_now()
-                }
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {
-                    break Ok(());
-                }
-                Err(e) => break Err(e),
-            }
-        };
-        // Back to blocking reads (bounded by the request timeout) either way.
-        self.io.get_ref().set_nonblocking(false).map_err(FrameError::Io)?;
-        polled.map_err(|e| ClientError::Frame(FrameError::Io(e)))
-    }
-
-    fn recv(&mut self) -> Result<ServerFrame, ClientError> {
-        Ok(codec::read_frame_blocking(&mut self.io, self.settings.max_response_bytes, &mut self.rbuf)?)
-    }
-
-    fn call(&mut self, body: RequestBody) -> Result<ResponseBody, ApiError> {
-        if let Some(why) = &self.broken {
-            return Err(ApiError::new(
-                ApiErrorCode::Transport,
-                format!("connection unusable after an earlier failure: {why}"),
-            ));
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        match self.exchange(id, body) {
-            Ok(answer) => answer,
-            Err(err) => {
-                self.broken = Some(err.to_string());
-                Err(err.into())
-            }
-        }
-    }
-
-    fn exchange(&mut self, id: u64, body: RequestBody) -> Result<Result<ResponseBody, ApiError>, ClientError> {
-        self.send(&ClientFrame::Request { correlation_id: id, body })?;
-        self.poll_for_answer()?;
-        match self.recv()? {
-            ServerFrame::Response { correlation_id, body } if correlation_id == id => Ok(body),
-            ServerFrame::Response { correlation_id, .. } => {
-                Err(ClientError::Protocol(format!("answer to request {correlation_id} while waiting for {id}")))
-            }
-            ServerFrame::Closing(err) => Err(ClientError::Closed(err)),
-            other => {
-                Err(ClientError::Protocol(format!("unexpected {} while waiting for an answer", frame_name(&other))))
-            }
-        }
-    }
-}
-
-fn frame_name(frame: &ServerFrame) -> &'static str {
-    match frame {
-        ServerFrame::Welcome { .. } => "Welcome",
-        ServerFrame::Refused { .. } => "Refused",
-        ServerFrame::Response { .. } => "Response",
-        ServerFrame::Telemetry(_) => "Telemetry",
-        ServerFrame::Closing(_) => "Closing",
-    }
-}
-
 /// A blocking connection to the daemon. Calls are serialised (one request
 /// in flight per client); open one client per thread for parallelism.
 pub struct DaemonClient {
@@ -269,11 +134,11 @@ impl DaemonClient {
         stream.set_read_timeout(settings.request_timeout).map_err(FrameError::Io)?;
         let mut conn = Conn {
             io: BufReader::with_capacity(64 * 1024, stream),
-            settings,
             next_id: 1,
             broken: None,
             wbuf: Vec::new(),
-            rbuf: Vec::new(),
+            decoder: FrameDecoder::new(settings.max_response_bytes),
+            settings,
         };
         let sent = conn.send(&ClientFrame::Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -332,7 +197,7 @@ impl DaemonClient {
 fn unexpected(request: &str, answer: &ResponseBody) -> ApiError {
     let name = match answer {
         ResponseBody::CommandOutcome(_) => "CommandOutcome",
-        ResponseBody::Registered => "Registered",
+        ResponseBody::Registered(_) => "Registered",
         ResponseBody::Kernel(_) => "Kernel",
         ResponseBody::Directives(_) => "Directives",
         ResponseBody::SeedStates(_) => "SeedStates",
@@ -350,9 +215,9 @@ impl KasminaApi for DaemonClient {
             other => Err(unexpected("SubmitCommand", &other)),
         }
     }
-    fn register_host(&self, registration: HostRegistration) -> Result<(), ApiError> {
+    fn register_host(&self, registration: HostRegistration) -> Result<TrainerSettings, ApiError> {
         match self.request(RequestBody::RegisterHost(registration))? {
-            ResponseBody::Registered => Ok(()),
+            ResponseBody::Registered(settings) => Ok(settings),
             other => Err(unexpected("RegisterHost", &other)),
         }
     }

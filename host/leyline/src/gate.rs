@@ -1,0 +1,155 @@
+//! What a lifecycle gate decides on (SPEC.md §2): [`GateInputs`], filled by
+//! the host's gate service from real seed state for one seed.
+//!
+//! The type lives in the contract, with serde, because three parties use
+//! the same record: the gate service hands it to the gate plugin, the
+//! decision journal stores it verbatim with every verdict (postcard keeps
+//! NaN and ±inf bit for bit, so no hand-written field codec is needed), and
+//! `journal replay` re-feeds it to a candidate plugin.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ParameterBounds, SeedStage};
+
+/// Performance status of a seed's kernel path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PerformanceStatus {
+    /// Own verified kernel at expected speed.
+    Nominal,
+    /// Own verified kernel within tolerances.
+    Healthy,
+    /// Outside tolerances.
+    Degraded,
+    /// Something other than the seed's own kernel ran.
+    Fallback,
+    /// Failing.
+    Critical,
+}
+
+impl PerformanceStatus {
+    /// Stable lower-case name (as in `wit/gate-policy.wit`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PerformanceStatus::Nominal => "nominal",
+            PerformanceStatus::Healthy => "healthy",
+            PerformanceStatus::Degraded => "degraded",
+            PerformanceStatus::Fallback => "fallback",
+            PerformanceStatus::Critical => "critical",
+        }
+    }
+}
+
+/// Everything a gate needs (SPEC.md §2), for one seed. See
+/// `wit/gate-policy.wit` for each field's meaning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateInputs {
+    /// Seed id.
+    pub seed_id: String,
+    /// Seed site.
+    pub site: String,
+    /// Blueprint id (empty if none).
+    pub blueprint_id: String,
+    /// Whether Urza knows the blueprint.
+    pub blueprint_known: bool,
+    /// Stage the host holds now.
+    pub current_stage: SeedStage,
+    /// Stage the controller expects.
+    pub expected_stage: SeedStage,
+    /// Stage the host last reported.
+    pub reported_stage: SeedStage,
+    /// Requested parameters.
+    pub parameters: BTreeMap<String, f64>,
+    /// Declared parameter bounds.
+    pub parameter_bounds: BTreeMap<String, ParameterBounds>,
+    /// Kernel attached to the slot.
+    pub kernel_attached: bool,
+    /// Kernel fetched from Urza and SHA-256 verified.
+    pub kernel_verified: bool,
+    /// Anything other than the seed's own verified kernel ran.
+    pub fallback_used: bool,
+    /// Gradient-isolation violations in the current window.
+    pub isolation_violations: u32,
+    /// Largest host/seed gradient cosine observed.
+    pub max_cosine: f64,
+    /// Recent seed outputs all finite.
+    pub outputs_finite: bool,
+    /// Recent losses, oldest first.
+    pub loss_window: Vec<f64>,
+    /// Largest allowed loss variance.
+    pub loss_variance_threshold: f64,
+    /// Measured kernel latency (µs).
+    pub kernel_latency_us: f64,
+    /// Kernel latency budget (µs).
+    pub latency_budget_us: f64,
+    /// Host model registered.
+    pub host_registered: bool,
+    /// Layers this seed's site requires.
+    pub required_layers: Vec<String>,
+    /// Layers the mesh covers.
+    pub available_layers: Vec<String>,
+    /// Kernel I/O shapes match the site.
+    pub interface_matches: bool,
+    /// Kernel path status.
+    pub performance_status: PerformanceStatus,
+    /// Global metric change (positive is better).
+    pub metric_delta: f64,
+    /// Largest tolerated regression.
+    pub metric_tolerance: f64,
+    /// Slot clean (no cache/registry entries left).
+    pub reset_clean: bool,
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A record with every awkward value the journal must keep exactly.
+    pub(crate) fn awkward() -> GateInputs {
+        GateInputs {
+            seed_id: "s\"1".to_owned(),
+            site: "hidden".to_owned(),
+            blueprint_id: "bp".to_owned(),
+            blueprint_known: true,
+            current_stage: SeedStage::Training,
+            expected_stage: SeedStage::Training,
+            reported_stage: SeedStage::Germinated,
+            parameters: BTreeMap::from([("lr".to_owned(), 0.1 + 0.2), ("nan".to_owned(), f64::NAN)]),
+            parameter_bounds: BTreeMap::from([("lr".to_owned(), ParameterBounds { min: 1e-5, max: f64::INFINITY })]),
+            kernel_attached: true,
+            kernel_verified: false,
+            fallback_used: false,
+            isolation_violations: 3,
+            max_cosine: -0.25,
+            outputs_finite: true,
+            loss_window: vec![0.5, f64::NEG_INFINITY, 1e-300],
+            loss_variance_threshold: 1.0,
+            kernel_latency_us: f64::INFINITY,
+            latency_budget_us: 5000.0,
+            host_registered: true,
+            required_layers: vec!["hidden".to_owned()],
+            available_layers: vec!["a,b".to_owned(), "hidden".to_owned()],
+            interface_matches: true,
+            performance_status: PerformanceStatus::Degraded,
+            metric_delta: f64::NAN,
+            metric_tolerance: 0.02,
+            reset_clean: false,
+        }
+    }
+
+    #[test]
+    fn postcard_round_trip_is_bit_exact_including_non_finite_floats() {
+        let inputs = awkward();
+        let bytes = postcard::to_allocvec(&inputs).unwrap_or_default();
+        let Ok(back) = postcard::from_bytes::<GateInputs>(&bytes) else {
+            panic!("gate inputs do not decode");
+        };
+        // NaN != NaN, so compare the encodings, then spot-check the floats.
+        assert_eq!(postcard::to_allocvec(&back).unwrap_or_default(), bytes);
+        assert!(back.metric_delta.is_nan() && back.kernel_latency_us == f64::INFINITY);
+        assert_eq!(back.parameters["lr"].to_bits(), (0.1f64 + 0.2).to_bits());
+        assert_eq!(back.loss_window[1], f64::NEG_INFINITY);
+        assert_eq!(back.parameter_bounds["lr"].max, f64::INFINITY);
+    }
+}
