@@ -39,11 +39,14 @@ fn stage(run: &Run, id: &str) -> Option<SeedStage> {
     run.seeds.iter().find(|s| s.seed_id == id).map(|s| s.stage)
 }
 
-fn embedded(mode: BlendMode, data: &kasmina_examples::digits::Split) -> Run {
+/// The embedded run, and the daemon's `/metrics` text rendered over the same host afterwards.
+fn embedded(mode: BlendMode, data: &kasmina_examples::digits::Split) -> (Run, String) {
     let key = setup::fresh_key().expect("key");
     let urza = tempfile::tempdir().expect("tempdir");
-    let host = setup::embedded_host(settings(), key.clone(), urza.path()).expect("embedded host");
-    seeded(mode, Apis { trainer: &host, controller: &host }, key, data)
+    let host = Arc::new(setup::embedded_host(settings(), key.clone(), urza.path()).expect("embedded host"));
+    let run = seeded(mode, Apis { trainer: &*host, controller: &*host }, key, data);
+    let metrics = kasmina_daemon::metrics::render(&kasmina_daemon::DaemonHost::unjournaled(host));
+    (run, metrics)
 }
 
 fn beside_daemon(mode: BlendMode, data: &kasmina_examples::digits::Split) -> Run {
@@ -59,8 +62,18 @@ fn beside_daemon(mode: BlendMode, data: &kasmina_examples::digits::Split) -> Run
 
 fn check(mode: BlendMode) {
     let data = data();
-    let local = embedded(mode, &data);
+    let (local, metrics) = embedded(mode, &data);
     assert_eq!(stage(&local, "seed-a"), Some(SeedStage::Fossilized), "{mode:?}: {:#?}", local.timeline);
+    // The fossil still blends (α = 1): its statistics reached the host …
+    let blend = local.seeds.iter().find(|s| s.seed_id == "seed-a").and_then(|s| s.blend.clone());
+    let blend = blend.unwrap_or_else(|| panic!("{mode:?}: no blend statistics for seed-a"));
+    assert_eq!(blend.mode, mode);
+    assert_eq!(blend.gate_mean.is_some(), mode == BlendMode::Confidence, "{blend:?}");
+    assert_eq!(blend.sparsity.is_some(), mode == BlendMode::Channel, "{blend:?}");
+    // … and the operator's gauges.
+    let gauge =
+        format!("kasmina_seed_blend_alpha_mean{{seed_id=\"seed-a\",site=\"hidden\",mode=\"{}\"}}", mode.as_str());
+    assert!(metrics.contains(&gauge), "{gauge} missing from /metrics:\n{metrics}");
     assert!(matches!(stage(&local, "seed-b"), Some(SeedStage::Embargoed | SeedStage::Culled)));
     assert!(local.parameters_added > 0, "{mode:?}: a fossilized seed adds parameters");
     let remote = beside_daemon(mode, &data);
