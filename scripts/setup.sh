@@ -132,4 +132,45 @@ with open(tmp, "wb") as f:
 os.replace(tmp, dest)
 PY
 fi
+# --- python: the kasmina package (bindings/python) and its venv -------------------------
+# (d) a virtual environment at $KASMINA_CACHE/venv with PyTorch (the same 2.11.0 the slim
+#     libtorch above comes from), maturin and pytest, and the kasmina wheel built from
+#     bindings/python (its own cargo workspace and target dir, $KASMINA_CACHE/target-python)
+#     and installed into it. The wheels are downloaded once into $KASMINA_CACHE/wheels; the
+#     torch wheel is the one already there. PyTorch on the Python package index is the CUDA
+#     build for Linux (~2.7 GB with its nvidia-* wheels, 4.7 GB installed): the CPU-only wheel
+#     index is a separate host this machine does not reach, and the slim trick used for
+#     libtorch cannot serve `import torch` (libtorch_python.so needs the CUDA libraries).
+#     The venv is rebuilt only when the pinned requirements change (stamp file, written
+#     last); the wheel is rebuilt incrementally and reinstalled on every run (~5 s warm).
+#     KASMINA_SKIP_PYTHON=1 skips all of (d).
+if [[ "${KASMINA_SKIP_PYTHON:-0}" != 1 ]]; then
+    VENV="$CACHE/venv"
+    PY_REQUIREMENTS=("torch==$TORCH_VERSION" "maturin==1.16.0" "pytest==8.4.2")
+    PY_STAMP="$VENV/.kasmina-requirements"
+    if [[ ! -x "$VENV/bin/python" ]] || [[ "$(cat "$PY_STAMP" 2>/dev/null)" != "${PY_REQUIREMENTS[*]}" ]]; then
+        say "creating $VENV (PyTorch $TORCH_VERSION, maturin, pytest; ~2.7 GB of wheels, downloaded once)"
+        mkdir -p "$CACHE/wheels"
+        "$PYTHON" -m pip download --quiet --only-binary=:all: --find-links "$CACHE/wheels" \
+            --dest "$CACHE/wheels" "${PY_REQUIREMENTS[@]}"
+        rm -rf "$VENV"
+        "$PYTHON" -m venv "$VENV"
+        "$VENV/bin/python" -m pip install --quiet --no-index --find-links "$CACHE/wheels" "${PY_REQUIREMENTS[@]}"
+        echo "${PY_REQUIREMENTS[*]}" > "$PY_STAMP"
+        say "venv ready ($(du -sh "$VENV" | cut -f1))"
+    fi
+    WHEELHOUSE="$CACHE/python-wheelhouse"
+    rm -rf "$WHEELHOUSE"
+    say "building the kasmina wheel (bindings/python; the first build compiles PyO3: ~1 min)"
+    CARGO_TARGET_DIR="$CACHE/target-python" "$VENV/bin/maturin" build --quiet --release --locked \
+        --manifest-path "$REPO/bindings/python/Cargo.toml" --interpreter "$VENV/bin/python" --out "$WHEELHOUSE"
+    WHEELS_BUILT=("$WHEELHOUSE"/kasmina-*.whl)
+    if [[ ${#WHEELS_BUILT[@]} -ne 1 ]] || [[ ! -f "${WHEELS_BUILT[0]}" ]]; then
+        echo "[setup] FAIL: expected one kasmina wheel in $WHEELHOUSE, found: ${WHEELS_BUILT[*]}" >&2
+        exit 1
+    fi
+    "$VENV/bin/python" -m pip install --quiet --no-index --no-deps --force-reinstall "${WHEELS_BUILT[0]}"
+    say "python: $VENV/bin/python with kasmina $(basename "${WHEELS_BUILT[0]}")"
+fi
+# --- end python ---
 say "ready: libtorch=$LIBTORCH_DIR data=$DIGITS"

@@ -20,9 +20,38 @@ if cargo tree --locked -p kasmina-client -e normal,build --prefix none | grep -q
     echo "[test] FAIL: kasmina-client depends on tch, torch-sys, wasmtime or tokio (cargo tree -p kasmina-client)" >&2
     exit 1
 fi
+# The production binary carries its default plugins as bytes; the crate that
+# builds the fault-fixture plugins (and knows build-directory paths) is for tests.
+if cargo tree --locked -p kasmina-daemon -e normal,build --prefix none | grep -qE '^kasmina-plugin-artifacts '; then
+    echo "[test] FAIL: kasmina-daemon links kasmina-plugin-artifacts outside tests (cargo tree -p kasmina-daemon)" >&2
+    exit 1
+fi
 if ! cargo fmt --all --check >/dev/null; then
     echo "[test] FAIL: code is not formatted; run: cargo fmt --all" >&2
     exit 1
 fi
+# --- gpu-check dry run: scripts/gpu-check.sh's own flow on CPU stand-ins (no GPU needed) ---
+bash scripts/gpu-check.sh --dry-run
+# --- end gpu-check dry run ---
 echo "[test] cargo test --workspace (first run compiles libtorch bindings and wasmtime: several minutes)" >&2
-exec cargo test --workspace --locked "$@"
+cargo test --workspace --locked "$@"
+# --- python: the kasmina package's tests (bindings/python) on real torch, the real daemon ---
+# scripts/setup.sh built and installed the wheel into the venv. The tests start the
+# `kasmina` binary and run the Rust digits demo for comparison; both are built by the
+# cargo test above (the build below only makes sure, and is a no-op then).
+CACHE="${KASMINA_CACHE:-$HOME/.cache/kasmina}"
+if [[ "${KASMINA_SKIP_PYTHON:-0}" != 1 ]]; then
+    if ! cargo fmt --manifest-path bindings/python/Cargo.toml --all --check >/dev/null; then
+        echo "[test] FAIL: bindings/python is not formatted; run: cargo fmt --manifest-path bindings/python/Cargo.toml --all" >&2
+        exit 1
+    fi
+    cargo build --locked --quiet -p kasmina-daemon --bin kasmina -p kasmina-examples --example digits
+    TARGET_DIR="$(cargo metadata --locked --format-version 1 --no-deps | "$CACHE/venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+    export KASMINA_BIN="$TARGET_DIR/debug/kasmina"
+    export KASMINA_DIGITS_DEMO="$TARGET_DIR/debug/examples/digits"
+    KASMINA_WHEEL="$(ls "$CACHE"/python-wheelhouse/kasmina-*.whl)"
+    export KASMINA_WHEEL
+    echo "[test] pytest bindings/python/tests (PyTorch trainer, native client, parity with the Rust tensor plane)" >&2
+    "$CACHE/venv/bin/python" -m pytest -p no:cacheprovider bindings/python/tests
+fi
+# --- end python ---

@@ -1,0 +1,35 @@
+"""``kasmina.torch``: grow seeds in a running PyTorch model.
+
+Shaped like adapter libraries: :meth:`Grafter.register` replaces each named
+seed-site submodule with a :class:`SeedSite` that keeps the original as
+``base_layer`` and holds the seeds in an ``nn.ModuleDict``; the control
+plane (``kasmina serve``) decides what grows, and the grafter applies it:
+kernels load with ``torch.jit.load`` only after their SHA-256 matches the
+directive, blends follow SPEC §5 op for op with the Rust tensor plane,
+gradient isolation is measured every step, and seed parameters join and
+leave the optimizer's param groups.
+
+Plain Python over :mod:`kasmina` (the native client); importing it needs
+PyTorch, importing :mod:`kasmina` does not.
+"""
+
+from kasmina.torch._blend import BlendParams, BlendStats, blend, incubate
+from kasmina.torch._grafter import STATE_FORMAT, Grafter, SeedView, StepResult, TrainerEvent
+from kasmina.torch._isolation import sampled_cosine
+from kasmina.torch._site import SeedSite
+from kasmina.torch._slot import SeedSlot
+
+__all__ = [
+    "Grafter",
+    "SeedSite",
+    "SeedSlot",
+    "SeedView",
+    "StepResult",
+    "TrainerEvent",
+    "BlendParams",
+    "BlendStats",
+    "blend",
+    "incubate",
+    "sampled_cosine",
+    "STATE_FORMAT",
+]
