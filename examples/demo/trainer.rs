@@ -94,8 +94,10 @@ pub fn train(config: &TrainConfig, data: &Split, mut control: Option<Control<'_>
     let net = HostNet::new(&vs.root(), config.hidden);
     let host_parameters: i64 = vs.trainable_variables().iter().map(|p| p.numel() as i64).sum();
     let mut opt = nn::Adam::default().build(&vs, config.learning_rate)?;
+    // Durable rollback checkpoints (fossilization records one) live as long as the run.
+    let checkpoints = tempfile::Builder::new().prefix("kasmina-demo-checkpoints").tempdir()?;
     let mut trainer = match &control {
-        Some(c) => Some(register(c.apis.trainer, config, &vs)?),
+        Some(c) => Some(register(c.apis.trainer, config, &vs, checkpoints.path())?),
         None => None,
     };
     let mut batches = Batches::new(data.train_x.size()[0] as usize, config);
@@ -177,14 +179,20 @@ pub fn train(config: &TrainConfig, data: &Split, mut control: Option<Control<'_>
 type DemoTrainer<'a> = Trainer<&'a dyn KasminaApi>;
 
 /// Registers the demo's one site and two slots; isolation is measured
-/// against the host network's parameters.
-fn register<'a>(api: &'a dyn KasminaApi, config: &TrainConfig, vs: &nn::VarStore) -> Result<DemoTrainer<'a>> {
+/// against the host network's parameters, and rollback checkpoints copy them
+/// (durable ones into `checkpoints`).
+fn register<'a>(
+    api: &'a dyn KasminaApi,
+    config: &TrainConfig,
+    vs: &nn::VarStore,
+    checkpoints: &std::path::Path,
+) -> Result<DemoTrainer<'a>> {
     let declared = SLOTS.iter().fold(
         TrainerConfig::new(RUN_ID, config.device).site(SITE, [Dim::Batch, Dim::Fixed(config.hidden as u64)]),
         |c, seed| c.slot(*seed, SITE),
     );
     let adam = SeedOptimizerConfig::Adam { lr: config.learning_rate, beta1: 0.9, beta2: 0.999, weight_decay: 0.0 };
-    let mut trainer = Trainer::register(api, declared.seed_optimizer(adam))?;
+    let mut trainer = Trainer::register(api, declared.seed_optimizer(adam).checkpoint_dir(checkpoints))?;
     trainer.watch_host_parameters(vs.trainable_variables());
     if let Some(path) = &config.teacher {
         let teacher = tch::CModule::load_on_device(path, config.device)
@@ -279,7 +287,7 @@ fn evaluate(net: &HostNet, trainer: Option<&mut DemoTrainer<'_>>, x: &Tensor, y:
 }
 
 fn show_progress(config: &TrainConfig, step: u64, loss: f64, trainer: Option<&DemoTrainer<'_>>) -> Result<()> {
-    if step % 10 != 0 && step != config.steps {
+    if !step.is_multiple_of(10) && step != config.steps {
         return Ok(());
     }
     let done = (step * 30 / config.steps.max(1)) as usize;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use leyline::api::{
     ApiError, ApiErrorCode, GraftDirective, HostRegistration, HostStatus, KasminaApi, KernelArtifact, StepReport,
-    TrainerSettings,
+    TelemetryListener, TrainerSettings,
 };
 use leyline::protocol::{ClientFrame, PROTOCOL_VERSION, RequestBody, ResponseBody, Role, ServerFrame};
 use leyline::{AdaptationCommand, Outcome, SeedState, TelemetryEvent, TelemetryLevel};
@@ -250,6 +250,14 @@ impl KasminaApi for DaemonClient {
             ResponseBody::Telemetry(events) => Ok(events),
             other => Err(unexpected("DrainTelemetry", &other)),
         }
+    }
+    fn subscribe_telemetry(&self, _listener: std::sync::Arc<dyn TelemetryListener>) -> Result<(), ApiError> {
+        // Events of a remote host cannot be called back across the socket:
+        // a client subscribes with a stream of its own.
+        Err(ApiError::new(
+            ApiErrorCode::BadRequest,
+            "a daemon client cannot register a listener; use DaemonClient::subscribe_telemetry (a stream)",
+        ))
     }
 }
 

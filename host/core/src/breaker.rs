@@ -7,6 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use leyline::journal::BreakerSnapshot;
 use leyline::{BreakerState, TelemetryEvent, TelemetryLevel};
 
 use crate::{Clock, TelemetrySink};
@@ -212,6 +213,49 @@ impl CircuitBreaker {
         self.emit_all(events);
     }
 
+    /// The state a restart must rebuild (journal snapshots, rollback points).
+    pub fn snapshot(&self) -> BreakerSnapshot {
+        let inner = self.lock();
+        BreakerSnapshot {
+            name: self.name.clone(),
+            state: inner.state,
+            consecutive_failures: inner.consecutive_failures,
+            opened_at_ms: inner.opened_at_ms,
+        }
+    }
+
+    /// Puts the breaker back into a recorded state (after a restart or a
+    /// rollback): an OPEN breaker keeps its original cooldown; HALF_OPEN
+    /// starts with no probes out. Always emits `kasmina.breaker.restored`;
+    /// a snapshot of another breaker is refused (returns `false`, changes
+    /// nothing) so a journal mix-up cannot rewire breakers silently.
+    pub fn restore(&self, snapshot: &BreakerSnapshot) -> bool {
+        if snapshot.name != self.name {
+            return false;
+        }
+        let now = self.clock.now_ms();
+        let event = {
+            let mut inner = self.lock();
+            let from = inner.state;
+            if from != snapshot.state {
+                inner.transitions += 1;
+            }
+            inner.state = snapshot.state;
+            inner.consecutive_failures = snapshot.consecutive_failures;
+            inner.opened_at_ms = snapshot.opened_at_ms;
+            inner.half_open_successes = 0;
+            inner.probes_in_flight = 0;
+            let level =
+                if snapshot.state == BreakerState::Closed { TelemetryLevel::Info } else { TelemetryLevel::Warning };
+            self.event("kasmina.breaker.restored", level, format!("breaker {} restored", self.name), now)
+                .attr("from", from.as_str())
+                .attr("to", snapshot.state.as_str())
+                .attr("consecutive_failures", u64::from(snapshot.consecutive_failures))
+        };
+        self.emit_all([event]);
+        true
+    }
+
     /// Applies a transition under the lock and returns its event; callers
     /// emit after unlocking, so a slow or re-entrant sink cannot stall or
     /// deadlock the breaker.
@@ -353,6 +397,29 @@ mod tests {
         b.record_failure("still broken");
         assert_eq!(b.state(), BreakerState::Open);
         assert!(!b.allow().may_proceed());
+    }
+
+    #[test]
+    fn snapshot_and_restore_keep_state_failures_and_cooldown() {
+        let (b, clock, sink) = breaker();
+        b.record_failure("x");
+        b.record_failure("x");
+        clock.advance_ms(300);
+        let snap = b.snapshot();
+        assert_eq!((snap.state, snap.consecutive_failures, snap.opened_at_ms), (BreakerState::Open, 2, 0));
+        let (fresh, fresh_clock, fresh_sink) = breaker();
+        fresh_clock.advance_ms(300);
+        assert!(fresh.restore(&snap));
+        assert_eq!(fresh.state(), BreakerState::Open);
+        // The cooldown runs from when it opened, not from the restore.
+        assert_eq!(fresh.allow(), BreakerDecision::Denied { remaining_cooldown_ms: 700 });
+        assert_eq!(fresh_sink.named("kasmina.breaker.restored").len(), 1);
+        // Another breaker's snapshot is refused and changes nothing.
+        let other = BreakerSnapshot { name: "isolation".to_owned(), ..snap };
+        let (closed, _, _) = breaker();
+        assert!(!closed.restore(&other));
+        assert_eq!(closed.state(), BreakerState::Closed);
+        assert!(sink.named("kasmina.breaker.restored").is_empty());
     }
 
     #[test]

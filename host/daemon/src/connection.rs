@@ -29,8 +29,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::async_frames;
-use crate::server::{BlockingStream, Listener, ServerSettings};
 use crate::telemetry::{self, TelemetryHub, TelemetryReceivers};
+use crate::transport::{BlockingStream, Listener, ServerSettings};
 
 /// Bytes of answers or telemetry gathered before a write is forced.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
@@ -39,7 +39,7 @@ const WRITE_BATCH_BYTES: usize = 64 * 1024;
 pub(crate) struct Shared {
     pub api: Arc<dyn KasminaApi>,
     pub settings: ServerSettings,
-    pub hub: TelemetryHub,
+    pub hub: Arc<TelemetryHub>,
 }
 
 /// Whether `role` may make this request: controllers command, trainers
@@ -385,8 +385,9 @@ impl Conn {
         }
     }
 
-    /// Calls the host (never inside the async runtime) and publishes the
-    /// telemetry the call produced before answering.
+    /// Calls the host (never inside the async runtime). The telemetry the
+    /// call produced was pushed to the hub as it was emitted, so it is
+    /// published before the answer is written.
     fn answer(&mut self, body: RequestBody) -> Result<ResponseBody, ApiError> {
         if let RequestBody::DrainTelemetry = body {
             return match self.local.as_mut() {
@@ -406,7 +407,6 @@ impl Conn {
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| dispatch(api, body))).unwrap_or_else(|_| {
             Err(ApiError::new(ApiErrorCode::Internal, "the host panicked while serving this request"))
         });
-        self.shared.hub.pump(api);
         result
     }
 }

@@ -17,7 +17,7 @@ use kasmina_core::{Clock, SystemClock};
 use kasmina_journal::{DecisionJournal, JournalConfig, RecoveryReport, decision_journal_config};
 use leyline::api::{
     ApiError, ApiErrorCode, GraftDirective, HostRegistration, HostStatus, KasminaApi, KernelArtifact, StepReport,
-    TrainerSettings,
+    TelemetryListener, TrainerSettings,
 };
 use leyline::journal::JournalRecord;
 use leyline::{AdaptationCommand, Outcome, SeedState, TelemetryEvent};
@@ -123,14 +123,17 @@ impl std::fmt::Display for StartReport {
         let s = &self.restore;
         write!(
             f,
-            "; restored {} seeds ({} records applied{}, {} uncommitted ignored, {} nonces, {} prefetches, {} kernels re-verified)",
+            "; restored {} seeds ({} records applied{}, {} uncommitted ignored, {} nonces, {} prefetches, {} kernels re-verified, {} with in-stage progress, {} breakers, {} awaiting trainer resync)",
             s.seeds,
             s.records_applied,
             if s.from_snapshot { " after a snapshot" } else { "" },
             s.uncommitted_ignored,
             s.nonces_restored,
             s.prefetches_reissued,
-            s.kernels_reverified
+            s.kernels_reverified,
+            s.progress_restored,
+            s.breakers_restored,
+            s.awaiting_resync
         )?;
         for (seed, warning) in &s.warnings {
             write!(f, "; WARNING {seed}: {warning}")?;
@@ -228,14 +231,20 @@ impl DaemonHost {
             recorder.set_step(step);
         }
         let result = call(&self.host);
-        recorder.finish_call(|| snapshot_parts(&self.host)).map_err(|why| journal_down(&why))?;
+        recorder
+            .finish_call(|| self.host.manager().progress_state(), || snapshot_parts(&self.host))
+            .map_err(|why| journal_down(&why))?;
         result
     }
 }
 
 /// What a journal snapshot of `host` holds.
 fn snapshot_parts(host: &EmbeddedHost) -> SnapshotParts {
-    SnapshotParts { seeds: host.manager().export_seed_states(), nonces: host.manager().live_nonces() }
+    SnapshotParts {
+        seeds: host.manager().export_seed_states(),
+        progress: host.manager().progress_state(),
+        nonces: host.manager().live_nonces(),
+    }
 }
 
 fn journal_down(why: &str) -> ApiError {
@@ -267,5 +276,8 @@ impl KasminaApi for DaemonHost {
     }
     fn drain_telemetry(&self) -> Result<Vec<TelemetryEvent>, ApiError> {
         self.host.drain_telemetry()
+    }
+    fn subscribe_telemetry(&self, listener: Arc<dyn TelemetryListener>) -> Result<(), ApiError> {
+        self.host.subscribe_telemetry(listener)
     }
 }

@@ -91,6 +91,20 @@ pub fn describe(entry: &Entry<JournalRecord>) -> String {
             let stages: Vec<String> = seeds.iter().map(|s| format!("{}={}", s.seed_id, s.stage)).collect();
             format!("{seq:>8} {recorded_at_ms} snapshot          {} seeds: {}", seeds.len(), stages.join(" "))
         }
+        JournalRecord::Progress { step, progress, recorded_at_ms } => {
+            let seeds: Vec<String> = progress
+                .seeds
+                .iter()
+                .map(|p| format!("{}={} a={:.3} e={}", p.seed_id, p.stage, p.alpha, p.steps_in_stage))
+                .collect();
+            let breakers: Vec<String> =
+                progress.breakers.iter().map(|b| format!("{}={}", b.name, b.state.as_str())).collect();
+            format!(
+                "{seq:>8} {recorded_at_ms} progress          step {step}: {} breakers: {}",
+                if seeds.is_empty() { "-".to_owned() } else { seeds.join(" ") },
+                breakers.join(" ")
+            )
+        }
     }
 }
 
@@ -111,7 +125,10 @@ pub fn describe_inputs(inputs: &GateInputs) -> String {
     out
 }
 
-/// A recorded decision the candidate judged differently.
+/// A recorded decision the candidate judged differently: its own verdict
+/// differs, or it passed what a host safety invariant forbids (an unsafe
+/// pass counts even when the host would have overridden it to the recorded
+/// failure).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disagreement {
     /// Journal sequence number.
@@ -126,10 +143,14 @@ pub struct Disagreement {
     pub old_passed: bool,
     /// Recorded reason.
     pub old_reason: String,
-    /// Candidate's verdict.
+    /// The candidate's own verdict.
     pub new_passed: bool,
-    /// Candidate's reason.
+    /// The candidate's own reason.
     pub new_reason: String,
+    /// The invariant the host would override the candidate's pass with.
+    pub override_invariant: Option<String>,
+    /// The candidate's verdict and the host's view of it, in words.
+    pub judgement: String,
 }
 
 impl std::fmt::Display for Disagreement {
@@ -137,15 +158,14 @@ impl std::fmt::Display for Disagreement {
         let word = |p: bool| if p { "passed" } else { "failed" };
         write!(
             f,
-            "record {} seed {} {} step {}: recorded {} ({}), candidate {} ({})",
+            "record {} seed {} {} step {}: recorded {} ({}), {}",
             self.seq,
             self.seed_id,
             self.gate,
             self.step,
             word(self.old_passed),
             if self.old_reason.is_empty() { "-" } else { &self.old_reason },
-            word(self.new_passed),
-            if self.new_reason.is_empty() { "-" } else { &self.new_reason }
+            self.judgement
         )
     }
 }
@@ -155,31 +175,46 @@ impl std::fmt::Display for Disagreement {
 pub struct ReplayReport {
     /// Gate decisions re-run.
     pub decisions: usize,
-    /// Same verdict.
+    /// The candidate's own verdict agreed, safely.
     pub agreements: usize,
-    /// Different verdict.
+    /// Failed by the host's stage-order check before any plugin: the
+    /// candidate was not consulted.
+    pub host_decided: usize,
+    /// Different verdicts and unsafe passes.
     pub disagreements: Vec<Disagreement>,
+}
+
+impl ReplayReport {
+    /// Disagreements that are unsafe passes (the host's invariants would
+    /// have overridden the candidate).
+    pub fn unsafe_passes(&self) -> usize {
+        self.disagreements.iter().filter(|d| d.override_invariant.is_some()).count()
+    }
 }
 
 /// Loads a candidate gate plugin (unpinned: the operator names the file).
 pub fn load_candidate(path: &Path, cache_dir: &Path, limits: PluginLimits) -> Result<GatePlugin, ToolError> {
     let err = |detail: String| ToolError::Plugin { path: path.to_owned(), detail };
     let runtime = PluginRuntime::new(RuntimeConfig::new(cache_dir)).map_err(|e| err(e.to_string()))?;
-    GatePlugin::load(&runtime, &PluginSpec { path: path.to_owned(), pin: Pin::Unpinned, limits })
+    GatePlugin::load(&runtime, &PluginSpec { limits, ..PluginSpec::new(path, Pin::Unpinned) })
         .map_err(|e| err(e.to_string()))
 }
 
-/// Re-runs every recorded gate decision through `candidate`, under the
-/// host's own stage-order check and invariants, and compares verdicts.
+/// Re-runs every recorded gate decision through `candidate` under the
+/// host's own stage-order check, and compares the candidate's **own**
+/// verdict with the recorded one; a pass the host's invariants would
+/// override is a disagreement too, shown as such.
 pub fn replay(entries: &[Entry<JournalRecord>], candidate: &GatePlugin) -> Result<ReplayReport, ToolError> {
     let mut report = ReplayReport::default();
     for entry in entries {
         let JournalRecord::GateVerdict { seed_id, gate, passed, reason, inputs, step, .. } = &entry.record else {
             continue;
         };
-        let decision = kasmina::gates::decide(candidate, *gate, inputs.clone());
+        let judgement = kasmina::gates::judge(candidate, *gate, inputs.clone());
         report.decisions += 1;
-        if decision.passed == *passed {
+        if judgement.host_decided {
+            report.host_decided += 1;
+        } else if !judgement.disagrees_with(*passed) {
             report.agreements += 1;
         } else {
             report.disagreements.push(Disagreement {
@@ -189,8 +224,10 @@ pub fn replay(entries: &[Entry<JournalRecord>], candidate: &GatePlugin) -> Resul
                 step: *step,
                 old_passed: *passed,
                 old_reason: reason.clone(),
-                new_passed: decision.passed,
-                new_reason: decision.reason,
+                new_passed: judgement.candidate_passed,
+                new_reason: judgement.candidate_reason.clone(),
+                override_invariant: judgement.override_invariant.map(str::to_owned),
+                judgement: judgement.describe(),
             });
         }
     }

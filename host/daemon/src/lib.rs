@@ -15,7 +15,11 @@
 //!   socket's bytes to [`kasmina_client::FrameDecoder`] — the same decoder
 //!   the connection thread and every client use ([`kasmina_client::codec`]:
 //!   length-delimited postcard frames, size caps, typed errors);
-//! - [`telemetry`]: the hub fanning drained host events out to connections.
+//! - [`telemetry`]: the hub fanning drained host events out to connections;
+//! - [`transport`]: what `server` and `connection` share without importing
+//!   each other — [`ServerSettings`] (every bound), the [`transport::Listener`]
+//!   trait for Unix and TCP sockets, and the blocking stream a connection
+//!   thread serves on.
 //!
 //! Clients — [`kasmina_client::DaemonClient`] (the blocking `KasminaApi`
 //! client), key loading and the signed-command builder — live in the light
@@ -40,6 +44,7 @@ pub mod metrics;
 pub mod recorder;
 pub mod server;
 pub mod telemetry;
+pub mod transport;
 
 pub use connection::check_role;
 pub use daemon_host::{DaemonHost, StartError, StartOptions, StartReport};

@@ -149,6 +149,7 @@ pub fn render(host: &DaemonHost) -> String {
     out.family("kasmina_gate_shadow_total", "counter", "Shadow gate evaluations by agreement with the active plugin.");
     out.sample("kasmina_gate_shadow_total", &[("result", "agree")], gates.shadow_agreements as f64);
     out.sample("kasmina_gate_shadow_total", &[("result", "disagree")], gates.shadow_disagreements as f64);
+    out.sample("kasmina_gate_shadow_total", &[("result", "dropped")], gates.shadow_dropped as f64);
 
     metrics(&mut out, &manager.rollback().metrics(), "Rollback readiness against its SLA.");
 
@@ -177,6 +178,12 @@ pub fn render(host: &DaemonHost) -> String {
             "counter",
             "Time spent in journal fsync (µs).",
             s.sync_us.load(Ordering::Relaxed) as f64,
+        );
+        out.one(
+            "kasmina_journal_progress_records_total",
+            "counter",
+            "In-stage progress records journaled (α, epoch, windows, breakers).",
+            s.progress_records.load(Ordering::Relaxed) as f64,
         );
         out.one(
             "kasmina_journal_compactions_total",

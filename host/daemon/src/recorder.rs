@@ -7,8 +7,14 @@
 //! and gate verdicts are appended as they happen (ordered, not yet
 //! synced); [`JournalRecorder::finish_call`] closes every state-changing
 //! call that did not end with an accepted command (a step report that moved
-//! a seed, a gate failure that culled one) with a durable snapshot. Those
-//! two record kinds are the boundaries `SeedManager::restore` trusts.
+//! a seed, a gate failure that culled one, a rollback that replaced state)
+//! with a durable snapshot. A call that moved no seed to another stage but
+//! changed in-stage progress (α, steps, windows) or a breaker ends with a
+//! `Progress` record instead: appended without an fsync (one per training
+//! step would cost the trainer an fsync per step), it reaches the kernel
+//! before the call returns, so it survives a SIGKILL of the daemon, and the
+//! next fsync makes it durable against power loss too. Those three record
+//! kinds are the boundaries `SeedManager::restore` trusts.
 //!
 //! A journal failure cannot be returned through the recorder trait; it is
 //! kept, logged, and reported by `finish_call`, which the daemon turns into
@@ -23,7 +29,7 @@ use kasmina::gates::GateDecision;
 use kasmina::seeds::DecisionRecorder;
 use kasmina_core::Clock;
 use kasmina_journal::{DecisionJournal, JournalError};
-use leyline::journal::{JournalRecord, LiveNonce};
+use leyline::journal::{JournalRecord, LiveNonce, ProgressState};
 use leyline::{AdaptationCommand, CommandPayload, Outcome, SeedOperation, SeedStage, SeedState};
 
 /// Journal counters for `/metrics`.
@@ -37,6 +43,8 @@ pub struct JournalStats {
     pub sync_us: AtomicU64,
     /// Snapshots written (boundaries and compactions).
     pub snapshots: AtomicU64,
+    /// Progress records written.
+    pub progress_records: AtomicU64,
     /// Compactions done.
     pub compactions: AtomicU64,
     /// Gate verdicts recorded, passed.
@@ -51,6 +59,9 @@ struct Inner {
     dirty: bool,
     /// The first failure; once set nothing more is written.
     failure: Option<String>,
+    /// The progress the last boundary recorded (a Progress record is
+    /// written only when it changed).
+    last_progress: Option<ProgressState>,
     /// The accepted GERMINATE of each seed, re-appended after a compaction
     /// so the blend spec and mesh survive it.
     germinations: BTreeMap<String, JournalRecord>,
@@ -62,6 +73,8 @@ struct Inner {
 pub struct SnapshotParts {
     /// Every seed's state.
     pub seeds: Vec<SeedState>,
+    /// In-stage progress and breakers.
+    pub progress: ProgressState,
     /// Command ids still refused, with their expiry.
     pub nonces: Vec<LiveNonce>,
 }
@@ -91,7 +104,7 @@ impl JournalRecorder {
             remember_germination(&mut germinations, record);
         }
         JournalRecorder {
-            inner: Mutex::new(Inner { journal, dirty: false, failure: None, germinations }),
+            inner: Mutex::new(Inner { journal, dirty: false, failure: None, last_progress: None, germinations }),
             clock,
             stats: JournalStats::default(),
             step: AtomicU64::new(0),
@@ -114,9 +127,15 @@ impl JournalRecorder {
     }
 
     /// Ends a host call: if it moved a seed without a durable boundary,
-    /// writes a durable snapshot of `seeds()`; compacts when the journal has
-    /// grown past its bound. `Err` means the call's effects are not durable.
-    pub fn finish_call(&self, state: impl FnOnce() -> SnapshotParts) -> Result<(), String> {
+    /// writes a durable snapshot of `state()`; if only in-stage progress or
+    /// a breaker changed, a `Progress` record of `progress()`; compacts when
+    /// the journal has grown past its bound. `Err` means the call's effects
+    /// are not recorded.
+    pub fn finish_call(
+        &self,
+        progress: impl FnOnce() -> ProgressState,
+        state: impl FnOnce() -> SnapshotParts,
+    ) -> Result<(), String> {
         let mut inner = self.lock();
         if let Some(why) = &inner.failure {
             return Err(why.clone());
@@ -126,7 +145,8 @@ impl JournalRecorder {
         } else if inner.dirty {
             self.write_snapshot(&mut inner, state())
         } else {
-            Ok(())
+            let now = progress();
+            if inner.last_progress.as_ref() == Some(&now) { Ok(()) } else { self.write_progress(&mut inner, now) }
         };
         match result {
             Ok(()) => Ok(()),
@@ -149,30 +169,48 @@ impl JournalRecorder {
     }
 
     fn write_snapshot(&self, inner: &mut Inner, state: SnapshotParts) -> Result<(), JournalError> {
-        let SnapshotParts { seeds, nonces } = state;
-        let record = JournalRecord::Snapshot { seeds, nonces, recorded_at_ms: self.clock.now_ms() };
+        let SnapshotParts { seeds, progress, nonces } = state;
+        let record =
+            JournalRecord::Snapshot { seeds, progress: progress.clone(), nonces, recorded_at_ms: self.clock.now_ms() };
         self.append(inner, &record, true)?;
         self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
         inner.dirty = false;
+        inner.last_progress = Some(progress);
+        Ok(())
+    }
+
+    /// A `Progress` boundary: written through to the kernel, not fsynced
+    /// (see the module docs).
+    fn write_progress(&self, inner: &mut Inner, progress: ProgressState) -> Result<(), JournalError> {
+        let record = JournalRecord::Progress {
+            step: self.step.load(Ordering::Relaxed),
+            progress: progress.clone(),
+            recorded_at_ms: self.clock.now_ms(),
+        };
+        self.append(inner, &record, false)?;
+        self.stats.progress_records.fetch_add(1, Ordering::Relaxed);
+        inner.last_progress = Some(progress);
         Ok(())
     }
 
     /// Snapshot into a fresh segment, old segments deleted, then the
     /// germinations of seeds still holding a blueprint re-appended.
     fn compact(&self, inner: &mut Inner, state: SnapshotParts) -> Result<(), JournalError> {
-        let SnapshotParts { seeds, nonces } = state;
+        let SnapshotParts { seeds, progress, nonces } = state;
         let keep: Vec<JournalRecord> = seeds
             .iter()
             .filter(|s| s.blueprint_id.is_some() && s.stage.is_active())
             .filter_map(|s| inner.germinations.get(&s.seed_id).cloned())
             .collect();
-        let record = JournalRecord::Snapshot { seeds, nonces, recorded_at_ms: self.clock.now_ms() };
+        let record =
+            JournalRecord::Snapshot { seeds, progress: progress.clone(), nonces, recorded_at_ms: self.clock.now_ms() };
         let started = Instant::now();
         inner.journal.compact(&record)?;
         self.count_sync(started);
         self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
         self.stats.compactions.fetch_add(1, Ordering::Relaxed);
         inner.dirty = false;
+        inner.last_progress = Some(progress);
         let n = keep.len();
         for (i, record) in keep.iter().enumerate() {
             self.append(inner, record, i + 1 == n)?;
@@ -279,5 +317,11 @@ impl DecisionRecorder for JournalRecorder {
             recorded_at_ms: self.clock.now_ms(),
         };
         self.record(record, false);
+    }
+
+    fn state_replaced(&self, why: &str) {
+        tracing::info!(why, "kasmina.journal.state_replaced");
+        // Not a transition the table can replay: the call ends with a snapshot.
+        self.lock().dirty = true;
     }
 }

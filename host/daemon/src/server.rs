@@ -11,100 +11,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kasmina::settings::defaults;
-use kasmina_client::codec::{self, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES};
+use kasmina_client::codec;
 use leyline::api::KasminaApi;
 use leyline::protocol::ServerFrame;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, broadcast};
 use tokio::task::JoinSet;
 
 use crate::connection::{self, Shared};
 use crate::telemetry::TelemetryHub;
 
-#[path = "blocking_stream.rs"]
-mod blocking_stream;
-pub use blocking_stream::BlockingStream;
-
-/// Default bound on simultaneous connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
-/// Default requests a connection may have read but not yet answered.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 32;
-/// Default frames queued for one connection's writer.
-pub const DEFAULT_OUTGOING_QUEUE: usize = 256;
-/// Default time a client has to send Hello.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default time one write may take before the client is dropped as too slow.
-pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default period of the background telemetry pump.
-pub const DEFAULT_TELEMETRY_POLL: Duration = Duration::from_millis(100);
-
-/// Server limits; every queue and wait is bounded by one of these.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerSettings {
-    /// Largest client frame read.
-    pub max_request_bytes: u32,
-    /// Largest server frame written (kernel artifacts travel in these).
-    pub max_response_bytes: u32,
-    /// Simultaneous connections; more are refused with a reason.
-    pub max_connections: usize,
-    /// Answers a connection may hold back to write in one batch while the
-    /// client has further requests queued (pipelining); requests are read
-    /// only as they are served, so the socket buffer is the backpressure.
-    pub max_in_flight_per_connection: usize,
-    /// Telemetry frames coalesced into one write to a subscriber.
-    pub outgoing_queue: usize,
-    /// Time a client has to send Hello.
-    pub handshake_timeout: Duration,
-    /// Time one write may take before the client is dropped.
-    pub write_timeout: Duration,
-    /// Bound on graceful shutdown.
-    pub shutdown_grace: Duration,
-    /// Period of the background telemetry pump.
-    pub telemetry_poll: Duration,
-    /// Normal telemetry a lagging connection may fall behind by.
-    pub telemetry_capacity: usize,
-    /// CRITICAL telemetry a lagging connection may fall behind by.
-    pub critical_capacity: usize,
-}
-
-impl Default for ServerSettings {
-    fn default() -> Self {
-        ServerSettings {
-            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
-            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT,
-            outgoing_queue: DEFAULT_OUTGOING_QUEUE,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            write_timeout: DEFAULT_WRITE_TIMEOUT,
-            shutdown_grace: Duration::from_millis(defaults::SHUTDOWN_TIMEOUT_MS),
-            telemetry_poll: DEFAULT_TELEMETRY_POLL,
-            telemetry_capacity: defaults::TELEMETRY_QUEUE_CAPACITY,
-            critical_capacity: defaults::TELEMETRY_CRITICAL_CAPACITY,
-        }
-    }
-}
-
-impl ServerSettings {
-    fn validate(&self) -> Result<(), ServeError> {
-        let zero = [
-            ("max_request_bytes", self.max_request_bytes == 0),
-            ("max_response_bytes", self.max_response_bytes == 0),
-            ("max_connections", self.max_connections == 0),
-            ("max_in_flight_per_connection", self.max_in_flight_per_connection == 0),
-            ("outgoing_queue", self.outgoing_queue == 0),
-            ("telemetry_capacity", self.telemetry_capacity == 0),
-            ("critical_capacity", self.critical_capacity == 0),
-            ("telemetry_poll", self.telemetry_poll.is_zero()),
-        ];
-        match zero.iter().find(|(_, bad)| *bad) {
-            Some((name, _)) => Err(ServeError::Settings(format!("{name} must be > 0"))),
-            None => Ok(()),
-        }
-    }
-}
+pub use crate::transport::{
+    BlockingStream, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_OUTGOING_QUEUE,
+    DEFAULT_WRITE_TIMEOUT, Listener, ServerSettings,
+};
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -144,50 +64,6 @@ pub struct ShutdownReport {
     pub aborted_connections: usize,
 }
 
-/// A listening socket the server can accept from.
-pub trait Listener: Send + 'static {
-    /// Accepted stream type.
-    type Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static;
-    /// Accepts one connection; returns it with a peer description for logs.
-    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Stream, String)>> + Send;
-    /// Writes without waiting (used to refuse a connection over the limit
-    /// without spending a task on it).
-    fn try_write_now(stream: &Self::Stream, bytes: &[u8]) -> io::Result<usize>;
-    /// Takes a stream off the reactor after the handshake: its connection
-    /// thread then reads, calls the host and answers on it directly.
-    fn into_blocking(stream: Self::Stream) -> io::Result<BlockingStream>;
-}
-
-impl Listener for UnixListener {
-    type Stream = UnixStream;
-    async fn accept(&mut self) -> io::Result<(UnixStream, String)> {
-        let (stream, _) = UnixListener::accept(self).await?;
-        Ok((stream, "unix".to_owned()))
-    }
-    fn try_write_now(stream: &UnixStream, bytes: &[u8]) -> io::Result<usize> {
-        stream.try_write(bytes)
-    }
-    fn into_blocking(stream: UnixStream) -> io::Result<BlockingStream> {
-        BlockingStream::from_tokio_unix(stream)
-    }
-}
-
-impl Listener for TcpListener {
-    type Stream = TcpStream;
-    async fn accept(&mut self) -> io::Result<(TcpStream, String)> {
-        let (stream, addr) = TcpListener::accept(self).await?;
-        // Frames are written whole; Nagle would only add latency.
-        stream.set_nodelay(true)?;
-        Ok((stream, addr.to_string()))
-    }
-    fn try_write_now(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
-        stream.try_write(bytes)
-    }
-    fn into_blocking(stream: TcpStream) -> io::Result<BlockingStream> {
-        BlockingStream::from_tokio_tcp(stream)
-    }
-}
-
 /// Serves `api` on `listener` until `shutdown` completes, then shuts down
 /// gracefully within `settings.shutdown_grace`.
 pub async fn run<L: Listener>(
@@ -196,14 +72,16 @@ pub async fn run<L: Listener>(
     settings: ServerSettings,
     shutdown: impl Future,
 ) -> Result<ShutdownReport, ServeError> {
-    settings.validate()?;
-    let hub = TelemetryHub::new(settings.telemetry_capacity, settings.critical_capacity);
+    settings.validate().map_err(ServeError::Settings)?;
+    let hub = Arc::new(TelemetryHub::new(settings.telemetry_capacity, settings.critical_capacity));
+    // Push, not poll: the host hands every event to the hub as it emits it.
+    api.subscribe_telemetry(Arc::clone(&hub) as Arc<dyn leyline::api::TelemetryListener>)
+        .map_err(|e| ServeError::Settings(format!("the host refused a telemetry subscription: {e}")))?;
     let shared = Arc::new(Shared { api, settings, hub });
     let settings = &shared.settings;
     let (notify_shutdown, _) = broadcast::channel::<()>(1);
     let limit = Arc::new(Semaphore::new(settings.max_connections));
     let mut conns = JoinSet::new();
-    let pump = tokio::spawn(telemetry_pump(Arc::clone(&shared), notify_shutdown.subscribe()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -248,9 +126,6 @@ pub async fn run<L: Listener>(
     } else {
         0
     };
-    let _ = pump.await;
-    // Publish anything the host emitted while connections wound down.
-    shared.hub.pump(&*shared.api);
     Ok(ShutdownReport { aborted_connections })
 }
 
@@ -261,21 +136,6 @@ fn refuse_over_limit<L: Listener>(stream: &L::Stream, settings: &ServerSettings)
     if codec::encode_frame(&ServerFrame::Refused { reason }, settings.max_response_bytes, &mut frame).is_ok() {
         // Best effort: a fresh socket's buffer takes this small frame at once.
         let _ = L::try_write_now(stream, &frame);
-    }
-}
-
-async fn telemetry_pump(shared: Arc<Shared>, mut shutdown: broadcast::Receiver<()>) {
-    let mut tick = tokio::time::interval(shared.settings.telemetry_poll);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.recv() => return,
-            _ = tick.tick() => {}
-        }
-        let shared = Arc::clone(&shared);
-        if tokio::task::spawn_blocking(move || shared.hub.pump(&*shared.api)).await.is_err() {
-            tracing::error!("kasmina.daemon.telemetry_pump_panicked");
-        }
     }
 }
 

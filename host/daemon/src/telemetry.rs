@@ -1,13 +1,15 @@
-//! Telemetry fan-out: events drained from the host are published on two
-//! bounded broadcast channels, CRITICAL on its own, so a backlog of normal
-//! events never delays a critical one and a slow observer never slows the
-//! host (it lags, and is told how many events it lost).
+//! Telemetry fan-out: the host pushes every event to this hub as it emits it
+//! (the hub is a [`TelemetryListener`]); the hub publishes on two bounded
+//! broadcast channels, CRITICAL on its own, so a backlog of normal events
+//! never delays a critical one and a slow observer never slows the host (it
+//! lags, and is told how many events it lost). Nothing polls: an event
+//! reaches a subscribed `kasmina telemetry` whether or not a trainer runs.
 
 use std::sync::Arc;
 
 use leyline::TelemetryEvent;
 use leyline::TelemetryLevel;
-use leyline::api::KasminaApi;
+use leyline::api::TelemetryListener;
 use tokio::sync::broadcast;
 
 /// The two channels every connection can listen on.
@@ -49,16 +51,14 @@ impl TelemetryHub {
             tracing::debug!(unheard, "kasmina.daemon.telemetry_unheard");
         }
     }
+}
 
-    /// Drains the host's buffered events and publishes them; used after every
-    /// host call (so a caller's own events are published before its answer)
-    /// and by the periodic pump (for background events).
-    pub fn pump(&self, api: &dyn KasminaApi) {
-        match api.drain_telemetry() {
-            Ok(events) if !events.is_empty() => self.publish(events),
-            Ok(_) => {}
-            Err(err) => tracing::warn!(%err, "kasmina.daemon.telemetry_drain_failed"),
-        }
+impl TelemetryListener for TelemetryHub {
+    fn event(&self, event: &TelemetryEvent) {
+        // A broadcast send never blocks; with no subscriber the event is
+        // simply not streamed (the daemon streams, it does not store).
+        let channel = if event.level == TelemetryLevel::Critical { &self.critical } else { &self.normal };
+        let _ = channel.send(Arc::new(event.clone()));
     }
 }
 

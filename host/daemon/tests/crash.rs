@@ -36,11 +36,11 @@ fn seed_id(i: usize) -> String {
 }
 
 fn registration() -> HostRegistration {
-    HostRegistration {
-        training_run_id: RUN.to_owned(),
-        sites: vec![SiteSpec { name: "hidden".to_owned(), feature_shape: vec![Dim::Batch, Dim::Fixed(64)] }],
-        slots: (0..SLOTS).map(|i| SlotSpec { seed_id: seed_id(i), site: "hidden".to_owned() }).collect(),
-    }
+    HostRegistration::new(
+        RUN,
+        vec![SiteSpec { name: "hidden".to_owned(), feature_shape: vec![Dim::Batch, Dim::Fixed(64)] }],
+        (0..SLOTS).map(|i| SlotSpec { seed_id: seed_id(i), site: "hidden".to_owned() }).collect(),
+    )
 }
 
 /// The full exported state the model predicts.

@@ -123,9 +123,13 @@ fn replay_and_shadow_judge_recorded_gates_with_a_stricter_candidate() {
     // Latency 200 µs: inside the 300 µs budget (default gates pass G2), over
     // half of it (the strict example fails G2).
     let mut sim = SimTrainer::new(200);
-    for _ in 0..8 {
+    for _ in 0..7 {
         sim.step(&host);
     }
+    // The shadow runs off the step path: wait for it, then one more step
+    // carries its events out.
+    assert!(host.host().manager().gate_service().settle_shadow(std::time::Duration::from_secs(30)));
+    sim.step(&host);
     assert_eq!(stage_of(&host, "hidden-0"), SeedStage::Blending, "the shadow never changes a decision");
     let events = host.drain_telemetry().unwrap();
     let disagreement =
@@ -153,4 +157,5 @@ fn replay_and_shadow_judge_recorded_gates_with_a_stricter_candidate() {
         ("hidden-0", leyline::GateId::G2Stability, true, false, "unstable")
     );
     assert!(d.to_string().contains("recorded passed") && d.to_string().contains("candidate failed (unstable)"), "{d}");
+    assert_eq!(d.override_invariant, None);
 }

@@ -65,6 +65,9 @@ fn shutdown_is_bounded_when_a_host_call_never_returns() {
 #[test]
 fn critical_events_reach_observers_first_and_levels_filter() {
     let server = TestServer::start(test_api(), settings());
+    // Registered before anyone listens: its events are not part of this test.
+    let trainer = server.client(Role::Trainer);
+    trainer.register_host(registration()).unwrap();
     let (tx_all, rx_all) = mpsc::channel();
     let (tx_crit, rx_crit) = mpsc::channel();
     for (level, tx) in [(TelemetryLevel::Info, tx_all), (TelemetryLevel::Critical, tx_crit)] {
@@ -77,8 +80,6 @@ fn critical_events_reach_observers_first_and_levels_filter() {
             }
         });
     }
-    let trainer = server.client(Role::Trainer);
-    trainer.register_host(registration()).unwrap();
     let controller = server.client(Role::Controller);
     // Unsigned: the envelope check refuses it with a CRITICAL event.
     let outcome = controller.submit_command(command("c1", "hidden-0", SeedOperation::Germinate, false)).unwrap();
@@ -90,7 +91,7 @@ fn critical_events_reach_observers_first_and_levels_filter() {
     assert_eq!((first.level, first.name.as_str()), (TelemetryLevel::Critical, "kasmina.security.command_rejected"));
 
     assert!(controller.submit_command(command("c2", "hidden-0", SeedOperation::Germinate, true)).unwrap().accepted);
-    // Normal events leave the host's per-step queue with the step's packet.
+    // Normal events are pushed as they are emitted (the step report drives G1).
     trainer.step_report(support::step(1)).unwrap();
     let mut names = Vec::new();
     while !names.iter().any(|n| n == "kasmina.command.executed") {
@@ -120,4 +121,36 @@ fn trainers_may_not_subscribe_but_may_drain() {
     trainer.step_report(support::step(1)).unwrap();
     let events = trainer.drain_telemetry().unwrap();
     assert!(events.iter().any(|e| e.name == "kasmina.command.rejected"), "{events:?}");
+}
+
+/// Telemetry is pushed, not pulled: with no trainer connected (so no step
+/// report ever finalizes a step), a WARNING for a refused command reaches a
+/// subscribed observer at once, against the real host.
+#[test]
+fn a_rejection_reaches_observers_with_no_trainer_connected() {
+    let server = TestServer::start(test_api(), settings());
+    let stream = server.client(Role::Observer).subscribe_telemetry(TelemetryLevel::Info).unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for event in stream {
+            if tx.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    // A fresh GERMINATE for a seed no trainer registered: refused (WARNING).
+    let outcome =
+        server.client(Role::Controller).submit_command(command("np-1", "hidden-0", SeedOperation::Germinate, true));
+    assert!(!outcome.unwrap().accepted);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Ok(event)) if event.name == "kasmina.command.rejected" => break event,
+            Ok(Ok(_)) => continue,
+            Ok(Err(err)) => panic!("the stream failed: {err}"),
+            Err(_) => panic!("the rejection never reached the observer"),
+        }
+    };
+    assert_eq!(seen.level, TelemetryLevel::Warning, "{seen:?}");
 }

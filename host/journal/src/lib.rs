@@ -10,20 +10,24 @@
 //! - [`recovery`]: [`Journal::open`] reads every segment back, cuts a torn
 //!   tail of the newest one and reports it, and refuses (never misreads) any
 //!   other damage;
+//! - [`config`]: what writing and recovery share — [`JournalConfig`],
+//!   [`Seq`], [`Entry`];
 //! - [`error`]: [`JournalError`], [`RecoveryReport`], [`TornTail`].
 //!
 //! The journal is generic over its record type; the daemon uses
 //! [`DecisionJournal`] with [`leyline::journal::JournalRecord`].
 
+pub mod config;
 pub mod error;
 pub mod format;
 pub mod journal;
 pub mod recovery;
 
-pub use error::{JournalError, RecoveryReport, TailDefect, TornTail};
-pub use journal::{
-    DEFAULT_COMPACT_AFTER_BYTES, DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_BYTES, Entry, Journal, JournalConfig, Seq,
+pub use config::{
+    DEFAULT_COMPACT_AFTER_BYTES, DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_BYTES, Entry, JournalConfig, Seq,
 };
+pub use error::{JournalError, RecoveryReport, TailDefect, TornTail};
+pub use journal::Journal;
 
 /// The daemon's journal of accepted commands, transitions, gate verdicts and
 /// snapshots.

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
+use crate::config::{Entry, JournalConfig, Seq};
 use crate::error::{JournalError, TailDefect, TornTail};
 use crate::format::{self, HeaderDefect, RecordDefect, SEGMENT_HEADER_LEN, SegmentHeader};
-use crate::journal::{Entry, JournalConfig, Seq};
 
 /// File-name suffix of segment files.
 pub const SEGMENT_SUFFIX: &str = ".kjl";

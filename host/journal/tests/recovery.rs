@@ -172,7 +172,12 @@ fn compaction_replaces_history_with_a_snapshot() {
     for i in 1..=30 {
         j.append_durable(&transition(i)).unwrap();
     }
-    let snapshot = JournalRecord::Snapshot { seeds: Vec::new(), nonces: Vec::new(), recorded_at_ms: 7 };
+    let snapshot = JournalRecord::Snapshot {
+        seeds: Vec::new(),
+        nonces: Vec::new(),
+        progress: Default::default(),
+        recorded_at_ms: 7,
+    };
     assert_eq!(j.compact(&snapshot).unwrap().0, 31);
     assert_eq!(j.segment_count(), 1);
     assert!(!j.needs_compaction());

@@ -51,7 +51,7 @@ struct Pipeline {
 
 fn spec(path: &str, sha: &str, isolation: Isolation) -> PluginSpec {
     let limits = PluginLimits { deadline: Duration::from_millis(100), isolation, ..PluginLimits::default() };
-    PluginSpec { path: path.into(), pin: Pin::sha256(sha).unwrap(), limits }
+    PluginSpec { limits, ..PluginSpec::new(path, Pin::sha256(sha).unwrap()) }
 }
 
 fn pipeline(isolation: Isolation, key: &HmacKey, clock: Arc<ManualClock>, cache: &std::path::Path) -> Pipeline {

@@ -8,21 +8,36 @@
 //! cannot pass a seed through; a plugin that fails (timeout, trap, OOM, bad
 //! output) fails the gate.
 //!
+//! - [`mod@judge`]: the precheck, the invariants, and how a candidate plugin
+//!   is judged by its own verdict (`journal replay`, shadow);
+//! - `shadow`: shadow evaluation off the step path.
+//!
 //! Shadow evaluation: with a candidate plugin attached
-//! ([`GateService::with_shadow`]), every plugin-decided gate is also run
-//! through the candidate on the same inputs (and the same host invariants);
-//! a different verdict emits `kasmina.gate.shadow_disagreement` and is
-//! counted. The candidate never affects the decision.
+//! ([`GateService::with_shadow`]), every plugin-decided gate is also handed
+//! to the candidate — on a worker thread with its own budget, never on the
+//! step path — on the same inputs. A candidate whose own verdict differs,
+//! or that passes what a host invariant forbids, emits
+//! `kasmina.gate.shadow_disagreement` and is counted. The candidate never
+//! affects the decision.
+
+pub mod judge;
+mod shadow;
+
+pub(crate) use self::shadow::load_candidate as load_shadow_candidate;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kasmina_core::{Clock, TelemetrySink};
 use kasmina_plugin_host::gate::{GateInputs, PerformanceStatus};
 use kasmina_plugin_host::reload::PluginSlot;
 use leyline::{Dim, GateId, SeedStage, TelemetryEvent, TelemetryLevel};
+
+pub use self::judge::{CandidateJudgement, decide, judge, violated_invariant};
+use self::judge::{enforce_invariants, precheck};
+use self::shadow::{ShadowEvaluator, ShadowJob};
 
 use crate::seeds::context::SeedContext;
 use crate::settings::GateSettings;
@@ -70,6 +85,7 @@ pub struct GateCallStats {
     buckets: [AtomicU64; PLUGIN_LATENCY_BUCKETS_US.len() + 1],
     shadow_agreements: AtomicU64,
     shadow_disagreements: AtomicU64,
+    shadow_dropped: AtomicU64,
 }
 
 /// A point-in-time copy of [`GateCallStats`].
@@ -84,8 +100,10 @@ pub struct GateCallSnapshot {
     pub buckets: Vec<u64>,
     /// Shadow evaluations that agreed with the active plugin.
     pub shadow_agreements: u64,
-    /// Shadow evaluations that disagreed.
+    /// Shadow evaluations that disagreed (own verdict differs, or an unsafe pass).
     pub shadow_disagreements: u64,
+    /// Shadow evaluations dropped because the shadow queue was full.
+    pub shadow_dropped: u64,
 }
 
 impl GateCallStats {
@@ -103,6 +121,7 @@ impl GateCallStats {
             buckets: self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
             shadow_agreements: self.shadow_agreements.load(Ordering::Relaxed),
             shadow_disagreements: self.shadow_disagreements.load(Ordering::Relaxed),
+            shadow_dropped: self.shadow_dropped.load(Ordering::Relaxed),
         }
     }
 }
@@ -110,11 +129,11 @@ impl GateCallStats {
 /// Evaluates gates through the (hot-reloadable) gate plugin.
 pub struct GateService {
     plugin: Arc<PluginSlot<kasmina_plugin_host::gate::GatePlugin>>,
-    shadow: Option<Arc<PluginSlot<kasmina_plugin_host::gate::GatePlugin>>>,
+    shadow: Option<ShadowEvaluator>,
     settings: GateSettings,
     sink: Arc<dyn TelemetrySink>,
     clock: Arc<dyn Clock>,
-    stats: GateCallStats,
+    stats: Arc<GateCallStats>,
 }
 
 impl std::fmt::Debug for GateService {
@@ -131,14 +150,33 @@ impl GateService {
         sink: Arc<dyn TelemetrySink>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        GateService { plugin, shadow: None, settings, sink, clock, stats: GateCallStats::default() }
+        GateService { plugin, shadow: None, settings, sink, clock, stats: Arc::default() }
     }
 
-    /// Also evaluates `candidate` on every plugin-decided gate and reports
-    /// disagreements; the candidate never changes a decision.
-    pub fn with_shadow(mut self, candidate: Arc<PluginSlot<kasmina_plugin_host::gate::GatePlugin>>) -> Self {
-        self.shadow = Some(candidate);
-        self
+    /// Also evaluates `candidate` on every plugin-decided gate — on its own
+    /// worker thread, at most `queue` evaluations waiting — and reports
+    /// disagreements; the candidate never changes or delays a decision.
+    /// Its budget is the deadline it was loaded with.
+    pub fn with_shadow(
+        mut self,
+        candidate: Arc<kasmina_plugin_host::gate::GatePlugin>,
+        queue: usize,
+    ) -> std::io::Result<Self> {
+        let worker = ShadowEvaluator::start(
+            candidate,
+            queue,
+            Arc::clone(&self.stats),
+            Arc::clone(&self.sink),
+            Arc::clone(&self.clock),
+        )?;
+        self.shadow = Some(worker);
+        Ok(self)
+    }
+
+    /// Waits (at most `timeout`) until every shadow evaluation handed over
+    /// so far has finished; `true` if none is left (or there is no shadow).
+    pub fn settle_shadow(&self, timeout: Duration) -> bool {
+        self.shadow.as_ref().is_none_or(|s| s.settle(timeout))
     }
 
     /// Whether a shadow candidate is attached.
@@ -216,65 +254,20 @@ impl GateService {
                     attributes: verdict.attributes,
                     inputs,
                 });
-                if let Some(candidate) = &self.shadow {
-                    self.shadow_compare(candidate, seed, &decision);
+                if let Some(shadow) = &self.shadow {
+                    shadow.submit(ShadowJob {
+                        gate,
+                        inputs: decision.inputs.clone(),
+                        stage: seed.stage,
+                        active_passed: decision.passed,
+                        active_reason: decision.reason.clone(),
+                    });
                 }
                 decision
             }
         };
         self.emit(seed, &decision);
         decision
-    }
-
-    /// Runs the candidate on the inputs the active plugin saw, under the
-    /// same host invariants, and reports a different verdict.
-    fn shadow_compare(
-        &self,
-        candidate: &PluginSlot<kasmina_plugin_host::gate::GatePlugin>,
-        seed: &SeedContext,
-        active: &GateDecision,
-    ) {
-        let plugin = candidate.current();
-        let verdict = plugin.evaluate(active.gate, &active.inputs);
-        let shadow = enforce_invariants(GateDecision {
-            gate: active.gate,
-            passed: verdict.passed,
-            reason: verdict.reason,
-            attributes: verdict.attributes,
-            inputs: active.inputs.clone(),
-        });
-        if shadow.passed == active.passed {
-            self.stats.shadow_agreements.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        self.stats.shadow_disagreements.fetch_add(1, Ordering::Relaxed);
-        let verdict_word = |passed: bool| if passed { "passed" } else { "failed" };
-        let mut event = TelemetryEvent::new(
-            "kasmina.gate.shadow_disagreement",
-            TelemetryLevel::Warning,
-            format!(
-                "{} for {}: active plugin {} ({}), candidate {} ({})",
-                active.gate,
-                seed.seed_id,
-                verdict_word(active.passed),
-                active.reason,
-                verdict_word(shadow.passed),
-                shadow.reason
-            ),
-            self.clock.now_ms(),
-        )
-        .seed(seed.seed_id.as_str())
-        .attr("gate", active.gate.as_str())
-        .attr("stage", seed.stage.as_str())
-        .attr("active_passed", active.passed)
-        .attr("active_reason", active.reason.as_str())
-        .attr("shadow_passed", shadow.passed)
-        .attr("shadow_reason", shadow.reason.as_str())
-        .attr("shadow_plugin", plugin.identity().info.name.as_str());
-        for (k, v) in &shadow.attributes {
-            event = event.attr(format!("shadow.{k}"), v.as_str());
-        }
-        self.sink.emit(event);
     }
 
     fn emit(&self, seed: &SeedContext, d: &GateDecision) {
@@ -303,67 +296,6 @@ impl GateService {
     }
 }
 
-/// Stage order, checked by the host before any plugin runs.
-fn precheck(gate: GateId, inputs: &GateInputs) -> Option<(String, BTreeMap<String, String>)> {
-    let (from, _) = gate.edge();
-    let stages = [inputs.current_stage, inputs.expected_stage, inputs.reported_stage];
-    if stages.iter().all(|s| *s == from) {
-        return None;
-    }
-    let mut attributes = BTreeMap::new();
-    attributes.insert("gate_source_stage".to_owned(), from.as_str().to_owned());
-    attributes.insert("current_stage".to_owned(), inputs.current_stage.as_str().to_owned());
-    attributes.insert("expected_stage".to_owned(), inputs.expected_stage.as_str().to_owned());
-    attributes.insert("reported_stage".to_owned(), inputs.reported_stage.as_str().to_owned());
-    attributes.insert("checked_by".to_owned(), "host".to_owned());
-    Some(("stage_mismatch".to_owned(), attributes))
-}
-
-/// The whole decision for recorded `inputs` — host stage-order check,
-/// `plugin`, host invariants — exactly as [`GateService::evaluate`] takes
-/// it, without telemetry. `kasmina journal replay` judges candidates so.
-pub fn decide(plugin: &kasmina_plugin_host::gate::GatePlugin, gate: GateId, inputs: GateInputs) -> GateDecision {
-    match precheck(gate, &inputs) {
-        Some((reason, attributes)) => GateDecision { gate, passed: false, reason, attributes, inputs },
-        None => {
-            let verdict = plugin.evaluate(gate, &inputs);
-            enforce_invariants(GateDecision {
-                gate,
-                passed: verdict.passed,
-                reason: verdict.reason,
-                attributes: verdict.attributes,
-                inputs,
-            })
-        }
-    }
-}
-
-/// Overrides a passing plugin verdict that breaks a safety invariant.
-fn enforce_invariants(mut decision: GateDecision) -> GateDecision {
-    if decision.passed
-        && let Some(broken) = violated_invariant(decision.gate, &decision.inputs)
-    {
-        decision.passed = false;
-        decision.reason = "policy_invariant_violated".to_owned();
-        decision.attributes.insert("invariant".to_owned(), broken.to_owned());
-        decision.attributes.insert("plugin_verdict".to_owned(), "passed".to_owned());
-    }
-    decision
-}
-
-/// The invariants every gate policy must keep, whatever it decides.
-fn violated_invariant(gate: GateId, i: &GateInputs) -> Option<&'static str> {
-    match gate {
-        GateId::G0Sanity if i.parameters.values().any(|v| !v.is_finite()) => Some("non_finite_parameter_must_fail_g0"),
-        GateId::G1GradientHealth if i.isolation_violations > 0 => Some("isolation_violations_must_fail_g1"),
-        GateId::G2Stability | GateId::G4SystemImpact if i.fallback_used => Some("fallback_must_fail_g2_g4"),
-        GateId::G4SystemImpact if i.performance_status == PerformanceStatus::Fallback => {
-            Some("fallback_must_fail_g2_g4")
-        }
-        _ => None,
-    }
-}
-
 /// Whether the seed's declared kernel I/O fits its site: one input and one
 /// output, both exactly the site's feature shape.
 /// Without a descriptor or a registered site shape there is nothing that
@@ -386,75 +318,5 @@ fn performance_status(seed: &SeedContext, env: &GateEnvironment, budget_us: u64)
         PerformanceStatus::Degraded
     } else {
         PerformanceStatus::Nominal
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-
-    fn inputs(stage: SeedStage) -> GateInputs {
-        GateInputs {
-            seed_id: "s".to_owned(),
-            site: "hidden".to_owned(),
-            blueprint_id: "bp".to_owned(),
-            blueprint_known: true,
-            current_stage: stage,
-            expected_stage: stage,
-            reported_stage: stage,
-            parameters: BTreeMap::new(),
-            parameter_bounds: BTreeMap::new(),
-            kernel_attached: true,
-            kernel_verified: true,
-            fallback_used: false,
-            isolation_violations: 0,
-            max_cosine: 0.0,
-            outputs_finite: true,
-            loss_window: vec![0.5, 0.5],
-            loss_variance_threshold: 1.0,
-            kernel_latency_us: 10.0,
-            latency_budget_us: 100.0,
-            host_registered: true,
-            required_layers: vec!["hidden".to_owned()],
-            available_layers: vec!["hidden".to_owned()],
-            interface_matches: true,
-            performance_status: PerformanceStatus::Nominal,
-            metric_delta: 0.0,
-            metric_tolerance: 0.02,
-            reset_clean: true,
-        }
-    }
-
-    #[test]
-    fn precheck_fails_any_stage_disagreement_before_the_plugin() {
-        assert!(precheck(GateId::G2Stability, &inputs(SeedStage::Training)).is_none());
-        for (field, stage) in [(0, SeedStage::Blending), (1, SeedStage::Germinated), (2, SeedStage::Dormant)] {
-            let mut i = inputs(SeedStage::Training);
-            match field {
-                0 => i.current_stage = stage,
-                1 => i.expected_stage = stage,
-                _ => i.reported_stage = stage,
-            }
-            let (reason, attrs) = precheck(GateId::G2Stability, &i).expect("mismatch caught");
-            assert_eq!(reason, "stage_mismatch");
-            assert_eq!(attrs.get("checked_by").map(String::as_str), Some("host"));
-        }
-    }
-
-    #[test]
-    fn safety_invariants_hold_whatever_the_plugin_says() {
-        let mut i = inputs(SeedStage::Training);
-        i.fallback_used = true;
-        assert!(violated_invariant(GateId::G2Stability, &i).is_some());
-        assert!(violated_invariant(GateId::G4SystemImpact, &i).is_some());
-        assert!(violated_invariant(GateId::G3Interface, &i).is_none());
-        let mut i = inputs(SeedStage::Dormant);
-        i.parameters.insert("lr".to_owned(), f64::NAN);
-        assert!(violated_invariant(GateId::G0Sanity, &i).is_some());
-        let mut i = inputs(SeedStage::Germinated);
-        i.isolation_violations = 2;
-        assert!(violated_invariant(GateId::G1GradientHealth, &i).is_some());
-        assert!(violated_invariant(GateId::G1GradientHealth, &inputs(SeedStage::Germinated)).is_none());
     }
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use kasmina_core::{BreakerConfig, CircuitBreaker, Clock, SystemClock, TelemetrySink};
+use kasmina_default_plugins as defaults;
 use kasmina_kernels::{KernelLoadManager, KernelManagerConfig, UrzaLibrary};
 use kasmina_plugin_host::annotation::AnnotationPlugin;
 use kasmina_plugin_host::blueprint::BlueprintPlugin;
@@ -18,9 +19,9 @@ use kasmina_plugin_host::runtime::{Pin, PluginRuntime, PluginSpec, RuntimeConfig
 use kasmina_plugin_host::{Isolation, PluginLimits};
 use leyline::api::{
     ApiError, ApiErrorCode, GraftDirective, HostRegistration, HostStatus, KasminaApi, KernelArtifact, StepReport,
-    TrainerSettings,
+    TelemetryListener, TrainerSettings,
 };
-use leyline::{AdaptationCommand, Outcome, SeedState, TelemetryEvent};
+use leyline::{AdaptationCommand, Outcome, SeedState, TelemetryEvent, TelemetryLevel};
 
 use crate::gates::GateService;
 use crate::rollback::RollbackLedger;
@@ -137,6 +138,9 @@ impl HostBuilder {
         settings.validate()?;
         let clock = self.clock;
         let hub = Arc::new(TelemetryHub::from_settings(&settings.telemetry, Arc::clone(&clock)));
+        // Listening before anything can emit, so no event is missed.
+        let outbox = Arc::new(Outbox::default());
+        hub.add_listener(Arc::clone(&outbox) as Arc<dyn TelemetryListener>);
         let sink: Arc<dyn TelemetrySink> = hub.clone();
         let key = match self.key {
             Some(key) => key,
@@ -156,7 +160,7 @@ impl HostBuilder {
         let gates: Arc<PluginSlot<GatePlugin>> = Arc::new(load_slot(
             &runtime,
             "gate",
-            pinned(&settings.plugins.gates, kasmina_plugin_artifacts::GATES, kasmina_plugin_artifacts::GATES_SHA256),
+            pinned(&settings.plugins.gates, "kasmina-gates-plugin", defaults::GATES, defaults::GATES_SHA256),
             &limits,
         )?);
         let annotations: Arc<PluginSlot<AnnotationPlugin>> = Arc::new(load_slot(
@@ -164,8 +168,9 @@ impl HostBuilder {
             "annotation",
             pinned(
                 &settings.plugins.annotations,
-                kasmina_plugin_artifacts::ANNOTATIONS,
-                kasmina_plugin_artifacts::ANNOTATIONS_SHA256,
+                "kasmina-annotations-plugin",
+                defaults::ANNOTATIONS,
+                defaults::ANNOTATIONS_SHA256,
             ),
             &limits,
         )?);
@@ -174,11 +179,18 @@ impl HostBuilder {
             "blueprint-policy",
             pinned(
                 &settings.plugins.blueprint_policy,
-                kasmina_plugin_artifacts::BLUEPRINT_POLICY,
-                kasmina_plugin_artifacts::BLUEPRINT_POLICY_SHA256,
+                "kasmina-blueprint-policy-plugin",
+                defaults::BLUEPRINT_POLICY,
+                defaults::BLUEPRINT_POLICY_SHA256,
             ),
             &limits,
         )?);
+
+        let plugins_at_start = vec![
+            LoadedPlugin::of("gates", &*gates.current()),
+            LoadedPlugin::of("annotations", &*annotations.current()),
+            LoadedPlugin::of("blueprint-policy", &*blueprints.current()),
+        ];
 
         let b = &settings.breaker;
         let breaker_config = BreakerConfig {
@@ -221,10 +233,22 @@ impl HostBuilder {
         ));
         let mut gate_service = GateService::new(gates, settings.gates.clone(), Arc::clone(&sink), Arc::clone(&clock));
         if let Some(candidate) = &settings.plugins.shadow_gates {
-            // A pinned candidate only: there is no default shadow plugin.
-            let shadow: PluginSlot<GatePlugin> =
-                load_slot(&runtime, "shadow gate", (candidate.path.clone(), &candidate.sha256), &limits)?;
-            gate_service = gate_service.with_shadow(Arc::new(shadow));
+            // A pinned candidate only: there is no default shadow plugin. It
+            // runs off the step path with its own deadline.
+            let shadow_limits =
+                PluginLimits { deadline: Duration::from_millis(settings.plugins.shadow_deadline_ms), ..limits.clone() };
+            let shadow = crate::gates::load_shadow_candidate(
+                &runtime,
+                &candidate.path,
+                &candidate.sha256,
+                &shadow_limits,
+                sink.as_ref(),
+                clock.now_ms(),
+            )
+            .map_err(|detail| HostError::Plugin { which: "shadow gate", detail })?;
+            gate_service = gate_service
+                .with_shadow(shadow, settings.plugins.shadow_queue)
+                .map_err(|e| HostError::Plugin { which: "shadow gate", detail: format!("worker thread: {e}") })?;
         }
         let manager = SeedManager::new(SeedManagerParts {
             settings: Arc::clone(&settings),
@@ -247,10 +271,11 @@ impl HostBuilder {
             manager: Arc::new(manager),
             hub,
             critical: Mutex::new(critical),
-            outbox: Mutex::new(Outbox::default()),
+            outbox,
             purger: Mutex::new(Some(purger)),
             shutdown_timeout: Duration::from_millis(settings.kernels.shutdown_timeout_ms),
             trainer_settings: settings.trainer_settings(),
+            plugins_at_start,
         })
     }
 }
@@ -291,12 +316,24 @@ fn plugin_limits(settings: &Settings) -> Result<PluginLimits, HostError> {
     })
 }
 
-/// The configured plugin file and its pin, or the default plugin built with
-/// this host, pinned to the digest recorded at build time.
-fn pinned<'a>(configured: &'a Option<PluginRef>, default_path: &str, default_sha256: &'a str) -> (PathBuf, &'a str) {
+/// Where a plugin comes from: the file the settings pin, or else the
+/// default compiled into the binary (pinned by its build-time SHA-256).
+enum PluginSource<'a> {
+    File(PathBuf, &'a str),
+    Embedded(&'static str, &'static [u8], &'static str),
+}
+
+/// The configured plugin file and its pin, or the default compiled into the
+/// binary, pinned to the digest recorded at build time.
+fn pinned<'a>(
+    configured: &'a Option<PluginRef>,
+    default_name: &'static str,
+    default_bytes: &'static [u8],
+    default_sha256: &'static str,
+) -> PluginSource<'a> {
     match configured {
-        Some(r) => (r.path.clone(), r.sha256.as_str()),
-        None => (PathBuf::from(default_path), default_sha256),
+        Some(r) => PluginSource::File(r.path.clone(), r.sha256.as_str()),
+        None => PluginSource::Embedded(default_name, default_bytes, default_sha256),
     }
 }
 
@@ -304,19 +341,50 @@ fn pinned<'a>(configured: &'a Option<PluginRef>, default_path: &str, default_sha
 fn load_slot<P: Reloadable>(
     runtime: &PluginRuntime,
     which: &'static str,
-    (path, sha256): (PathBuf, &str),
+    source: PluginSource<'_>,
     limits: &PluginLimits,
 ) -> Result<PluginSlot<P>, HostError> {
     let err = |detail: String| HostError::Plugin { which, detail };
-    let pin = Pin::sha256(sha256).map_err(|e| err(e.to_string()))?;
-    let spec = PluginSpec { path, pin, limits: limits.clone() };
+    let spec = match source {
+        PluginSource::File(path, sha256) => PluginSpec::new(path, Pin::sha256(sha256).map_err(|e| err(e.to_string()))?),
+        PluginSource::Embedded(name, bytes, sha256) => {
+            PluginSpec::embedded(name, bytes, Pin::sha256(sha256).map_err(|e| err(e.to_string()))?)
+        }
+    };
+    let spec = PluginSpec { limits: limits.clone(), ..spec };
     PluginSlot::new(runtime, &spec, CheckOptions::smoke()).map_err(|e| err(e.to_string()))
 }
 
+/// The embedded caller's receiver: every non-CRITICAL event as it is
+/// emitted (CRITICAL ones arrive on their own channel and are drained
+/// first), bounded — the oldest are dropped and counted.
 #[derive(Debug, Default)]
-struct Outbox {
+struct Outbox(Mutex<OutboxInner>);
+
+#[derive(Debug, Default)]
+struct OutboxInner {
     events: VecDeque<TelemetryEvent>,
     dropped: u64,
+}
+
+impl Outbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxInner> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl TelemetryListener for Outbox {
+    fn event(&self, event: &TelemetryEvent) {
+        if event.level == TelemetryLevel::Critical {
+            return;
+        }
+        let mut outbox = self.lock();
+        if outbox.events.len() == OUTBOX_CAPACITY {
+            outbox.events.pop_front();
+            outbox.dropped += 1;
+        }
+        outbox.events.push_back(event.clone());
+    }
 }
 
 /// The control plane in-process.
@@ -324,11 +392,37 @@ pub struct EmbeddedHost {
     manager: Arc<SeedManager>,
     hub: Arc<TelemetryHub>,
     critical: Mutex<crate::telemetry::CriticalReceiver>,
-    outbox: Mutex<Outbox>,
+    outbox: Arc<Outbox>,
     purger: Mutex<Option<NoncePurger>>,
     shutdown_timeout: Duration,
     /// What registration answers: the trainer-side settings of this host.
     trainer_settings: TrainerSettings,
+    plugins_at_start: Vec<LoadedPlugin>,
+}
+
+/// One policy plugin as the host loaded it at start (for start reports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedPlugin {
+    /// Which slot: `gates`, `annotations` or `blueprint-policy`.
+    pub slot: &'static str,
+    /// The file, or `<embedded NAME>` for a default compiled into the binary.
+    pub source: PathBuf,
+    /// SHA-256 of the component that was verified and loaded.
+    pub sha256: String,
+}
+
+impl LoadedPlugin {
+    fn of<P: Reloadable>(slot: &'static str, plugin: &P) -> Self {
+        let identity = plugin.identity();
+        LoadedPlugin { slot, source: identity.path.clone(), sha256: identity.sha256.clone() }
+    }
+}
+
+impl std::fmt::Display for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let short = self.sha256.get(..12).unwrap_or(&self.sha256);
+        write!(f, "{} {} sha256:{short}", self.slot, self.source.display())
+    }
 }
 
 impl std::fmt::Debug for EmbeddedHost {
@@ -359,22 +453,15 @@ impl EmbeddedHost {
         tracing::info!(?report, "kasmina.host.shutdown");
     }
 
+    /// The policy plugins loaded at start (file or embedded default, digest).
+    pub fn plugins_at_start(&self) -> &[LoadedPlugin] {
+        &self.plugins_at_start
+    }
+
     /// Telemetry events lost since start: dropped by the hub's bounded
     /// per-step queue or pushed out of the undrained outbox.
     pub fn telemetry_dropped(&self) -> u64 {
-        let outbox = self.outbox.lock().unwrap_or_else(PoisonError::into_inner).dropped;
-        outbox + self.hub.stats().dropped
-    }
-
-    fn push_events(&self, events: impl IntoIterator<Item = TelemetryEvent>) {
-        let mut outbox = self.outbox.lock().unwrap_or_else(PoisonError::into_inner);
-        for event in events {
-            if outbox.events.len() == OUTBOX_CAPACITY {
-                outbox.events.pop_front();
-                outbox.dropped += 1;
-            }
-            outbox.events.push_back(event);
-        }
+        self.outbox.lock().dropped + self.hub.stats().dropped
     }
 }
 
@@ -415,9 +502,10 @@ impl KasminaApi for EmbeddedHost {
     fn step_report(&self, report: StepReport) -> Result<Vec<GraftDirective>, ApiError> {
         let step = report.step;
         let directives = self.manager.step_report(report).map_err(bad)?;
-        match self.hub.finalize_step(step) {
-            Ok(packets) => self.push_events(packets.into_iter().flat_map(|p| p.events)),
-            Err(err) => tracing::warn!(%err, "kasmina.telemetry.finalize_failed"),
+        // The step's events already went out as they were emitted; the
+        // packets close the step's health window.
+        if let Err(err) = self.hub.finalize_step(step) {
+            tracing::warn!(%err, "kasmina.telemetry.finalize_failed");
         }
         Ok(directives)
     }
@@ -448,8 +536,12 @@ impl KasminaApi for EmbeddedHost {
                 events.push(event);
             }
         }
-        let mut outbox = self.outbox.lock().unwrap_or_else(PoisonError::into_inner);
-        events.extend(outbox.events.drain(..));
+        events.extend(self.outbox.lock().events.drain(..));
         Ok(events)
+    }
+
+    fn subscribe_telemetry(&self, listener: Arc<dyn TelemetryListener>) -> Result<(), ApiError> {
+        self.hub.add_listener(listener);
+        Ok(())
     }
 }

@@ -11,12 +11,17 @@
 //!   [`leyline::Outcome`] (STRUCTURAL_PRUNING refused as unsupported).
 //! - [`telemetry`]: the hub every component emits into — bounded per-step
 //!   queue, CRITICAL fast path, per-seed packets and health.
-//! - [`rollback`]: rollback points recorded on gate failure and retire, with
-//!   readiness latency measured against the SLA.
+//! - [`rollback`]: the rollback ledger — points recorded on gate failure,
+//!   cull and retire, usable once the trainer confirms its weights
+//!   checkpoint; capture and restore latency measured against the SLA.
 //! - [`gates`]: the gate service — builds `GateInputs` from real seed state,
-//!   checks stage order and the safety invariants itself, asks the gate plugin.
+//!   checks stage order and the safety invariants itself, asks the gate
+//!   plugin; a shadow candidate runs off the step path and is judged by its
+//!   own verdict ([`gates::judge()`]).
 //! - [`seeds`]: the seed manager — executes commands (verify → validate →
-//!   parse → admit → act) and drives stages from step reports through G1–G5.
+//!   parse → admit → act), drives stages from step reports through G1–G5,
+//!   restores ROLLBACK points, resynchronises re-registering trainers and
+//!   rebuilds state from the journal.
 //! - [`host`]: the embedded host — one builder assembling everything
 //!   in-process, serving `leyline::api::KasminaApi` like the daemon does.
 
@@ -29,7 +34,7 @@ pub mod settings;
 pub mod telemetry;
 pub mod validator;
 
-pub use host::{EmbeddedHost, HostBuilder, HostError};
+pub use host::{EmbeddedHost, HostBuilder, HostError, LoadedPlugin};
 pub use rollback::{RollbackLedger, RollbackPoint};
 pub use security::{CommandVerifier, HmacKey, NonceLedger, VerifiedCommand};
 pub use seeds::SeedManager;

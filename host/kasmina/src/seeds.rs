@@ -6,11 +6,19 @@
 //! - `commands`: verify → validate → parse (plugin) → admit (plugin) → act;
 //! - `blend`: blend admission — the GERMINATE's blend spec rebuilt from the
 //!   parsed annotations and checked with the contract's rules;
-//! - `progress`: step reports → stage progression through gates G1–G5.
+//! - `progress`: step reports → stage progression through gates G1–G5;
+//! - [`checkpoints`]: rollback points (the control plane's half captured
+//!   here, the trainer's weights by directive), the trainer's checkpoint
+//!   reports, and ROLLBACK, which restores both halves together;
+//! - `resync`: a (re-)registering trainer is resynchronised — seeds it
+//!   still holds are adopted after their digests are checked, the rest are
+//!   attached afresh — instead of being culled;
+//! - [`restore`]: rebuilding state from the decision journal after a restart.
 //!
 //! All state sits behind one mutex: a command or a step report is applied
 //! whole or not at all, and a rejection changes nothing.
 
+pub mod checkpoints;
 pub mod context;
 pub mod schedule;
 
@@ -18,6 +26,7 @@ mod blend;
 mod commands;
 mod progress;
 pub mod restore;
+mod resync;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -27,12 +36,15 @@ use kasmina_kernels::{KernelLoadManager, PrefetchEvent, PrefetchEvents};
 use kasmina_plugin_host::annotation::AnnotationPlugin;
 use kasmina_plugin_host::blueprint::BlueprintPlugin;
 use kasmina_plugin_host::reload::PluginSlot;
-use leyline::api::{GraftDirective, HostRegistration};
+use leyline::api::{CheckpointAction, GraftDirective, HostRegistration};
+use leyline::journal::ProgressState;
 use leyline::{AdaptationCommand, BreakerState, GateId, Outcome, SeedStage, SeedState, TelemetryEvent, TelemetryLevel};
 
+pub use self::checkpoints::RollbackCapture;
+use self::checkpoints::{InFlightRollback, PointCtx};
 pub use self::context::SeedContext;
 use crate::gates::{GateDecision, GateEnvironment, GateService};
-use crate::rollback::{RollbackKind, RollbackLedger, RollbackReason};
+use crate::rollback::{RollbackLedger, RollbackReason};
 use crate::security::CommandVerifier;
 use crate::settings::Settings;
 use crate::validator::CommandValidator;
@@ -46,6 +58,9 @@ pub trait DecisionRecorder: Send + Sync {
     fn transition(&self, seed_id: &str, from: SeedStage, to: SeedStage, step: Option<u64>, reason: &str);
     /// A gate was evaluated.
     fn gate(&self, seed_id: &str, decision: &GateDecision);
+    /// Seed state was replaced outside the transition table (a rollback
+    /// restored a point): the call must end with a full snapshot.
+    fn state_replaced(&self, why: &str);
 }
 
 /// The policy plugins the manager calls, each hot-reloadable.
@@ -77,7 +92,7 @@ pub struct SeedManagerParts {
     /// Prefetch results of `kernels`.
     pub prefetch_events: PrefetchEvents,
     /// Rollback points.
-    pub rollback: Arc<RollbackLedger<SeedState>>,
+    pub rollback: Arc<RollbackLedger<RollbackCapture>>,
     /// The "fetch" breaker (shared with `kernels`).
     pub fetch_breaker: Arc<CircuitBreaker>,
     /// The "isolation" breaker.
@@ -99,6 +114,12 @@ struct State {
     /// Prefetch results that arrived for seeds not yet looked at.
     prefetch_results: HashMap<String, PrefetchEvent>,
     optimizer: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Checkpoint directives delivered with the last step's answer: the
+    /// next step report must carry their results.
+    awaiting: Vec<(String, CheckpointAction)>,
+    /// A ROLLBACK waiting for the trainer to restore its weights; seeds are
+    /// frozen until it confirms or fails.
+    rollback_in_flight: Option<InFlightRollback>,
     accepted: u64,
     rejected: u64,
 }
@@ -114,7 +135,7 @@ pub struct SeedManager {
     gates: GateService,
     kernels: Arc<KernelLoadManager>,
     prefetch_events: Mutex<PrefetchEvents>,
-    rollback: Arc<RollbackLedger<SeedState>>,
+    rollback: Arc<RollbackLedger<RollbackCapture>>,
     fetch_breaker: Arc<CircuitBreaker>,
     isolation_breaker: Arc<CircuitBreaker>,
     recorder: Option<Arc<dyn DecisionRecorder>>,
@@ -150,11 +171,13 @@ impl SeedManager {
 
     /// Registers the trainer's model: its sites and seed slots. Slots must
     /// name registered sites; each seed id appears once. Re-registering the
-    /// same run keeps existing seeds; a different run is refused while seeds
-    /// are active.
+    /// same run keeps existing seeds and resynchronises them with what the
+    /// trainer says it holds (see `resync`); a different run is refused
+    /// while seeds are active.
     pub fn register_host(&self, registration: HostRegistration) -> Result<(), String> {
         validate_registration(&registration)?;
-        let mut st = self.lock();
+        let mut guard = self.lock();
+        let st = &mut *guard;
         if let Some(existing) = &st.registration
             && existing.training_run_id != registration.training_run_id
             && st.seeds.values().any(|s| s.stage.is_active())
@@ -171,6 +194,7 @@ impl SeedManager {
                 st.seeds.insert(slot.seed_id.clone(), seed);
             }
         }
+        self.resynchronise(st, &registration);
         self.sink.emit(
             TelemetryEvent::new(
                 "kasmina.host.registered",
@@ -184,6 +208,22 @@ impl SeedManager {
         );
         st.registration = Some(registration);
         Ok(())
+    }
+
+    /// What a restart must not forget beyond stages: every active or paused
+    /// seed's in-stage progress, the breakers and the latest metric.
+    pub fn progress_state(&self) -> ProgressState {
+        let st = self.lock();
+        ProgressState {
+            seeds: st
+                .seeds
+                .values()
+                .filter(|s| s.stage.is_active() || s.paused)
+                .map(SeedContext::to_progress)
+                .collect(),
+            breakers: self.breakers().iter().map(|b| b.snapshot()).collect(),
+            latest_metric: st.latest_metric,
+        }
     }
 
     /// Every seed's exported state, in seed-id order.
@@ -232,7 +272,7 @@ impl SeedManager {
     }
 
     /// Rollback points.
-    pub fn rollback(&self) -> &Arc<RollbackLedger<SeedState>> {
+    pub fn rollback(&self) -> &Arc<RollbackLedger<RollbackCapture>> {
         &self.rollback
     }
 
@@ -318,9 +358,24 @@ impl SeedManager {
         decision
     }
 
-    /// CULLED → EMBARGOED: records a rollback point, stops the kernel supply
-    /// for the seed and tells the trainer to detach it.
+    /// CULLED → EMBARGOED: records a rollback point (see [`checkpoints`]),
+    /// stops the kernel supply for the seed and tells the trainer to detach it.
+    #[allow(clippy::too_many_arguments)]
     fn cull(
+        &self,
+        at: &PointCtx<'_>,
+        directives: &mut Vec<GraftDirective>,
+        seed: &mut SeedContext,
+        reason: RollbackReason,
+        detail: &str,
+        step: Option<u64>,
+    ) {
+        self.record_point(at, &[&*seed], reason, directives);
+        self.cull_seed(directives, seed, reason, detail, step);
+    }
+
+    /// The cull itself, without a rollback point (the caller recorded one).
+    fn cull_seed(
         &self,
         directives: &mut Vec<GraftDirective>,
         seed: &mut SeedContext,
@@ -328,18 +383,12 @@ impl SeedManager {
         detail: &str,
         step: Option<u64>,
     ) {
-        let snapshot = seed.to_state(self.isolation_open());
-        let stage = seed.stage;
-        if let Err(err) = self
-            .rollback
-            .record(&seed.seed_id, stage, reason, RollbackKind::Fast, || Ok::<_, std::convert::Infallible>(snapshot))
-        {
-            tracing::error!(seed = %seed.seed_id, %err, "kasmina.rollback.record_failed");
-        }
         if !self.transition(seed, SeedStage::Culled, step, detail) {
             return;
         }
         seed.last_failure = Some(detail.to_owned());
+        seed.resync_pending = false;
+        seed.resume_pending = false;
         self.kernels.cancel_seed(&seed.seed_id);
         seed.prefetch_request = None;
         directives.push(GraftDirective::Detach { seed_id: seed.seed_id.clone(), reason: detail.to_owned() });
@@ -396,6 +445,18 @@ fn validate_registration(r: &HostRegistration) -> Result<(), String> {
         if !seen.contains(slot.site.as_str()) {
             return Err(format!("slot {} names unknown site {}", slot.seed_id, slot.site));
         }
+    }
+    let mut held = std::collections::BTreeSet::new();
+    for h in &r.held {
+        if !ids.contains(h.seed_id.as_str()) || !held.insert(h.seed_id.as_str()) {
+            return Err(format!("held seed {:?} is not one of the registered slots, or is listed twice", h.seed_id));
+        }
+        if !(h.alpha.is_finite() && (0.0..=1.0).contains(&h.alpha)) {
+            return Err(format!("held seed {} has alpha {} outside [0, 1]", h.seed_id, h.alpha));
+        }
+    }
+    if r.checkpoints.len() > MAX_SLOTS {
+        return Err(format!("{} checkpoints listed; at most {MAX_SLOTS}", r.checkpoints.len()));
     }
     Ok(())
 }

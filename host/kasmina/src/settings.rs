@@ -6,12 +6,14 @@
 //! Sections are resolved once and passed down; nothing re-reads the file.
 
 pub mod defaults;
+mod plugins;
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use self::defaults as d;
+pub use self::plugins::{PluginRef, PluginSettings};
 
 /// A settings error; always names the offending key or file.
 #[derive(Debug, thiserror::Error)]
@@ -275,60 +277,6 @@ impl Default for KernelSettings {
     }
 }
 
-/// Plugin sandbox limits (ARCHITECTURE.md, plugin runtime rules).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PluginSettings {
-    /// Per-call deadline, ms.
-    pub deadline_ms: u64,
-    /// Linear memory cap, bytes.
-    pub memory_bytes: u64,
-    /// Fuel per call; 0 disables fuel metering.
-    pub fuel: u64,
-    /// Instance isolation: `per-call` (fresh store per evaluation) or
-    /// `reuse` (one instance, replaced after any failure).
-    pub isolation: String,
-    /// Directory of precompiled plugin artifacts; default
-    /// `$KASMINA_CACHE/plugin-cache` (`~/.cache/kasmina/plugin-cache`).
-    pub cache_dir: Option<PathBuf>,
-    /// Gate plugin, pinned.
-    pub gates: Option<PluginRef>,
-    /// Annotation parser plugin, pinned.
-    pub annotations: Option<PluginRef>,
-    /// Blueprint policy plugin, pinned.
-    pub blueprint_policy: Option<PluginRef>,
-    /// Candidate gate plugin, pinned, evaluated beside the active one on
-    /// every gate ("shadow"): disagreements are reported as telemetry and
-    /// never affect a decision. Off when unset.
-    pub shadow_gates: Option<PluginRef>,
-}
-
-impl Default for PluginSettings {
-    fn default() -> Self {
-        PluginSettings {
-            deadline_ms: d::PLUGIN_DEADLINE_MS,
-            memory_bytes: d::PLUGIN_MEMORY_BYTES,
-            fuel: d::PLUGIN_FUEL,
-            isolation: d::PLUGIN_ISOLATION.to_owned(),
-            cache_dir: None,
-            gates: None,
-            annotations: None,
-            blueprint_policy: None,
-            shadow_gates: None,
-        }
-    }
-}
-
-/// A plugin file pinned by its SHA-256.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PluginRef {
-    /// Path of the `.wasm` component.
-    pub path: PathBuf,
-    /// Expected SHA-256 (hex) of the file; a changed file is refused.
-    pub sha256: String,
-}
-
 /// Circuit breakers (SPEC.md §8).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -482,6 +430,8 @@ impl Settings {
         nonzero("kernels.shutdown_timeout_ms", k.shutdown_timeout_ms)?;
         let p = &self.plugins;
         nonzero("plugins.deadline_ms", p.deadline_ms)?;
+        nonzero("plugins.shadow_deadline_ms", p.shadow_deadline_ms)?;
+        nonzero("plugins.shadow_queue", p.shadow_queue as u64)?;
         nonzero("plugins.memory_bytes", p.memory_bytes)?;
         if !matches!(p.isolation.as_str(), "per-call" | "reuse") {
             return invalid("plugins.isolation", format!("{:?} is not `per-call` or `reuse`", p.isolation));

@@ -62,7 +62,7 @@ fn every_area_opens_a_named_span_and_hub_events_reach_tracing() {
 
         let ledger: RollbackLedger<()> = RollbackLedger::from_settings(&Settings::default().rollback, clock, sink);
         ledger
-            .record("s1", SeedStage::Training, RollbackReason::Culled, RollbackKind::Fast, || Ok::<(), String>(()))
+            .record(&["s1"], SeedStage::Training, RollbackReason::Culled, RollbackKind::Fast, || Ok::<(), String>(()))
             .expect("recorded");
     });
     let spans = recorder.spans.lock().unwrap().clone();

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::{AdaptationCommand, BlendMode, BlueprintDescriptor, Dim, Outcome, SeedStage, SeedState, TelemetryEvent};
 
 pub use crate::blend::BlendSpec;
+pub use crate::checkpoint::{CheckpointAction, CheckpointEvent, HeldSeed};
 
 /// One seed site a host model exposes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,7 +32,7 @@ pub struct SlotSpec {
 }
 
 /// A trainer announces its model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostRegistration {
     /// Training run this trainer executes.
     pub training_run_id: String,
@@ -39,6 +40,29 @@ pub struct HostRegistration {
     pub sites: Vec<SiteSpec>,
     /// Seed slots; a command for a seed id not listed here is refused.
     pub slots: Vec<SlotSpec>,
+    /// Seeds the trainer holds grafted now (empty on a first registration).
+    /// A re-registering trainer lists them so that the control plane adopts
+    /// those whose kernel digest it verified and sends a fresh attach for
+    /// the rest; nothing is culled for a reconnect or a daemon restart.
+    #[serde(default)]
+    pub held: Vec<HeldSeed>,
+    /// Rollback points whose weights checkpoint the trainer still holds;
+    /// points not listed can no longer be restored.
+    #[serde(default)]
+    pub checkpoints: Vec<String>,
+}
+
+impl HostRegistration {
+    /// A first registration: no seeds or checkpoints held yet.
+    pub fn new(training_run_id: impl Into<String>, sites: Vec<SiteSpec>, slots: Vec<SlotSpec>) -> Self {
+        HostRegistration {
+            training_run_id: training_run_id.into(),
+            sites,
+            slots,
+            held: Vec::new(),
+            checkpoints: Vec::new(),
+        }
+    }
 }
 
 /// A verified kernel artifact, as served to a trainer.
@@ -102,6 +126,37 @@ pub enum GraftDirective {
         /// `true` to pause, `false` to resume.
         paused: bool,
     },
+    /// Capture a checkpoint of the model's weights and every grafted seed's
+    /// slot for rollback point `point_id`, and report it in the next step
+    /// report ([`CheckpointEvent`]).
+    Checkpoint {
+        /// Rollback point id.
+        point_id: String,
+        /// On disk (full path, survives a trainer crash) rather than in memory.
+        durable: bool,
+    },
+    /// Return the model's weights and seed slots to checkpoint `point_id`,
+    /// all or nothing, and report it in the next step report.
+    RestoreCheckpoint {
+        /// Rollback point id.
+        point_id: String,
+    },
+}
+
+impl GraftDirective {
+    /// The seed the directive is about, if it names one.
+    pub fn seed_id(&self) -> Option<&str> {
+        match self {
+            GraftDirective::Attach { seed_id, .. }
+            | GraftDirective::Stage { seed_id, .. }
+            | GraftDirective::Detach { seed_id, .. }
+            | GraftDirective::Pause { seed_id, .. } => Some(seed_id),
+            GraftDirective::DropTeacher
+            | GraftDirective::Optimizer { .. }
+            | GraftDirective::Checkpoint { .. }
+            | GraftDirective::RestoreCheckpoint { .. } => None,
+        }
+    }
 }
 
 /// What one seed did during one training step, as the trainer measured it.
@@ -182,6 +237,10 @@ pub struct StepReport {
     pub seeds: Vec<SeedStepReport>,
     /// Knowledge distillation, when a teacher ran this step.
     pub distillation: Option<DistillationReport>,
+    /// Checkpoints captured, restored, failed or evicted since the last
+    /// report (answers to [`GraftDirective::Checkpoint`] and
+    /// [`GraftDirective::RestoreCheckpoint`]).
+    pub checkpoints: Vec<CheckpointEvent>,
 }
 
 /// Gradient isolation settings the host holds; the trainer measures with
@@ -292,9 +351,22 @@ pub trait KasminaApi: Send + Sync {
     fn seed_states(&self) -> Result<Vec<SeedState>, ApiError>;
     /// Host summary.
     fn status(&self) -> Result<HostStatus, ApiError>;
-    /// Telemetry events emitted since the last call (embedded hosts buffer
-    /// them; daemons stream them to observers instead).
+    /// Telemetry events emitted since the last call, CRITICAL first (the
+    /// embedded caller's receiver; bounded, losses counted).
     fn drain_telemetry(&self) -> Result<Vec<TelemetryEvent>, ApiError>;
+    /// Adds a listener that receives every event as it is emitted (push):
+    /// the daemon fans them out to its observers this way, with no polling.
+    /// A client of a remote host refuses (it streams with its own
+    /// subscription instead).
+    fn subscribe_telemetry(&self, listener: std::sync::Arc<dyn TelemetryListener>) -> Result<(), ApiError>;
+}
+
+/// Receives telemetry the moment it is emitted. Called on the emitting
+/// thread, possibly while the host holds a lock: it must not block (queue
+/// or drop, and count what it drops).
+pub trait TelemetryListener: Send + Sync {
+    /// One event.
+    fn event(&self, event: &TelemetryEvent);
 }
 
 /// Forwards every call, so a trainer or controller can hold the API by
@@ -322,6 +394,12 @@ macro_rules! forward_api {
             }
             fn drain_telemetry(&self) -> Result<Vec<TelemetryEvent>, ApiError> {
                 (**self).drain_telemetry()
+            }
+            fn subscribe_telemetry(
+                &self,
+                listener: std::sync::Arc<dyn TelemetryListener>,
+            ) -> Result<(), ApiError> {
+                (**self).subscribe_telemetry(listener)
             }
         }
     )*};

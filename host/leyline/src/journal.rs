@@ -10,13 +10,14 @@
 use serde::{Deserialize, Serialize};
 
 use crate::gate::GateInputs;
-use crate::{AdaptationCommand, GateId, Outcome, SeedStage, SeedState};
+use crate::{AdaptationCommand, BreakerState, GateId, Outcome, SeedStage, SeedState};
 
 /// Version of the [`JournalRecord`] payload schema. A journal written with
 /// another version is refused on open rather than misread.
 ///
 /// Version 2: [`JournalRecord::GateVerdict`] stores [`GateInputs`] itself
-/// instead of text pairs.
+/// instead of text pairs; snapshots carry live nonces, in-stage progress and
+/// breaker states; [`JournalRecord::Progress`] records in-stage progress.
 pub const JOURNAL_RECORD_VERSION: u32 = 2;
 
 /// One journaled decision.
@@ -74,6 +75,8 @@ pub enum JournalRecord {
     Snapshot {
         /// All seeds.
         seeds: Vec<SeedState>,
+        /// In-stage progress of the active seeds and the breakers.
+        progress: ProgressState,
         /// Command ids the nonce ledger still refuses, with their expiry:
         /// replay protection must survive a restart even when the commands
         /// themselves were compacted away or precede this snapshot.
@@ -81,6 +84,74 @@ pub enum JournalRecord {
         /// When it was taken (ms since the Unix epoch).
         recorded_at_ms: u64,
     },
+    /// In-stage progress after a call that moved no seed to another stage
+    /// (a training step: α, steps, loss window) and the breakers. Ends the
+    /// call like a snapshot does, so a SIGKILL during BLENDING loses
+    /// neither α nor the step count.
+    Progress {
+        /// Training step the progress was reached at.
+        step: u64,
+        /// The progress.
+        progress: ProgressState,
+        /// When it was recorded (ms since the Unix epoch).
+        recorded_at_ms: u64,
+    },
+}
+
+/// What a restart must not forget beyond stages: each active seed's
+/// progress inside its stage, the circuit breakers and the metric gates
+/// compare against.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProgressState {
+    /// Active (and paused) seeds, in seed-id order.
+    pub seeds: Vec<SeedProgress>,
+    /// Every circuit breaker.
+    pub breakers: Vec<BreakerSnapshot>,
+    /// Latest global metric the trainer reported.
+    pub latest_metric: Option<f64>,
+}
+
+/// One seed's progress inside its current stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedProgress {
+    /// Seed id.
+    pub seed_id: String,
+    /// Stage the progress belongs to (restore checks it).
+    pub stage: SeedStage,
+    /// α the trainer was last told to apply.
+    pub alpha: f64,
+    /// Steps trained in the stage (the exported epoch).
+    pub steps_in_stage: u64,
+    /// Recent seed losses (the G2 window), oldest first.
+    pub losses: Vec<f64>,
+    /// Isolation violations in the current window.
+    pub isolation_violations: u32,
+    /// Largest host/seed gradient cosine in the window.
+    pub max_cosine: f64,
+    /// Global metric when the seed joined (G4 baseline).
+    pub metric_baseline: Option<f64>,
+    /// Anything but the seed's verified kernel ran (sticky).
+    pub fallback_used: bool,
+    /// Latest seed outputs finite.
+    pub outputs_finite: bool,
+    /// Automatic advancement held (STABILIZE).
+    pub hold: bool,
+    /// A RESUME was accepted while the trainer had not resynchronised; its
+    /// gate re-check runs once it has.
+    pub resume_pending: bool,
+}
+
+/// A circuit breaker's state, enough to rebuild it after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakerSnapshot {
+    /// Breaker name (`fetch`, `isolation`).
+    pub name: String,
+    /// State.
+    pub state: BreakerState,
+    /// Consecutive failures counted.
+    pub consecutive_failures: u32,
+    /// When it last opened (ms since the Unix epoch; the cooldown runs from here).
+    pub opened_at_ms: u64,
 }
 
 /// One live entry of the nonce ledger (SPEC.md §3: replays are refused
@@ -101,6 +172,7 @@ impl JournalRecord {
             JournalRecord::Transition { .. } => "transition",
             JournalRecord::GateVerdict { .. } => "gate_verdict",
             JournalRecord::Snapshot { .. } => "snapshot",
+            JournalRecord::Progress { .. } => "progress",
         }
     }
 
@@ -109,7 +181,7 @@ impl JournalRecord {
         match self {
             JournalRecord::CommandAccepted { command, .. } => Some(&command.target_seed_id),
             JournalRecord::Transition { seed_id, .. } | JournalRecord::GateVerdict { seed_id, .. } => Some(seed_id),
-            JournalRecord::Snapshot { .. } => None,
+            JournalRecord::Snapshot { .. } | JournalRecord::Progress { .. } => None,
         }
     }
 }
@@ -182,7 +254,12 @@ mod tests {
 
     #[test]
     fn replay_starts_at_the_last_snapshot() {
-        let snap = JournalRecord::Snapshot { seeds: Vec::new(), nonces: Vec::new(), recorded_at_ms: 0 };
+        let snap = JournalRecord::Snapshot {
+            seeds: Vec::new(),
+            progress: ProgressState::default(),
+            nonces: Vec::new(),
+            recorded_at_ms: 0,
+        };
         let records = vec![transition("a"), snap.clone(), transition("b"), snap, transition("c")];
         assert_eq!(replay_start(&records), 3);
         assert_eq!(replay_start(&records[..1]), 0);

@@ -17,10 +17,12 @@
 //!   table (an exhaustive `match`) and the gate that guards each edge;
 //! - [`blueprint`]: blueprint descriptors (tier, parameter bounds, kernel
 //!   interface) as Urza publishes them;
+//! - [`checkpoint`]: rollback checkpoints the trainer captures and restores
+//!   on directive, and the seeds a re-registering trainer still holds;
 //! - [`gate`]: [`GateInputs`], everything a gate decides on, as the gate
 //!   plugin sees it and the journal stores it;
 //! - [`journal`]: decision-journal records (commands, transitions, gate
-//!   verdicts with their inputs, snapshots);
+//!   verdicts with their inputs, snapshots, in-stage progress and breakers);
 //! - [`prefetch`]: kernel prefetch request/ready/error messages;
 //! - [`protocol`]: daemon wire frames (hello, requests, responses, pushes);
 //! - [`seed`]: the exported state of one seed;
@@ -34,6 +36,7 @@ pub mod annotations;
 pub mod api;
 pub mod blend;
 pub mod blueprint;
+pub mod checkpoint;
 pub mod command;
 pub mod enums;
 pub mod gate;

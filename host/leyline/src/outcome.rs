@@ -47,6 +47,9 @@ pub enum ReasonCode {
     KernelUnavailable,
     /// A circuit breaker refused the operation.
     BreakerOpen,
+    /// The rollback point cannot be restored (never confirmed, evicted,
+    /// its checkpoint failed or is gone); the detail says which.
+    RollbackUnavailable,
 }
 
 impl ReasonCode {
@@ -72,6 +75,7 @@ impl ReasonCode {
             PluginFailure => "plugin_failure",
             KernelUnavailable => "kernel_unavailable",
             BreakerOpen => "breaker_open",
+            RollbackUnavailable => "rollback_unavailable",
         }
     }
 

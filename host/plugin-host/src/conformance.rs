@@ -217,7 +217,7 @@ pub fn check_file_with(runtime: &PluginRuntime, path: &Path, options: &CheckOpti
     report.push("api-version", CheckStatus::Pass, format!("exports {API_PACKAGE}/{kind}@{API_VERSION}"));
     report.push("declares-kind", CheckStatus::Pass, format!("implements {kind} (world {})", kind.world()));
     check_imports(&mut report, &prepared.shape.imports);
-    let spec = PluginSpec { path: path.to_owned(), pin: Pin::Unpinned, limits: options.limits.clone() };
+    let spec = PluginSpec { limits: options.limits.clone(), ..PluginSpec::new(path, Pin::Unpinned) };
     let loaded = match kind {
         PluginKind::GatePolicy => GatePlugin::load(runtime, &spec).map(|p| runs::gate(&p, options, &mut report)),
         PluginKind::AnnotationParser => {

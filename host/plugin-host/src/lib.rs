@@ -57,5 +57,5 @@ pub use limits::{
 pub use plugin::{PluginIdentity, PluginInfo};
 pub use pool::{DEFAULT_POOLED_INSTANCES, InstanceAllocation};
 pub use reload::{PluginSlot, ReloadError};
-pub use runtime::{Pin, PluginRuntime, PluginSpec, RuntimeConfig};
+pub use runtime::{EmbeddedComponent, Pin, PluginRuntime, PluginSpec, RuntimeConfig};
 pub use verdict::Verdict;

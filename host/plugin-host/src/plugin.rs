@@ -89,7 +89,7 @@ impl<W: World> Core<W> {
             kind: W::KIND,
             detail,
         })?;
-        let prepared = runtime.prepare(&spec.path, &spec.pin)?;
+        let prepared = runtime.prepare_source(&spec.path, spec.embedded, &spec.pin)?;
         let path = prepared.path.clone();
         if prepared.shape.kind != W::KIND {
             return Err(PluginError::KindMismatch { path, expected: W::KIND, found: prepared.shape.kind });

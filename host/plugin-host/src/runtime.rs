@@ -38,11 +38,25 @@ impl Pin {
     }
 }
 
-/// What to load: a file, its pin and its limits.
+/// Component bytes compiled into the binary (the default plugins), so an
+/// installed or copied `kasmina` needs no plugin files.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddedComponent(pub &'static [u8]);
+
+impl std::fmt::Debug for EmbeddedComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EmbeddedComponent({} bytes)", self.0.len())
+    }
+}
+
+/// What to load: a file (or embedded bytes), its pin and its limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginSpec {
-    /// The component file.
+    /// The component file; for an embedded component, a label naming it
+    /// (`<embedded NAME>`), used in reports and errors.
     pub path: PathBuf,
+    /// Bytes compiled into the binary, read instead of `path` when present.
+    pub embedded: Option<EmbeddedComponent>,
     /// Its SHA-256 pin.
     pub pin: Pin,
     /// Its limits and isolation mode.
@@ -50,9 +64,20 @@ pub struct PluginSpec {
 }
 
 impl PluginSpec {
-    /// A spec with default limits.
+    /// A spec for a component file, with default limits.
     pub fn new(path: impl Into<PathBuf>, pin: Pin) -> Self {
-        PluginSpec { path: path.into(), pin, limits: PluginLimits::default() }
+        PluginSpec { path: path.into(), embedded: None, pin, limits: PluginLimits::default() }
+    }
+
+    /// A spec for a component compiled into the binary, with default
+    /// limits; pinned like a file (the bytes are hashed and checked).
+    pub fn embedded(name: &str, bytes: &'static [u8], pin: Pin) -> Self {
+        PluginSpec {
+            path: PathBuf::from(format!("<embedded {name}>")),
+            embedded: Some(EmbeddedComponent(bytes)),
+            pin,
+            limits: PluginLimits::default(),
+        }
     }
 }
 
@@ -159,7 +184,28 @@ impl PluginRuntime {
 
     /// Reads, verifies, compiles (or loads) and inspects a plugin file.
     pub(crate) fn prepare(&self, path: &Path, pin: &Pin) -> Result<Prepared, PluginError> {
-        let bytes = read_capped(path)?;
+        self.prepare_source(path, None, pin)
+    }
+
+    /// Like [`PluginRuntime::prepare`], from embedded bytes when given
+    /// (`path` is then only the label).
+    pub(crate) fn prepare_source(
+        &self,
+        path: &Path,
+        embedded: Option<EmbeddedComponent>,
+        pin: &Pin,
+    ) -> Result<Prepared, PluginError> {
+        let bytes = match embedded {
+            Some(EmbeddedComponent(bytes)) if bytes.len() as u64 > MAX_PLUGIN_FILE_BYTES => {
+                return Err(PluginError::TooLarge {
+                    path: path.to_owned(),
+                    size: bytes.len() as u64,
+                    cap: MAX_PLUGIN_FILE_BYTES,
+                });
+            }
+            Some(EmbeddedComponent(bytes)) => bytes.to_vec(),
+            None => read_capped(path)?,
+        };
         let sha256 = sha256_hex(&bytes);
         if let Pin::Sha256(expected) = pin
             && *expected != sha256

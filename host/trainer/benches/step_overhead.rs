@@ -57,6 +57,9 @@ impl KasminaApi for ScriptedControlPlane {
     fn drain_telemetry(&self) -> Result<Vec<TelemetryEvent>, ApiError> {
         Ok(Vec::new())
     }
+    fn subscribe_telemetry(&self, _: std::sync::Arc<dyn leyline::api::TelemetryListener>) -> Result<(), ApiError> {
+        Ok(())
+    }
 }
 
 fn bench_step(c: &mut Criterion) {

@@ -1,6 +1,8 @@
 //! [`TrainerConfig`]: what a trainer declares once — its run, device, seed
 //! sites with their feature shapes, seed slots, and how seeds are optimised.
 
+use std::path::PathBuf;
+
 use kasmina_tensor::SeedOptimizerConfig;
 use leyline::Dim;
 use leyline::api::{HostRegistration, SiteSpec, SlotSpec};
@@ -28,6 +30,7 @@ pub struct TrainerConfig {
     pub(crate) sites: Vec<SiteSpec>,
     pub(crate) slots: Vec<SlotSpec>,
     pub(crate) seed_optimizer: SeedOptimizerConfig,
+    pub(crate) checkpoint_dir: Option<PathBuf>,
 }
 
 impl TrainerConfig {
@@ -39,6 +42,7 @@ impl TrainerConfig {
             sites: Vec::new(),
             slots: Vec::new(),
             seed_optimizer: DEFAULT_SEED_OPTIMIZER,
+            checkpoint_dir: None,
         }
     }
 
@@ -57,6 +61,14 @@ impl TrainerConfig {
     /// How seed parameters are optimised once they train.
     pub fn seed_optimizer(mut self, config: SeedOptimizerConfig) -> Self {
         self.seed_optimizer = config;
+        self
+    }
+
+    /// Where durable rollback checkpoints (the full path) are written, one
+    /// file per rollback point (created if missing). Without it a durable
+    /// checkpoint directive fails — loudly, never silently kept in memory.
+    pub fn checkpoint_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.checkpoint_dir = Some(dir.into());
         self
     }
 
@@ -79,6 +91,6 @@ impl TrainerConfig {
     }
 
     pub(crate) fn registration(&self) -> HostRegistration {
-        HostRegistration { training_run_id: self.run_id.clone(), sites: self.sites.clone(), slots: self.slots.clone() }
+        HostRegistration::new(self.run_id.clone(), self.sites.clone(), self.slots.clone())
     }
 }

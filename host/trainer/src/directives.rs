@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 
 use kasmina_tensor::{BlendSpec, ScriptedKernel, SeedKernel, SeedOptimizerConfig, SeedSlot};
 use leyline::SeedStage;
-use leyline::api::{GraftDirective, KasminaApi};
+use leyline::api::{CheckpointAction, GraftDirective, KasminaApi};
 use sha2::{Digest, Sha256};
+use tch::Tensor;
 
 use crate::seed::SeedRuntime;
 use crate::trainer::Trainer;
@@ -78,6 +79,29 @@ pub enum TrainerEvent {
         /// Why.
         reason: String,
     },
+    /// A rollback checkpoint of the weights and seed slots was captured.
+    CheckpointCaptured {
+        /// Rollback point id.
+        point_id: String,
+        /// Written to the checkpoint directory rather than kept in memory.
+        durable: bool,
+        /// Bytes held.
+        bytes: u64,
+    },
+    /// The model was returned to a rollback checkpoint.
+    CheckpointRestored {
+        /// Rollback point id.
+        point_id: String,
+    },
+    /// A checkpoint capture or restore failed; nothing was changed by it.
+    CheckpointFailed {
+        /// Rollback point id.
+        point_id: String,
+        /// Capture or restore.
+        action: CheckpointAction,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Hyperparameter names accepted as the learning rate.
@@ -135,6 +159,12 @@ impl<A: KasminaApi> Trainer<A> {
             GraftDirective::Optimizer { optimizer_id, hyperparameters } => {
                 events.push(self.optimizer(optimizer_id, hyperparameters));
             }
+            GraftDirective::Checkpoint { point_id, durable } => {
+                events.push(self.capture_checkpoint(point_id, *durable));
+            }
+            GraftDirective::RestoreCheckpoint { point_id } => {
+                events.push(self.restore_checkpoint(point_id));
+            }
         }
     }
 
@@ -146,6 +176,27 @@ impl<A: KasminaApi> Trainer<A> {
         artifact_sha256: &str,
         blend: &leyline::api::BlendSpec,
     ) -> Result<(), String> {
+        let (slot, params) = self.build_slot(seed_id, site, blueprint_id, artifact_sha256, blend)?;
+        // A re-attach replaces whatever the slot held before.
+        self.ungraft(seed_id);
+        // Ownership is recorded at graft time; the parameters join an
+        // optimizer only when the seed starts training.
+        self.registry.register_seed(seed_id, &params).map_err(|e| e.to_string())?;
+        let runtime = SeedRuntime::new(slot, blueprint_id.to_owned(), artifact_sha256.to_owned(), blend.clone());
+        self.seeds.insert(seed_id.to_owned(), runtime);
+        Ok(())
+    }
+
+    /// A GERMINATED slot with the verified kernel attached, not yet grafted:
+    /// the kernel is fetched and grafted only if its SHA-256 matches.
+    pub(crate) fn build_slot(
+        &self,
+        seed_id: &str,
+        site: &str,
+        blueprint_id: &str,
+        artifact_sha256: &str,
+        blend: &leyline::api::BlendSpec,
+    ) -> Result<(SeedSlot, Vec<Tensor>), String> {
         let declared = self.config.slots.iter().any(|s| s.seed_id == seed_id && s.site == site);
         if !declared {
             return Err(format!("no slot {seed_id} at site {site:?} was registered by this trainer"));
@@ -163,18 +214,11 @@ impl<A: KasminaApi> Trainer<A> {
         let mut slot = SeedSlot::new(seed_id, site, spec).map_err(|e| e.to_string())?;
         slot.transition(SeedStage::Germinated).map_err(|e| e.to_string())?;
         slot.attach_kernel(Box::new(kernel)).map_err(|e| e.to_string())?;
-        // A re-attach replaces whatever the slot held before.
-        self.ungraft(seed_id);
-        // Ownership is recorded at graft time; the parameters join an
-        // optimizer only when the seed starts training.
-        self.registry.register_seed(seed_id, &params).map_err(|e| e.to_string())?;
-        self.seeds
-            .insert(seed_id.to_owned(), SeedRuntime::new(slot, blueprint_id.to_owned(), artifact_sha256.to_owned()));
-        Ok(())
+        Ok((slot, params))
     }
 
     /// Moves the seed to `stage` (once) and applies α; `Ok(true)` if the stage changed.
-    fn stage(&mut self, seed_id: &str, stage: SeedStage, alpha: f64) -> Result<bool, String> {
+    pub(crate) fn stage(&mut self, seed_id: &str, stage: SeedStage, alpha: f64) -> Result<bool, String> {
         let optimizer = self.seed_optimizer();
         let seed = self.seeds.get_mut(seed_id).ok_or_else(|| format!("stage {stage} for ungrafted seed {seed_id}"))?;
         let changed = seed.slot.stage() != stage;

@@ -16,17 +16,24 @@
 //! - [`directives`]: applying each [`leyline::api::GraftDirective`]; kernels
 //!   are grafted only after their SHA-256 matches, and every refusal is a
 //!   [`TrainerEvent`], never an aborted run;
+//! - [`checkpoint`]: rollback checkpoints of the weights and seed slots,
+//!   captured and restored on directive — in memory, or on disk in
+//!   [`TrainerConfig::checkpoint_dir`] — timed and reported in the next
+//!   step report; [`Trainer::reconnect`] declares what the trainer holds so
+//!   a restarted daemon adopts it;
 //! - [`error`]: [`TrainerError`] for the caller's own mistakes.
 //!
 //! The isolation and distillation settings come from the host's answer to
 //! registration, so one settings file rules both sides.
 
+pub mod checkpoint;
 pub mod config;
 pub mod directives;
 pub mod error;
 mod seed;
 pub mod trainer;
 
+pub use checkpoint::{DISK_CHECKPOINTS_KEPT, MEMORY_CHECKPOINTS_KEPT};
 pub use config::{DEFAULT_SEED_OPTIMIZER, TrainerConfig};
 pub use directives::TrainerEvent;
 pub use error::{Result, TrainerError};

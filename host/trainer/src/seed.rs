@@ -37,12 +37,14 @@ pub(crate) struct SeedRuntime {
     pub(crate) slot: SeedSlot,
     pub(crate) blueprint_id: String,
     pub(crate) sha256: String,
+    /// The blend as the control plane specified it (checkpoints keep it).
+    pub(crate) blend: leyline::api::BlendSpec,
     measure: StepMeasure,
 }
 
 impl SeedRuntime {
-    pub(crate) fn new(slot: SeedSlot, blueprint_id: String, sha256: String) -> Self {
-        SeedRuntime { slot, blueprint_id, sha256, measure: StepMeasure::default() }
+    pub(crate) fn new(slot: SeedSlot, blueprint_id: String, sha256: String, blend: leyline::api::BlendSpec) -> Self {
+        SeedRuntime { slot, blueprint_id, sha256, blend, measure: StepMeasure::default() }
     }
 
     /// Runs the seed on `h`; returns what flows on. In training mode the

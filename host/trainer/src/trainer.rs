@@ -22,6 +22,7 @@ use leyline::SeedStage;
 use leyline::api::{DistillationReport, GraftDirective, KasminaApi, StepReport, TrainerSettings};
 use tch::{CModule, Tensor};
 
+use crate::checkpoint::CheckpointStore;
 use crate::config::TrainerConfig;
 use crate::directives::TrainerEvent;
 use crate::error::{Result, TrainerError};
@@ -69,7 +70,8 @@ pub struct Trainer<A: KasminaApi> {
     pub(crate) registry: ParameterRegistry,
     pub(crate) isolation: IsolationMonitor,
     pub(crate) distiller: Distiller,
-    host_params: Vec<Tensor>,
+    pub(crate) host_params: Vec<Tensor>,
+    pub(crate) checkpoints: CheckpointStore,
     kd: Option<DistillationReport>,
     last_step: Option<u64>,
     pub(crate) learning_rate: Option<f64>,
@@ -90,7 +92,11 @@ impl<A: KasminaApi> Trainer<A> {
     /// with the isolation and distillation settings the host answered with.
     pub fn register(api: A, config: TrainerConfig) -> Result<Self> {
         config.validate()?;
-        let settings = api.register_host(config.registration())?;
+        // Durable checkpoints of an earlier run of this trainer are still restorable.
+        let checkpoints = CheckpointStore::open(config.checkpoint_dir.as_deref())?;
+        let mut registration = config.registration();
+        registration.checkpoints = checkpoints.ids();
+        let settings = api.register_host(registration)?;
         let i = &settings.isolation;
         let isolation = IsolationMonitor::new(
             IsolationConfig {
@@ -114,14 +120,18 @@ impl<A: KasminaApi> Trainer<A> {
             isolation,
             distiller,
             host_params: Vec::new(),
+            checkpoints,
             kd: None,
             last_step: None,
             learning_rate: None,
         })
     }
 
-    /// The host parameters isolation is measured against (call once, after
-    /// building the model; typically `var_store.trainable_variables()`).
+    /// The host parameters isolation is measured against and rollback
+    /// checkpoints copy (call once, after building the model; typically
+    /// `var_store.trainable_variables()`, whose order is the order the
+    /// variables were created in, so a durable checkpoint restores into a
+    /// model built by the same code in another process).
     pub fn watch_host_parameters(&mut self, params: Vec<Tensor>) {
         self.host_params = params;
     }
@@ -134,6 +144,22 @@ impl<A: KasminaApi> Trainer<A> {
     /// The control plane this trainer talks to.
     pub fn api(&self) -> &A {
         &self.api
+    }
+
+    /// Re-registers with `api` — a new connection after the daemon
+    /// restarted, or the same one — declaring the seeds this trainer still
+    /// runs and the rollback checkpoints it still holds, so the control
+    /// plane adopts them (after checking each kernel's digest) instead of
+    /// culling them, and re-sends what this trainer lost. Nothing about the
+    /// model changes here; the resynchronising directives arrive with the
+    /// next [`end_step`](Self::end_step).
+    pub fn reconnect(&mut self, api: A) -> Result<()> {
+        let mut registration = self.config.registration();
+        registration.held = self.held_seeds();
+        registration.checkpoints = self.checkpoints.ids();
+        self.settings = api.register_host(registration)?;
+        self.api = api;
+        Ok(())
     }
 
     /// Runs every seed grafted at `site` on the host's output there, in slot
@@ -229,8 +255,16 @@ impl<A: KasminaApi> Trainer<A> {
             global_metric: metric,
             seeds: self.seeds.iter_mut().map(|(id, s)| s.take_report(id, task_loss)).collect(),
             distillation: self.kd.take(),
+            checkpoints: std::mem::take(&mut self.checkpoints.events),
         };
-        let directives = self.api.step_report(report)?;
+        let directives = match self.api.step_report(report.clone()) {
+            Ok(directives) => directives,
+            Err(err) => {
+                // Not delivered: the checkpoint results go with the next report.
+                self.checkpoints.events.splice(0..0, report.checkpoints);
+                return Err(err.into());
+            }
+        };
         self.last_step = Some(step);
         let mut events = Vec::new();
         for directive in &directives {

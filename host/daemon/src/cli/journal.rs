@@ -19,7 +19,7 @@ pub enum JournalCommand {
         /// Only records about this seed.
         #[arg(long)]
         seed: Option<String>,
-        /// Only records of this kind: command_accepted, transition, gate_verdict or snapshot.
+        /// Only records of this kind: command_accepted, transition, gate_verdict, snapshot or progress.
         #[arg(long)]
         kind: Option<String>,
         /// Also print each gate verdict's recorded inputs.
@@ -27,8 +27,9 @@ pub enum JournalCommand {
         inputs: bool,
     },
     /// Re-run every recorded gate decision through a candidate gate plugin
-    /// and report agreements and disagreements (seed, gate, old and new
-    /// verdict, reasons).
+    /// and report agreements and disagreements (seed, gate, old verdict, the
+    /// candidate's own verdict and what the host's safety invariants would
+    /// make of it); a pass an invariant forbids counts as a disagreement.
     Replay {
         /// Journal directory.
         dir: PathBuf,
@@ -51,7 +52,7 @@ pub enum JournalCommand {
 pub fn run(cmd: JournalCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         JournalCommand::Inspect { dir, seed, kind, inputs } => {
-            const KINDS: [&str; 4] = ["command_accepted", "transition", "gate_verdict", "snapshot"];
+            const KINDS: [&str; 5] = ["command_accepted", "transition", "gate_verdict", "snapshot", "progress"];
             if let Some(k) = &kind {
                 anyhow::ensure!(KINDS.contains(&k.as_str()), "--kind {k:?}: use one of {}", KINDS.join(", "));
             }
@@ -90,11 +91,13 @@ pub fn run(cmd: JournalCommand) -> anyhow::Result<ExitCode> {
                 println!("DISAGREE {d}");
             }
             println!(
-                "{} gate decisions replayed through {}: {} agree, {} disagree",
+                "{} gate decisions replayed through {}: {} agree, {} disagree ({} unsafe passes), {} failed by the host before any plugin",
                 report.decisions,
                 plugin.display(),
                 report.agreements,
-                report.disagreements.len()
+                report.disagreements.len(),
+                report.unsafe_passes(),
+                report.host_decided
             );
             Ok(if fail_on_disagreement && !report.disagreements.is_empty() {
                 ExitCode::FAILURE

@@ -78,6 +78,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (host, report) = DaemonHost::start(options).context(
         "the daemon could not start (keys: --key-file, security.key_file or $KASMINA_HMAC_KEY; kernels: --urza DIR; journal: --journal DIR)",
     )?;
+    let plugins: Vec<String> = host.host().plugins_at_start().iter().map(ToString::to_string).collect();
+    eprintln!("kasmina: plugins: {}", plugins.join(", "));
     match &report {
         Some(report) => eprintln!("kasmina: {report}"),
         None => eprintln!("kasmina: WARNING no --journal: decisions are not persisted and nothing survives a restart"),

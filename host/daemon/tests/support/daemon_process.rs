@@ -46,7 +46,12 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `kasmina serve` and waits for its `ready:` line.
     pub fn start(files: &DaemonFiles, extra: &[&str]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kasmina"))
+        Self::start_binary(Path::new(env!("CARGO_BIN_EXE_kasmina")), files, extra)
+    }
+
+    /// Like [`Daemon::start`], with the binary at `binary` (a copy elsewhere).
+    pub fn start_binary(binary: &Path, files: &DaemonFiles, extra: &[&str]) -> Daemon {
+        let mut child = Command::new(binary)
             .arg("serve")
             .arg("--settings")
             .arg(&files.settings)

@@ -19,8 +19,8 @@ use kasmina_client::codec::{self, FrameDecoder, FrameError};
 use kasmina_client::{ClientSettings, CommandBuilder, DaemonClient};
 use kasmina_daemon::{ServerSettings, ShutdownReport};
 use leyline::api::{
-    ApiError, ApiErrorCode, GraftDirective, HostRegistration, HostStatus, KasminaApi, KernelArtifact, SeedStepReport,
-    StepReport, TrainerSettings,
+    ApiError, ApiErrorCode, CheckpointEvent, GraftDirective, HeldSeed, HostRegistration, HostStatus, KasminaApi,
+    KernelArtifact, SeedStepReport, StepReport, TelemetryListener, TrainerSettings,
 };
 use leyline::protocol::Role;
 use leyline::{
@@ -109,6 +109,9 @@ impl KasminaApi for RealHost {
     fn drain_telemetry(&self) -> Result<Vec<TelemetryEvent>, ApiError> {
         self.host.drain_telemetry()
     }
+    fn subscribe_telemetry(&self, listener: Arc<dyn TelemetryListener>) -> Result<(), ApiError> {
+        self.host.subscribe_telemetry(listener)
+    }
 }
 
 /// The control plane every test talks to: the real embedded host.
@@ -138,7 +141,8 @@ struct State {
     accepted: u64,
     rejected: u64,
     last_step: Option<u64>,
-    telemetry: Vec<TelemetryEvent>,
+    telemetry: std::collections::VecDeque<TelemetryEvent>,
+    listeners: Vec<Arc<dyn TelemetryListener>>,
 }
 
 fn seed(seed_id: &str, site: &str) -> SeedState {
@@ -157,10 +161,22 @@ fn seed(seed_id: &str, site: &str) -> SeedState {
 }
 
 impl State {
+    /// Pushes to listeners at once (as the real host does) and keeps the
+    /// newest events for `drain_telemetry`.
+    fn emit(&mut self, event: TelemetryEvent) {
+        for listener in &self.listeners {
+            listener.event(&event);
+        }
+        if self.telemetry.len() == 10_000 {
+            self.telemetry.pop_front();
+        }
+        self.telemetry.push_back(event);
+    }
+
     fn reject(&mut self, cmd: &AdaptationCommand, reason: ReasonCode, detail: &str) -> Outcome {
         self.rejected += 1;
         let level = if reason.is_security_critical() { TelemetryLevel::Critical } else { TelemetryLevel::Warning };
-        self.telemetry.push(
+        self.emit(
             TelemetryEvent::new("kasmina.command.rejected", level, detail, 0)
                 .seed(&cmd.target_seed_id)
                 .attr("reason", reason.as_str()),
@@ -172,12 +188,7 @@ impl State {
 impl KasminaApi for InMemoryApi {
     fn submit_command(&self, cmd: AdaptationCommand) -> Result<Outcome, ApiError> {
         let mut st = self.state.lock().unwrap();
-        st.telemetry.push(TelemetryEvent::new(
-            "kasmina.command.received",
-            TelemetryLevel::Info,
-            cmd.command_id.clone(),
-            0,
-        ));
+        st.emit(TelemetryEvent::new("kasmina.command.received", TelemetryLevel::Info, cmd.command_id.clone(), 0));
         if cmd.signature.as_ref().is_none_or(|s| s.is_empty()) {
             return Ok(st.reject(&cmd, ReasonCode::MissingSignature, "command is not signed"));
         }
@@ -213,7 +224,7 @@ impl KasminaApi for InMemoryApi {
             s.blend_mode = Some(BlendMode::Convex);
         }
         st.accepted += 1;
-        st.telemetry.push(
+        st.emit(
             TelemetryEvent::new("kasmina.command.accepted", TelemetryLevel::Info, cmd.command_id.clone(), 0)
                 .seed(&cmd.target_seed_id),
         );
@@ -304,7 +315,11 @@ impl KasminaApi for InMemoryApi {
     }
 
     fn drain_telemetry(&self) -> Result<Vec<TelemetryEvent>, ApiError> {
-        Ok(std::mem::take(&mut self.state.lock().unwrap().telemetry))
+        Ok(self.state.lock().unwrap().telemetry.drain(..).collect())
+    }
+    fn subscribe_telemetry(&self, listener: Arc<dyn TelemetryListener>) -> Result<(), ApiError> {
+        self.state.lock().unwrap().listeners.push(listener);
+        Ok(())
     }
 }
 
@@ -339,6 +354,9 @@ impl KasminaApi for GatedApi {
     }
     fn drain_telemetry(&self) -> Result<Vec<TelemetryEvent>, ApiError> {
         self.inner.drain_telemetry()
+    }
+    fn subscribe_telemetry(&self, listener: Arc<dyn TelemetryListener>) -> Result<(), ApiError> {
+        self.inner.subscribe_telemetry(listener)
     }
 }
 
@@ -404,16 +422,11 @@ pub fn settings() -> ServerSettings {
 }
 
 pub fn registration() -> HostRegistration {
-    HostRegistration {
-        training_run_id: "run-1".to_owned(),
-        sites: vec![leyline::api::SiteSpec {
-            name: "hidden".to_owned(),
-            feature_shape: vec![Dim::Batch, Dim::Fixed(64)],
-        }],
-        slots: (0..4)
-            .map(|i| leyline::api::SlotSpec { seed_id: format!("hidden-{i}"), site: "hidden".to_owned() })
-            .collect(),
-    }
+    HostRegistration::new(
+        "run-1",
+        vec![leyline::api::SiteSpec { name: "hidden".to_owned(), feature_shape: vec![Dim::Batch, Dim::Fixed(64)] }],
+        (0..4).map(|i| leyline::api::SlotSpec { seed_id: format!("hidden-{i}"), site: "hidden".to_owned() }).collect(),
+    )
 }
 
 pub fn now_ms() -> u64 {
@@ -443,17 +456,57 @@ pub fn pause(id: &str, seed: &str, resume: bool) -> AdaptationCommand {
         .sign(&key())
 }
 
-/// Plays a trainer that grafts what it is told and reports a kernel
-/// latency of `latency_us`; returns the stages `seed` went through.
+/// One seed as the simulated trainer runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimSeed {
+    pub stage: SeedStage,
+    pub sha256: String,
+    pub alpha: f64,
+    pub paused: bool,
+}
+
+/// Plays a trainer that grafts what it is told, reports a kernel latency of
+/// `latency_us`, keeps checkpoints of what it runs and answers checkpoint
+/// directives, and re-registers declaring what it holds.
 pub struct SimTrainer {
     pub step: u64,
     pub latency_us: u64,
-    attached: BTreeMap<String, (SeedStage, String)>,
+    /// Report that something other than the verified kernel ran.
+    pub fallback_used: bool,
+    pub attached: BTreeMap<String, SimSeed>,
+    checkpoints: BTreeMap<String, BTreeMap<String, SimSeed>>,
+    events: Vec<CheckpointEvent>,
 }
 
 impl SimTrainer {
     pub fn new(latency_us: u64) -> Self {
-        SimTrainer { step: 0, latency_us, attached: BTreeMap::new() }
+        SimTrainer {
+            step: 0,
+            latency_us,
+            fallback_used: false,
+            attached: BTreeMap::new(),
+            checkpoints: BTreeMap::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// The registration a reconnecting trainer sends: what it holds.
+    pub fn registration(&self) -> HostRegistration {
+        let mut registration = registration();
+        registration.held = self
+            .attached
+            .iter()
+            .map(|(id, s)| HeldSeed {
+                seed_id: id.clone(),
+                blueprint_id: BLUEPRINT.to_owned(),
+                kernel_sha256: s.sha256.clone(),
+                stage: s.stage,
+                alpha: s.alpha,
+                paused: s.paused,
+            })
+            .collect();
+        registration.checkpoints = self.checkpoints.keys().cloned().collect();
+        registration
     }
 
     pub fn step(&mut self, api: &dyn KasminaApi) -> Vec<GraftDirective> {
@@ -461,19 +514,19 @@ impl SimTrainer {
         let seeds = self
             .attached
             .iter()
-            .map(|(id, (stage, sha))| SeedStepReport {
+            .map(|(id, s)| SeedStepReport {
                 seed_id: id.clone(),
-                stage: *stage,
+                stage: s.stage,
                 kernel_attached: true,
-                kernel_sha256: Some(sha.clone()),
+                kernel_sha256: Some(s.sha256.clone()),
                 loss: Some(if self.step.is_multiple_of(2) { 0.501 } else { 0.499 }),
                 outputs_finite: true,
                 output_shape_ok: true,
                 kernel_latency_us: self.latency_us,
                 isolation_violations: 0,
                 max_gradient_cosine: 0.01,
-                fallback_used: false,
-                alpha: 0.0,
+                fallback_used: self.fallback_used,
+                alpha: s.alpha,
                 blend: None,
             })
             .collect();
@@ -484,25 +537,57 @@ impl SimTrainer {
             global_metric: Some(0.9),
             seeds,
             distillation: None,
+            checkpoints: std::mem::take(&mut self.events),
         };
         let directives = api.step_report(report).unwrap();
-        for d in &directives {
+        self.apply(&directives);
+        directives
+    }
+
+    pub fn apply(&mut self, directives: &[GraftDirective]) {
+        for d in directives {
             match d {
                 GraftDirective::Attach { seed_id, artifact_sha256, .. } => {
-                    self.attached.insert(seed_id.clone(), (SeedStage::Germinated, artifact_sha256.clone()));
+                    let seed = SimSeed {
+                        stage: SeedStage::Germinated,
+                        sha256: artifact_sha256.clone(),
+                        alpha: 0.0,
+                        paused: false,
+                    };
+                    self.attached.insert(seed_id.clone(), seed);
                 }
-                GraftDirective::Stage { seed_id, stage, .. } => {
+                GraftDirective::Stage { seed_id, stage, alpha } => {
                     if let Some(s) = self.attached.get_mut(seed_id) {
-                        s.0 = *stage;
+                        s.stage = *stage;
+                        s.alpha = *alpha;
+                    }
+                }
+                GraftDirective::Pause { seed_id, paused } => {
+                    if let Some(s) = self.attached.get_mut(seed_id) {
+                        s.paused = *paused;
                     }
                 }
                 GraftDirective::Detach { seed_id, .. } => {
                     self.attached.remove(seed_id);
                 }
-                _ => {}
+                GraftDirective::Checkpoint { point_id, durable } => {
+                    self.checkpoints.insert(point_id.clone(), self.attached.clone());
+                    self.events.push(CheckpointEvent::Captured {
+                        point_id: point_id.clone(),
+                        durable: *durable,
+                        elapsed_us: 10,
+                        bytes: 64,
+                    });
+                }
+                GraftDirective::RestoreCheckpoint { point_id } => {
+                    if let Some(seeds) = self.checkpoints.get(point_id) {
+                        self.attached = seeds.clone();
+                        self.events.push(CheckpointEvent::Restored { point_id: point_id.clone(), elapsed_us: 10 });
+                    }
+                }
+                GraftDirective::DropTeacher | GraftDirective::Optimizer { .. } => {}
             }
         }
-        directives
     }
 }
 
@@ -518,6 +603,7 @@ pub fn step(step: u64) -> StepReport {
         global_metric: None,
         seeds: Vec::new(),
         distillation: None,
+        checkpoints: Vec::new(),
     }
 }
 

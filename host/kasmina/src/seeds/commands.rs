@@ -6,13 +6,13 @@
 //! ran and the seed is culled (SPEC.md §2). Its outcome is
 //! `accepted = false, reason = gate_failed` with `seed_culled = true`.
 
+mod control;
+
 use kasmina_plugin_host::annotation::{AnnotationError, ParsedAnnotations};
 use kasmina_plugin_host::blueprint::AdmissionContext;
 use leyline::annotations as keys;
 use leyline::api::GraftDirective;
-use leyline::command::{
-    CircuitBreakerCommand, EmergencyCommand, OptimizerCommand, PauseCommand, RollbackCommand, SeedCommand,
-};
+use leyline::command::SeedCommand;
 use leyline::prefetch::PrefetchRequest;
 use leyline::{
     AdaptationCommand, AttrValue, CommandPayload, GateId, Outcome, ReasonCode, SeedOperation, SeedStage,
@@ -20,6 +20,7 @@ use leyline::{
 };
 
 use super::blend::{blend_spec, mode_source};
+use super::checkpoints::PointCtx;
 use super::{SeedContext, SeedManager, State};
 use crate::rollback::RollbackReason;
 
@@ -70,6 +71,18 @@ impl SeedManager {
     }
 
     fn act(&self, command: &AdaptationCommand) -> Outcome {
+        // While the trainer restores a rollback point, nothing may change
+        // the seeds or breakers the restore is about to put back.
+        if matches!(
+            command.payload,
+            CommandPayload::Seed(_)
+                | CommandPayload::Pause(_)
+                | CommandPayload::Rollback(_)
+                | CommandPayload::CircuitBreaker(_)
+        ) && let Some(why) = self.frozen_by_rollback()
+        {
+            return self.reject(command, ReasonCode::InvalidStage, why);
+        }
         match &command.payload {
             CommandPayload::Seed(seed) => self.seed_command(command, seed),
             CommandPayload::Pause(pause) => self.pause(command, *pause),
@@ -127,7 +140,12 @@ impl SeedManager {
     /// Accepts with extra attributes, carried by both the outcome and the
     /// `kasmina.command.executed` event (so an observer sees what the
     /// controller was told, e.g. GERMINATE's blend facts).
-    fn accept_with(&self, command: &AdaptationCommand, what: &str, extra: Vec<(&'static str, AttrValue)>) -> Outcome {
+    pub(super) fn accept_with(
+        &self,
+        command: &AdaptationCommand,
+        what: &str,
+        extra: Vec<(&'static str, AttrValue)>,
+    ) -> Outcome {
         let mut event =
             TelemetryEvent::new("kasmina.command.executed", TelemetryLevel::Info, what.to_owned(), self.clock.now_ms())
                 .seed(command.target_seed_id.as_str())
@@ -183,11 +201,12 @@ impl SeedManager {
             SeedOperation::Stabilize => self.set_hold(command, &mut seed, true),
             SeedOperation::FineTune => self.fine_tune(command, sc, &mut seed),
             SeedOperation::Evaluate => self.evaluate_now(st, command, &seed, expected),
-            SeedOperation::Fossilize => self.fossilize(command, &mut seed, &mut directives, expected),
+            SeedOperation::Fossilize => self.fossilize(st, command, &mut seed, &mut directives, expected),
             SeedOperation::Cull | SeedOperation::Cancel => {
                 if seed.stage.is_active() {
                     let why = format!("{} by command {}", sc.operation.as_str(), command.command_id);
-                    self.cull(&mut directives, &mut seed, RollbackReason::Culled, &why, st.last_step);
+                    let at = PointCtx::of(st);
+                    self.cull(&at, &mut directives, &mut seed, RollbackReason::Culled, &why, st.last_step);
                     self.accept(command, &why)
                 } else {
                     self.reject(command, ReasonCode::InvalidStage, format!("cannot cull a seed in {}", seed.stage))
@@ -397,6 +416,7 @@ impl SeedManager {
 
     fn fossilize(
         &self,
+        st: &State,
         command: &AdaptationCommand,
         seed: &mut SeedContext,
         directives: &mut Vec<GraftDirective>,
@@ -423,16 +443,8 @@ impl SeedManager {
                 format!("probation not complete: {}/{needed} steps", seed.steps_in_stage),
             );
         }
-        let snapshot = seed.to_state(self.isolation_open());
-        if let Err(err) = self.rollback.record(
-            &seed.seed_id,
-            seed.stage,
-            RollbackReason::Retired,
-            crate::rollback::RollbackKind::Fast,
-            || Ok::<_, std::convert::Infallible>(snapshot),
-        ) {
-            tracing::error!(seed = %seed.seed_id, %err, "kasmina.rollback.record_failed");
-        }
+        // A durable point before the model changes for good.
+        self.record_point(&PointCtx::of(st), &[&*seed], RollbackReason::Retired, directives);
         self.transition(seed, SeedStage::Fossilized, None, "fossilized by command");
         seed.alpha = 1.0;
         directives.push(GraftDirective::Stage {
@@ -441,184 +453,6 @@ impl SeedManager {
             alpha: 1.0,
         });
         self.accept(command, &format!("{} fossilized", seed.seed_id))
-    }
-
-    fn pause(&self, command: &AdaptationCommand, pause: PauseCommand) -> Outcome {
-        let mut guard = self.lock();
-        let st = &mut *guard;
-        let Some(current) = st.seeds.get(&command.target_seed_id) else {
-            return self.reject(
-                command,
-                ReasonCode::InvalidField,
-                format!("unknown seed {:?}", command.target_seed_id),
-            );
-        };
-        let mut seed = current.clone();
-        if !seed.stage.is_active() {
-            return self.reject(
-                command,
-                ReasonCode::InvalidStage,
-                format!("{} is {}, not active", seed.seed_id, seed.stage),
-            );
-        }
-        let mut directives = Vec::new();
-        let outcome = if !pause.resume {
-            if seed.paused {
-                return self.reject(command, ReasonCode::InvalidStage, "seed is already paused");
-            }
-            seed.paused = true;
-            directives.push(GraftDirective::Pause { seed_id: seed.seed_id.clone(), paused: true });
-            self.accept(command, "paused: seed swapped out of the forward path")
-        } else {
-            if !seed.paused {
-                return self.reject(command, ReasonCode::InvalidStage, "seed is not paused");
-            }
-            match self.recheck_entry_gate(st, &seed) {
-                Ok(()) => {
-                    seed.paused = false;
-                    directives.push(GraftDirective::Pause { seed_id: seed.seed_id.clone(), paused: false });
-                    self.accept(command, "resumed after re-checking gates")
-                }
-                Err((gate, reason)) => {
-                    let why = format!("resume re-check {gate} failed: {reason}");
-                    self.cull(&mut directives, &mut seed, RollbackReason::GateFailed(gate), &why, st.last_step);
-                    Outcome::rejected(ReasonCode::GateFailed, why)
-                        .with("gate", gate.as_str())
-                        .with("seed_culled", "true")
-                }
-            }
-        };
-        st.seeds.insert(seed.seed_id.clone(), seed);
-        st.directives.append(&mut directives);
-        outcome
-    }
-
-    /// Re-runs the gate that admitted the seed into its current stage, with
-    /// today's facts (resume after pause).
-    fn recheck_entry_gate(&self, st: &State, seed: &SeedContext) -> Result<(), (GateId, String)> {
-        let Some(gate) = leyline::lifecycle::ALL_GATES.into_iter().find(|g| g.edge().1 == seed.stage) else {
-            return Ok(());
-        };
-        let (from, _) = gate.edge();
-        let mut probe = seed.clone();
-        probe.stage = from;
-        probe.reported_stage = from;
-        let decision = self.gate(st, &probe, gate, from);
-        if decision.passed { Ok(()) } else { Err((gate, decision.reason)) }
-    }
-
-    fn force_breaker(&self, command: &AdaptationCommand, cb: &CircuitBreakerCommand) -> Outcome {
-        let breaker = match cb.breaker.as_str() {
-            "fetch" => &self.fetch_breaker,
-            "isolation" => &self.isolation_breaker,
-            other => {
-                return self.reject(
-                    command,
-                    ReasonCode::InvalidField,
-                    format!("unknown breaker {other:?}; known: fetch, isolation"),
-                );
-            }
-        };
-        breaker.force_state(cb.desired_state, &cb.rationale);
-        self.accept(command, &format!("breaker {} forced to {}", cb.breaker, cb.desired_state.as_str()))
-    }
-
-    fn emergency(&self, command: &AdaptationCommand, e: EmergencyCommand) -> Outcome {
-        // Announced first, on the priority channel, before its culls.
-        self.sink.emit(
-            TelemetryEvent::new(
-                "kasmina.emergency",
-                TelemetryLevel::Critical,
-                "emergency command received",
-                self.clock.now_ms(),
-            )
-            .attr("command_id", command.command_id.as_str())
-            .attr("cleanup", e.cleanup)
-            .attr("include_teacher", e.include_teacher),
-        );
-        let mut guard = self.lock();
-        let st = &mut *guard;
-        let mut directives = Vec::new();
-        let mut culled = 0u64;
-        let step = st.last_step;
-        for seed in st.seeds.values_mut() {
-            self.kernels.cancel_seed(&seed.seed_id);
-            if e.cleanup && seed.stage.is_active() {
-                self.cull(&mut directives, seed, RollbackReason::Emergency, "emergency cleanup", step);
-                culled += 1;
-            }
-        }
-        let cleared = if e.cleanup { self.kernels.clear_cache() } else { 0 };
-        if e.include_teacher {
-            directives.push(GraftDirective::DropTeacher);
-        }
-        st.directives.append(&mut directives);
-        self.sink.emit(
-            TelemetryEvent::new(
-                "kasmina.emergency.done",
-                TelemetryLevel::Critical,
-                "emergency cleanup finished",
-                self.clock.now_ms(),
-            )
-            .attr("command_id", command.command_id.as_str())
-            .attr("seeds_culled", culled)
-            .attr("cache_entries_cleared", cleared)
-            // The trainer drops it when it applies the directive at its next step.
-            .attr("teacher_drop_directed", e.include_teacher),
-        );
-        self.accept(command, &format!("emergency: {culled} seeds culled, {cleared} cache entries cleared"))
-    }
-
-    fn optimizer(&self, command: &AdaptationCommand, o: &OptimizerCommand) -> Outcome {
-        if o.optimizer_id.is_empty() {
-            return self.reject(command, ReasonCode::MissingField, "optimizer_id is empty");
-        }
-        if let Some((k, v)) = o.hyperparameters.iter().find(|(_, v)| !v.is_finite() || **v < 0.0) {
-            return self.reject(
-                command,
-                ReasonCode::InvalidField,
-                format!("hyperparameter {k}={v} must be finite and >= 0"),
-            );
-        }
-        let mut st = self.lock();
-        st.optimizer.insert(o.optimizer_id.clone(), o.hyperparameters.clone());
-        st.directives.push(GraftDirective::Optimizer {
-            optimizer_id: o.optimizer_id.clone(),
-            hyperparameters: o.hyperparameters.clone(),
-        });
-        drop(st);
-        self.accept(command, &format!("optimizer {} reconfigured", o.optimizer_id))
-    }
-
-    fn rollback_command(&self, command: &AdaptationCommand, r: &RollbackCommand) -> Outcome {
-        let point = match self.rollback.resolve(&command.target_seed_id, r.rollback_point_id.as_deref()) {
-            Ok(point) => point,
-            Err(err) => return self.reject(command, ReasonCode::InvalidField, err.to_string()),
-        };
-        let mut guard = self.lock();
-        let st = &mut *guard;
-        let Some(seed) = st.seeds.get_mut(&command.target_seed_id) else {
-            return self.reject(
-                command,
-                ReasonCode::InvalidField,
-                format!("unknown seed {:?}", command.target_seed_id),
-            );
-        };
-        if seed.stage == SeedStage::Fossilized {
-            return self.reject(
-                command,
-                ReasonCode::InvalidStage,
-                "a fossilized seed is part of the model; restore a trainer checkpoint instead",
-            );
-        }
-        let mut directives = Vec::new();
-        if seed.stage.is_active() {
-            let why = format!("rolled back to {} ({})", point.id, r.reason);
-            let step = st.last_step;
-            self.cull(&mut directives, seed, RollbackReason::Culled, &why, step);
-        }
-        st.directives.append(&mut directives);
-        self.accept(command, &format!("rollback point {} applied", point.id))
     }
 }
 

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use leyline::api::{BlendReport, BlendSpec, SeedStepReport};
+use leyline::journal::SeedProgress;
 use leyline::{BlueprintDescriptor, HealthStatus, SeedStage, SeedState};
 
 /// Facts about the seed's verified kernel, from the kernel load manager.
@@ -76,6 +77,16 @@ pub struct SeedContext {
     pub embargo_until_ms: Option<u64>,
     /// Last gate failure reason, for health and reports.
     pub last_failure: Option<String>,
+    /// The trainer has not yet shown that it runs this seed as the control
+    /// plane holds it (after a restart, a reconnect or a rollback): no
+    /// progress is counted and no gate runs until it has, or until the
+    /// resync window (`attach_timeout_steps`) runs out.
+    pub resync_pending: bool,
+    /// Step reports seen while `resync_pending`.
+    pub resync_steps: u64,
+    /// A RESUME arrived while `resync_pending`; the entry gate is re-checked
+    /// (and the seed resumed or culled) once the trainer has resynchronised.
+    pub resume_pending: bool,
 }
 
 impl SeedContext {
@@ -111,6 +122,9 @@ impl SeedContext {
             metric_baseline: None,
             embargo_until_ms: None,
             last_failure: None,
+            resync_pending: false,
+            resync_steps: 0,
+            resume_pending: false,
         }
     }
 
@@ -221,6 +235,52 @@ impl SeedContext {
         } else {
             HealthStatus::Healthy
         }
+    }
+
+    /// Progress inside the current stage, as journaled.
+    pub fn to_progress(&self) -> SeedProgress {
+        SeedProgress {
+            seed_id: self.seed_id.clone(),
+            stage: self.stage,
+            alpha: self.alpha,
+            steps_in_stage: self.steps_in_stage,
+            losses: self.losses.iter().copied().collect(),
+            isolation_violations: self.isolation_violations,
+            max_cosine: self.max_cosine,
+            metric_baseline: self.metric_baseline,
+            fallback_used: self.fallback_used,
+            outputs_finite: self.outputs_finite,
+            hold: self.hold,
+            resume_pending: self.resume_pending,
+        }
+    }
+
+    /// Puts journaled progress back; the caller checks that `p.stage` is
+    /// the seed's stage. The loss window keeps at most `loss_window` values.
+    pub fn apply_progress(&mut self, p: &SeedProgress, loss_window: usize) {
+        self.alpha = p.alpha;
+        self.steps_in_stage = p.steps_in_stage;
+        let skip = p.losses.len().saturating_sub(loss_window);
+        self.losses = p.losses.iter().skip(skip).copied().collect();
+        self.isolation_violations = p.isolation_violations;
+        self.max_cosine = p.max_cosine;
+        self.metric_baseline = p.metric_baseline;
+        self.fallback_used = p.fallback_used;
+        self.outputs_finite = p.outputs_finite;
+        self.hold = p.hold;
+        self.resume_pending = p.resume_pending;
+    }
+
+    /// Whether the trainer holds a kernel for the seed in this stage.
+    pub fn runs_kernel(&self) -> bool {
+        matches!(
+            self.stage,
+            SeedStage::Training
+                | SeedStage::Blending
+                | SeedStage::Shadowing
+                | SeedStage::Probationary
+                | SeedStage::Fossilized
+        )
     }
 
     /// The exported snapshot.

@@ -12,6 +12,12 @@
 //! | PROBATIONARY | FOSSILIZE command after `probation_steps` | — |
 //! | EMBARGOED | embargo period over → RESETTING | — |
 //! | RESETTING | slot clean | G5 |
+//!
+//! Before any of that, the trainer's checkpoint reports are applied (a
+//! confirmed restore puts the control plane's half of a rollback point
+//! back, so the seed reports of the same step match it). A seed waiting for
+//! the trainer to resynchronise (restart, reconnect) makes no progress until
+//! the trainer runs it as held; while a rollback is in flight no seed moves.
 
 use std::time::Duration;
 
@@ -19,6 +25,7 @@ use kasmina_kernels::{PrefetchEvent, RecvError};
 use leyline::api::{BlendReport, GraftDirective, StepReport};
 use leyline::{GateId, SeedStage, TelemetryEvent, TelemetryLevel};
 
+use super::checkpoints::PointCtx;
 use super::context::KernelFacts;
 use super::schedule::ramp_alpha;
 use super::{SeedContext, SeedManager, State};
@@ -52,6 +59,7 @@ impl SeedManager {
         }
         // Checked whole; now apply.
         st.last_step = Some(report.step);
+        self.absorb_checkpoint_events(st, &report.checkpoints);
         if let Some(metric) = report.global_metric
             && metric.is_finite()
         {
@@ -95,12 +103,51 @@ impl SeedManager {
         self.collect_prefetch_results(st);
         let ids: Vec<String> = st.seeds.keys().cloned().collect();
         let mut directives = std::mem::take(&mut st.directives);
-        for id in ids {
-            let Some(mut seed) = st.seeds.remove(&id) else { continue };
-            self.advance(st, &mut seed, &mut directives, report.step);
-            st.seeds.insert(id, seed);
+        if !Self::rollback_frozen(st) {
+            for id in ids {
+                let Some(mut seed) = st.seeds.remove(&id) else { continue };
+                self.advance(st, &mut seed, &mut directives, report.step);
+                st.seeds.insert(id, seed);
+            }
         }
+        self.expect_checkpoint_results(st, &directives);
         Ok(directives)
+    }
+
+    /// A seed waiting for the trainer to resynchronise: confirmed once the
+    /// trainer reports it in the control plane's stage on the verified
+    /// kernel (then a deferred RESUME runs its gate re-check); culled with
+    /// `resync_failed` if that does not happen within the resync window.
+    fn advance_resync(&self, st: &State, seed: &mut SeedContext, directives: &mut Vec<GraftDirective>, step: u64) {
+        if seed.reported_stage == seed.stage && seed.kernel_verified() {
+            seed.resync_pending = false;
+            seed.resync_steps = 0;
+            self.sink.emit(
+                TelemetryEvent::new(
+                    "kasmina.seed.resynced",
+                    TelemetryLevel::Info,
+                    format!("{} runs on the trainer as the control plane holds it ({})", seed.seed_id, seed.stage),
+                    self.clock.now_ms(),
+                )
+                .seed(seed.seed_id.as_str())
+                .attr("stage", seed.stage.as_str())
+                .attr("step", step),
+            );
+            if seed.resume_pending {
+                self.finish_deferred_resume(st, seed, directives, step);
+            }
+            return;
+        }
+        seed.resync_steps += 1;
+        // One step for the directives to reach the trainer, then the window.
+        let window = self.settings.lifecycle.attach_timeout_steps.saturating_add(1);
+        if seed.resync_steps > window {
+            let why = format!(
+                "resync_failed: the trainer did not run the seed as {} on its verified kernel within {window} steps",
+                seed.stage
+            );
+            self.cull(&PointCtx::of(st), directives, seed, RollbackReason::ResyncFailed, &why, Some(step));
+        }
     }
 
     /// Moves finished prefetches onto their seeds. A germinated seed still
@@ -135,6 +182,10 @@ impl SeedManager {
     }
 
     fn advance(&self, st: &mut State, seed: &mut SeedContext, directives: &mut Vec<GraftDirective>, step: u64) {
+        if seed.resync_pending {
+            self.advance_resync(st, seed, directives, step);
+            return;
+        }
         if seed.paused {
             return;
         }
@@ -210,6 +261,7 @@ impl SeedManager {
                     });
                     let Some(blend) = seed.blend.clone() else {
                         self.cull(
+                            &PointCtx::of(st),
                             directives,
                             seed,
                             RollbackReason::GateFailed(GateId::G1GradientHealth),
@@ -289,7 +341,7 @@ impl SeedManager {
         let decision = self.gate(st, seed, gate, expected);
         if !decision.passed {
             let why = format!("{gate} failed: {}", decision.reason);
-            self.cull(directives, seed, RollbackReason::GateFailed(gate), &why, step);
+            self.cull(&PointCtx::of(st), directives, seed, RollbackReason::GateFailed(gate), &why, step);
             return Err(decision.reason);
         }
         let (_, to) = gate.edge();

@@ -2,19 +2,26 @@
 //!
 //! The journal writer (the daemon's recorder) keeps one rule: every call
 //! that changes state ends with a **boundary record** — the accepted
-//! command (`CommandAccepted`, written last by the manager) or a full
-//! `Snapshot`. Records after the last boundary belong to a call the daemon
+//! command (`CommandAccepted`, written last by the manager), a full
+//! `Snapshot`, or a `Progress` record. Records after the last boundary belong to a call the daemon
 //! never finished (it was killed mid-call, nothing of it was acknowledged),
 //! so they are ignored and counted, never half-applied.
 //!
-//! State = the last snapshot (or nothing) + every transition and accepted
-//! command after it. What the journal does not carry is re-derived
-//! strictly: the blend spec and mesh from re-parsing the germinating
-//! command's annotations with the annotation plugin, kernel facts by a
-//! fresh verified fetch, and the nonce ledger from the accepted commands
-//! still inside their TTL. Step-level progress inside a stage (steps
-//! trained, the α ramp position) is not journaled: a restored seed restarts
-//! its current stage's window, which only ever delays advancement.
+//! State = the last snapshot (or nothing) + every transition, accepted
+//! command and progress record after it. In-stage progress (α, steps in
+//! the stage, the loss and isolation windows, hold, a deferred resume) and
+//! the circuit breakers come from snapshots and `Progress` records, which
+//! end every step-report call, so a SIGKILL during BLENDING loses neither α
+//! nor the epoch. What the journal does not carry is re-derived strictly:
+//! the blend spec and mesh from re-parsing the germinating command's
+//! annotations with the annotation plugin, kernel facts by a fresh verified
+//! fetch, and the nonce ledger from the snapshot and the accepted commands
+//! still inside their TTL.
+//!
+//! A restored seed the trainer runs (TRAINING … FOSSILIZED) waits for the
+//! trainer to resynchronise (`resync_pending`): nothing about what the
+//! trainer holds is known until it re-registers and reports, so no gate
+//! judges it and a RESUME defers its gate re-check until then.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,9 +29,11 @@ use std::sync::Arc;
 use kasmina_core::CircuitBreaker;
 use kasmina_plugin_host::annotation::ParsedAnnotations;
 use leyline::api::BlendSpec;
-use leyline::journal::{JournalRecord, replay_start};
+use leyline::journal::{JournalRecord, ProgressState, replay_start};
 use leyline::prefetch::PrefetchRequest;
-use leyline::{AdaptationCommand, BlendMode, CommandPayload, HealthStatus, SeedOperation, SeedStage, SeedState};
+use leyline::{
+    AdaptationCommand, BlendMode, CommandPayload, HealthStatus, Outcome, SeedOperation, SeedStage, SeedState,
+};
 
 use super::context::KernelFacts;
 use super::{SeedContext, SeedManager};
@@ -50,6 +59,17 @@ pub enum RestoreError {
     /// the transition table: the journal and this build disagree.
     #[error("journal record {index}: seed {seed_id:?}: {detail}")]
     BadTransition {
+        /// Record index.
+        index: usize,
+        /// Seed id.
+        seed_id: String,
+        /// What does not fit.
+        detail: String,
+    },
+    /// A progress record names a seed that does not exist or is in another
+    /// stage at this point of the journal.
+    #[error("journal record {index}: progress of seed {seed_id:?}: {detail}")]
+    BadProgress {
         /// Record index.
         index: usize,
         /// Seed id.
@@ -87,6 +107,12 @@ pub struct RestoreReport {
     pub prefetches_reissued: usize,
     /// Active seeds whose kernel was fetched and verified again.
     pub kernels_reverified: usize,
+    /// Seeds whose in-stage progress (α, epoch, windows) was restored.
+    pub progress_restored: usize,
+    /// Circuit breakers put back into their journaled state.
+    pub breakers_restored: usize,
+    /// Seeds waiting for the trainer to resynchronise.
+    pub awaiting_resync: usize,
     /// Problems that left a seed weaker but the restore valid (a kernel
     /// that no longer verifies, a blend spec that could not be rebuilt):
     /// `(seed id, what)`. Gates fail such seeds at their next evaluation.
@@ -112,7 +138,14 @@ impl SeedManager {
         }
         let boundary = records
             .iter()
-            .rposition(|r| matches!(r, JournalRecord::CommandAccepted { .. } | JournalRecord::Snapshot { .. }))
+            .rposition(|r| {
+                matches!(
+                    r,
+                    JournalRecord::CommandAccepted { .. }
+                        | JournalRecord::Snapshot { .. }
+                        | JournalRecord::Progress { .. }
+                )
+            })
             .map_or(0, |i| i + 1);
         let committed = &records[..boundary];
         let start = replay_start(committed);
@@ -129,7 +162,10 @@ impl SeedManager {
         }
         let mut replay_from = start;
         let now = self.clock.now_ms();
-        if let Some(JournalRecord::Snapshot { seeds: snapshot, nonces, recorded_at_ms }) = committed.get(start) {
+        let mut progress_at: Option<(usize, &ProgressState)> = None;
+        if let Some(JournalRecord::Snapshot { seeds: snapshot, progress, nonces, recorded_at_ms }) =
+            committed.get(start)
+        {
             report.from_snapshot = true;
             replay_from = start + 1;
             // Replay protection across the restart: every id the ledger
@@ -144,6 +180,8 @@ impl SeedManager {
                     self.seed_from_snapshot(state, *recorded_at_ms, germinations.get(&state.seed_id), &mut report);
                 seeds.insert(state.seed_id.clone(), seed);
             }
+            apply_progress(start, &mut seeds, progress, self.settings.gates.loss_window)?;
+            progress_at = Some((start, progress));
         }
         let ttl = self.verifier.ledger().ttl_ms();
         for (offset, record) in committed[replay_from..].iter().enumerate() {
@@ -156,7 +194,7 @@ impl SeedManager {
                         .ok_or_else(|| RestoreError::UnknownSeed { index, seed_id: seed_id.clone() })?;
                     self.replay_transition(index, seed, *from, *to, reason, *recorded_at_ms)?;
                 }
-                JournalRecord::CommandAccepted { command, recorded_at_ms, .. } => {
+                JournalRecord::CommandAccepted { command, outcome, recorded_at_ms } => {
                     if recorded_at_ms.saturating_add(ttl) > now
                         && self.verifier.ledger().check_and_insert(&command.command_id, *recorded_at_ms).is_ok()
                     {
@@ -170,15 +208,32 @@ impl SeedManager {
                         apply_germination(seed, &g, self);
                         germinations.insert(command.target_seed_id.clone(), g);
                     } else {
-                        replay_command(&mut seeds, command);
+                        replay_command(&mut seeds, command, outcome);
                     }
+                }
+                JournalRecord::Progress { progress, .. } => {
+                    apply_progress(index, &mut seeds, progress, self.settings.gates.loss_window)?;
+                    progress_at = Some((index, progress));
                 }
                 JournalRecord::GateVerdict { .. } | JournalRecord::Snapshot { .. } => {}
             }
         }
+        if let Some((_, progress)) = progress_at {
+            report.progress_restored = progress.seeds.len();
+            for snapshot in &progress.breakers {
+                if self.breakers().iter().any(|b| b.restore(snapshot)) {
+                    report.breakers_restored += 1;
+                }
+            }
+            st.latest_metric = progress.latest_metric;
+        }
         for seed in seeds.values_mut() {
             seed.reported_stage = seed.stage;
             self.resupply(seed, germinations.get(&seed.seed_id), &mut report);
+            if seed.runs_kernel() {
+                seed.resync_pending = true;
+                report.awaiting_resync += 1;
+            }
         }
         report.seeds = seeds.len();
         st.seeds = seeds;
@@ -362,10 +417,34 @@ fn apply_germination(seed: &mut SeedContext, g: &Germination, manager: &SeedMana
     seed.descriptor = manager.kernels.urza().entry(&g.blueprint_id).map(|e| e.descriptor);
 }
 
+/// Puts a progress record's in-stage progress back on its seeds.
+fn apply_progress(
+    index: usize,
+    seeds: &mut BTreeMap<String, SeedContext>,
+    progress: &ProgressState,
+    loss_window: usize,
+) -> Result<(), RestoreError> {
+    for p in &progress.seeds {
+        let bad = |detail: String| RestoreError::BadProgress { index, seed_id: p.seed_id.clone(), detail };
+        let seed = seeds.get_mut(&p.seed_id).ok_or_else(|| bad("no such seed".to_owned()))?;
+        if seed.stage != p.stage {
+            return Err(bad(format!("recorded in {} but the seed is {}", p.stage, seed.stage)));
+        }
+        seed.apply_progress(p, loss_window);
+    }
+    Ok(())
+}
+
 /// State a non-GERMINATE accepted command set outside transition records.
-fn replay_command(seeds: &mut BTreeMap<String, SeedContext>, command: &AdaptationCommand) {
+fn replay_command(seeds: &mut BTreeMap<String, SeedContext>, command: &AdaptationCommand, outcome: &Outcome) {
     let Some(seed) = seeds.get_mut(&command.target_seed_id) else { return };
     match &command.payload {
+        // A resume deferred until the trainer resynchronised leaves the seed
+        // paused with the re-check pending; PAUSE cancels a pending resume.
+        CommandPayload::Pause(p) if p.resume && outcome.attributes.get("resume").is_some_and(|v| v == "deferred") => {
+            seed.resume_pending = true;
+        }
+        CommandPayload::Pause(p) if !p.resume && seed.resume_pending => seed.resume_pending = false,
         CommandPayload::Pause(p) => seed.paused = !p.resume,
         CommandPayload::Seed(sc) => match sc.operation {
             SeedOperation::Stabilize => seed.hold = true,

@@ -59,6 +59,10 @@ pub const PLUGIN_MEMORY_BYTES: u64 = 16 << 20;
 pub const PLUGIN_FUEL: u64 = 0;
 /// Plugin instance isolation: a fresh store per evaluation.
 pub const PLUGIN_ISOLATION: &str = "per-call";
+/// Per-call deadline of the shadow gate candidate, ms (off the step path).
+pub const SHADOW_DEADLINE_MS: u64 = 100;
+/// Shadow evaluations that may wait for the candidate.
+pub const SHADOW_QUEUE: usize = 64;
 /// Rollback readiness: fast path SLA (SPEC.md §8).
 pub const ROLLBACK_FAST_SLA_MS: u64 = 500;
 /// Rollback readiness: full path SLA (SPEC.md §8).

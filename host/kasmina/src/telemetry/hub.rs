@@ -6,12 +6,16 @@
 //! the hub never blocks and never grows. CRITICAL events never enter that
 //! buffer: they go at once to every subscriber's own bounded channel and to a
 //! ring of recent CRITICAL events, so they arrive even when the normal queue
-//! is saturated. Every event is also written to `tracing`.
+//! is saturated. Every event is also pushed, as it is emitted, to every
+//! [`TelemetryListener`] (the daemon's fan-out to observers, the embedded
+//! host's outbox): nothing waits for a step to be finalized or for a poll.
+//! Every event is also written to `tracing`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use kasmina_core::{Clock, TelemetrySink};
+use leyline::api::TelemetryListener;
 use leyline::{HealthStatus, Metric, TelemetryEvent, TelemetryLevel, TelemetryPacket};
 use tokio::sync::mpsc;
 
@@ -125,8 +129,8 @@ impl CriticalReceiver {
 }
 
 /// The telemetry hub. Thread-safe; share it as `Arc<dyn TelemetrySink>`.
-#[derive(Debug)]
 pub struct TelemetryHub {
+    listeners: std::sync::RwLock<Vec<Arc<dyn TelemetryListener>>>,
     config: HubConfig,
     clock: Arc<dyn Clock>,
     buffer: Mutex<StepBuffer>,
@@ -151,6 +155,7 @@ impl TelemetryHub {
             ..config
         };
         TelemetryHub {
+            listeners: std::sync::RwLock::new(Vec::new()),
             config,
             clock,
             buffer: Mutex::new(StepBuffer::default()),
@@ -173,6 +178,11 @@ impl TelemetryHub {
         let (tx, rx) = mpsc::channel(self.config.critical_capacity);
         lock(&self.critical).subscribers.push(tx);
         CriticalReceiver(rx)
+    }
+
+    /// Adds a listener that receives every event from now on, as emitted.
+    pub fn add_listener(&self, listener: Arc<dyn TelemetryListener>) {
+        self.listeners.write().unwrap_or_else(PoisonError::into_inner).push(listener);
     }
 
     /// The most recent CRITICAL events, oldest first (bounded ring).
@@ -334,11 +344,23 @@ impl TelemetryHub {
     }
 }
 
+impl std::fmt::Debug for TelemetryHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelemetryHub")
+            .field("config", &self.config)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
 impl TelemetrySink for TelemetryHub {
     fn emit(&self, event: TelemetryEvent) {
         trace_event(&event);
         if let Some(seed) = event.seed_id.as_deref() {
             lock(&self.health).observe(seed, event.level);
+        }
+        for listener in self.listeners.read().unwrap_or_else(PoisonError::into_inner).iter() {
+            listener.event(&event);
         }
         if event.level == TelemetryLevel::Critical {
             self.deliver_critical(event);

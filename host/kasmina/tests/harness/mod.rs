@@ -11,7 +11,10 @@ use std::sync::Arc;
 use kasmina::security::sign_in_place;
 use kasmina::{EmbeddedHost, HmacKey, HostBuilder, Settings};
 use kasmina_core::ManualClock;
-use leyline::api::{GraftDirective, HostRegistration, KasminaApi, SeedStepReport, SiteSpec, SlotSpec, StepReport};
+use leyline::api::{
+    CheckpointAction, CheckpointEvent, GraftDirective, HeldSeed, HostRegistration, KasminaApi, SeedStepReport,
+    SiteSpec, SlotSpec, StepReport,
+};
 use leyline::command::{CommandPayload, SeedCommand};
 use leyline::{AdaptationCommand, Dim, Outcome, SeedOperation, SeedStage, SeedState, TelemetryEvent};
 
@@ -67,19 +70,31 @@ pub fn harness_with(settings_toml: &str) -> Harness {
         .urza_dir(&urza_dir)
         .build()
         .expect("host builds");
-    host.register_host(HostRegistration {
+    host.register_host(registration(Vec::new(), Vec::new())).expect("register");
+    Harness { host, key, clock, trainer: SimTrainer::default(), step: 0, next_id: 0, dir }
+}
+
+/// The harness's registration, declaring `held` seeds and `checkpoints`.
+pub fn registration(held: Vec<HeldSeed>, checkpoints: Vec<String>) -> HostRegistration {
+    HostRegistration {
         training_run_id: RUN.to_owned(),
         sites: vec![SiteSpec { name: SITE.to_owned(), feature_shape: vec![Dim::Batch, Dim::Fixed(64)] }],
         slots: vec![
             SlotSpec { seed_id: "seed-a".to_owned(), site: SITE.to_owned() },
             SlotSpec { seed_id: "seed-b".to_owned(), site: SITE.to_owned() },
         ],
-    })
-    .expect("register");
-    Harness { host, key, clock, trainer: SimTrainer::default(), step: 0, next_id: 0, dir }
+        held,
+        checkpoints,
+    }
 }
 
 impl Harness {
+    /// Re-registers the simulated trainer, declaring what it holds.
+    pub fn reregister(&mut self) {
+        let registration = registration(self.trainer.held(), self.trainer.checkpoints.keys().cloned().collect());
+        self.host.register_host(registration).expect("re-register");
+    }
+
     /// A signed command with fresh id and timestamp.
     pub fn signed(&mut self, seed: &str, payload: CommandPayload, annotations: &[(&str, &str)]) -> AdaptationCommand {
         self.next_id += 1;
@@ -211,6 +226,14 @@ pub struct SimTrainer {
     pub seeds: BTreeMap<String, SimSeed>,
     pub m: Measurements,
     pub teacher_dropped: bool,
+    /// Checkpoints by rollback point id: the seeds as they were.
+    pub checkpoints: BTreeMap<String, BTreeMap<String, SimSeed>>,
+    /// What the next report says about checkpoints.
+    pub checkpoint_events: Vec<CheckpointEvent>,
+    /// Ignore checkpoint directives (a trainer that never answers them).
+    pub ignore_checkpoints: bool,
+    /// Fail restores with this reason.
+    pub fail_restore: Option<String>,
 }
 
 impl SimTrainer {
@@ -246,11 +269,58 @@ impl SimTrainer {
                 }
                 GraftDirective::DropTeacher => self.teacher_dropped = true,
                 GraftDirective::Optimizer { .. } => {}
+                GraftDirective::Checkpoint { point_id, durable } if !self.ignore_checkpoints => {
+                    let started = std::time::Instant::now();
+                    self.checkpoints.insert(point_id.clone(), self.seeds.clone());
+                    self.checkpoint_events.push(CheckpointEvent::Captured {
+                        point_id: point_id.clone(),
+                        durable: *durable,
+                        elapsed_us: started.elapsed().as_micros() as u64 + 1,
+                        bytes: 64,
+                    });
+                }
+                GraftDirective::RestoreCheckpoint { point_id } if !self.ignore_checkpoints => {
+                    let event = match (&self.fail_restore, self.checkpoints.get(point_id)) {
+                        (Some(reason), _) => CheckpointEvent::Failed {
+                            point_id: point_id.clone(),
+                            action: CheckpointAction::Restore,
+                            reason: reason.clone(),
+                        },
+                        (None, Some(seeds)) => {
+                            self.seeds = seeds.clone();
+                            CheckpointEvent::Restored { point_id: point_id.clone(), elapsed_us: 5 }
+                        }
+                        (None, None) => CheckpointEvent::Failed {
+                            point_id: point_id.clone(),
+                            action: CheckpointAction::Restore,
+                            reason: "no such checkpoint".to_owned(),
+                        },
+                    };
+                    self.checkpoint_events.push(event);
+                }
+                GraftDirective::Checkpoint { .. } | GraftDirective::RestoreCheckpoint { .. } => {}
             }
         }
     }
 
-    pub fn report(&self, step: u64) -> StepReport {
+    /// The seeds it holds, as a re-registration declares them.
+    pub fn held(&self) -> Vec<HeldSeed> {
+        self.seeds
+            .iter()
+            .filter_map(|(id, s)| {
+                Some(HeldSeed {
+                    seed_id: id.clone(),
+                    blueprint_id: "sim".to_owned(),
+                    kernel_sha256: s.attached_sha.clone()?,
+                    stage: s.stage,
+                    alpha: s.alpha,
+                    paused: s.paused,
+                })
+            })
+            .collect()
+    }
+
+    pub fn report(&mut self, step: u64) -> StepReport {
         let jitter = if step.is_multiple_of(2) { self.m.loss_jitter } else { -self.m.loss_jitter };
         let seeds = self
             .seeds
@@ -278,6 +348,7 @@ impl SimTrainer {
             global_metric: self.m.metric,
             seeds,
             distillation: None,
+            checkpoints: std::mem::take(&mut self.checkpoint_events),
         }
     }
 }
