@@ -27,15 +27,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import math
 import operator
 import os
-import re
 import tempfile
-import time
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -44,12 +40,8 @@ from torch import nn
 import kasmina
 from kasmina import (
     BlendReport,
-    BlendSpecError,
-    CheckpointAction,
-    CheckpointEvent,
     Client,
     ConfigError,
-    GraftDirective,
     GraftError,
     HeldSeed,
     HostRegistration,
@@ -57,7 +49,6 @@ from kasmina import (
     Role,
     SeedStage,
     SeedStepReport,
-    ShuttingDownError,
     SiteSpec,
     SlotSpec,
     StepOrderError,
@@ -70,56 +61,23 @@ from kasmina.torch._isolation import sampled_cosine
 from kasmina.torch._site import ForwardContext, SeedSite
 from kasmina.torch._slot import NON_FINITE, RUNNING_STAGES, SeedSlot, StepMeasure
 
+from kasmina.torch._checkpoints import _CheckpointMixin
+from kasmina.torch._directives import _DirectiveMixin
+from kasmina.torch._types import (
+    _LOST,
+    _STAGES,
+    DEFAULT_MAX_CHECKPOINTS,
+    SEED_GROUP_KEY,
+    STATE_FORMAT,
+    SeedView,
+    StepResult,
+    TrainerEvent,
+)
+
 __all__ = ["Grafter", "StepResult", "TrainerEvent", "SeedView", "STATE_FORMAT"]
 
-#: ``state_dict()["format"]``; ``load_state_dict`` refuses any other.
-STATE_FORMAT = "kasmina.torch.Grafter/1"
-#: Checkpoints kept for rollback points before the oldest is evicted.
-DEFAULT_MAX_CHECKPOINTS = 8
-#: Optimizer param-group key that marks a seed's group.
-SEED_GROUP_KEY = "kasmina_seed"
-_LEARNING_RATE_KEYS = ("lr", "learning_rate")
-_STAGES = {s.name: s for s in SeedStage.values()}
-# Errors meaning the control plane is gone (as opposed to refusing something).
-_LOST = (TransportError, ShuttingDownError)
 
-
-@dataclass(frozen=True)
-class TrainerEvent:
-    """What applying one directive did. ``kind``: ``attached``,
-    ``stage_changed``, ``detached``, ``paused``, ``teacher_dropped``,
-    ``optimizer_applied``, ``checkpoint_captured``, ``checkpoint_restored``,
-    ``checkpoint_failed``, ``checkpoint_evicted`` or ``refused``."""
-
-    kind: str
-    seed_id: Optional[str] = None
-    detail: str = ""
-
-
-@dataclass
-class StepResult:
-    """What one ``step()`` did: the directives received, in the order
-    applied, and what applying them did."""
-
-    directives: List[Any] = field(default_factory=list)
-    events: List[TrainerEvent] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class SeedView:
-    """A read-only view of one grafted seed."""
-
-    site: str
-    stage: Any  # kasmina.SeedStage
-    blueprint_id: str
-    sha256: str
-    alpha: float
-    paused: bool
-    parameters: int
-    suspended: bool = False
-
-
-class Grafter:
+class Grafter(_DirectiveMixin, _CheckpointMixin):
     """Grows seeds in a PyTorch model under the control of ``kasmina serve``.
 
     Build it with :meth:`connect` (or from an existing trainer-role
@@ -786,219 +744,6 @@ class Grafter:
             slot.alpha(),
             blend,
         )
-
-    # ------------------------------------------------------------------ internals: directives
-
-    def _apply(self, d: Any) -> List[TrainerEvent]:
-        if isinstance(d, GraftDirective.Attach):
-            return self._attach(d)
-        if isinstance(d, GraftDirective.Stage):
-            return self._stage(d)
-        if isinstance(d, GraftDirective.Detach):
-            if self._ungraft(d.seed_id):
-                return [TrainerEvent("detached", d.seed_id, d.reason)]
-            return []
-        if isinstance(d, GraftDirective.Pause):
-            slot = self._slot(d.seed_id)
-            if slot is None:
-                raise GraftError(
-                    f"pause for seed {d.seed_id}, which this trainer has not grafted", "unknown_seed", seed_id=d.seed_id
-                )
-            slot.paused = bool(d.paused)
-            return [TrainerEvent("paused", d.seed_id, "paused" if d.paused else "resumed")]
-        if isinstance(d, GraftDirective.DropTeacher):
-            return [
-                TrainerEvent(
-                    "teacher_dropped", None, "no teacher was installed (the Python grafter runs no distillation)"
-                )
-            ]
-        if isinstance(d, GraftDirective.Optimizer):
-            return [self._optimizer_directive(d)]
-        if isinstance(d, GraftDirective.Checkpoint):
-            return [self._capture(d.point_id, bool(d.durable))]
-        if isinstance(d, GraftDirective.RestoreCheckpoint):
-            return [self._restore(d.point_id)]
-        raise GraftError(f"unknown directive {d!r}", "invalid_directive", seed_id=None)
-
-    def _attach(self, d: Any) -> List[TrainerEvent]:
-        seed_id, site = d.seed_id, d.site
-        if site not in self._sites:
-            raise GraftError(
-                f"Attach of {d.blueprint_id} for seed {seed_id} names site {site!r}, which this trainer did not "
-                f"register (sites: {sorted(self._sites)}); nothing was grafted",
-                "unknown_site",
-                seed_id=seed_id,
-            )
-        if self._slot_site.get(seed_id) != site:
-            raise GraftError(
-                f"Attach names seed {seed_id} at site {site!r}, but no such slot was registered; nothing was grafted",
-                "unknown_slot",
-                seed_id=seed_id,
-            )
-        try:
-            params = BlendParams.from_spec(d.blend)
-        except BlendSpecError as err:
-            raise GraftError(
-                f"seed {seed_id}: blend refused: {err.message}", "invalid_blend", seed_id=seed_id, key=err.key
-            ) from err
-        try:
-            artifact = self._client.fetch_kernel(d.blueprint_id)
-        except _LOST:
-            raise
-        except KasminaError as err:
-            raise GraftError(
-                f"seed {seed_id}: fetching kernel {d.blueprint_id} failed: {err}",
-                "fetch_failed",
-                seed_id=seed_id,
-                cause=err,
-            ) from err
-        return self.attach_artifact(seed_id, site, d.artifact_sha256, params, artifact)
-
-    def attach_artifact(
-        self, seed_id: str, site: str, artifact_sha256: str, params: Union[BlendParams, Any], artifact: Any
-    ) -> List[TrainerEvent]:
-        """Grafts ``artifact`` (a :class:`kasmina.KernelArtifact`) for
-        ``seed_id`` at ``site`` if and only if its bytes hash to
-        ``artifact_sha256``. Used by Attach directives; public so that a
-        verification failure can be exercised with real bytes."""
-        if not isinstance(params, BlendParams):
-            params = BlendParams.from_spec(params)
-        data = artifact.bytes
-        module = self._load_verified(seed_id, artifact.blueprint_id, artifact_sha256, artifact.sha256, data)
-        self._graft(seed_id, site, artifact.blueprint_id, artifact_sha256, params, data, module)
-        return [TrainerEvent("attached", seed_id, artifact.blueprint_id)]
-
-    def _stage(self, d: Any) -> List[TrainerEvent]:
-        seed_id = d.seed_id
-        slot = self._slot(seed_id)
-        if slot is None:
-            raise GraftError(
-                f"stage {d.stage.name} for seed {seed_id}, which this trainer has not grafted",
-                "unknown_seed",
-                seed_id=seed_id,
-            )
-        alpha = d.alpha
-        if not (isinstance(alpha, float) and math.isfinite(alpha) and 0.0 <= alpha <= 1.0):
-            self._ungraft(seed_id)
-            raise GraftError(
-                f"stage directive for seed {seed_id}: alpha {alpha} is outside [0, 1]; seed removed",
-                "invalid_directive",
-                seed_id=seed_id,
-            )
-        stage = d.stage.name
-        events = []
-        if slot.stage != stage:
-            if not kasmina.can_transition(_STAGES[slot.stage], d.stage):
-                previous = slot.stage
-                self._ungraft(seed_id)
-                raise GraftError(
-                    f"seed {seed_id}: {previous} -> {stage} is not a lifecycle transition; seed removed",
-                    "invalid_directive",
-                    seed_id=seed_id,
-                )
-            slot.enter(stage)
-            _, module = self._slots()[seed_id]
-            module.train(slot.effective_stage() in RUNNING_STAGES)
-            if stage == "TRAINING":
-                self._join(seed_id)
-            events.append(TrainerEvent("stage_changed", seed_id, stage))
-        if stage == "BLENDING":
-            slot.blending_alpha = alpha
-        return events
-
-    def _optimizer_directive(self, d: Any) -> TrainerEvent:
-        applied = None
-        not_applied = []
-        for name, value in d.hyperparameters.items():
-            if name in _LEARNING_RATE_KEYS and math.isfinite(value) and value > 0 and self._optimizer is not None:
-                for group in self._optimizer.param_groups:
-                    if SEED_GROUP_KEY in group:
-                        group["lr"] = value
-                applied = value
-            else:
-                not_applied.append(name)
-        detail = f"{d.optimizer_id}: lr={applied} applied to seed groups; not applied: {not_applied}"
-        return TrainerEvent("optimizer_applied", None, detail)
-
-    # ------------------------------------------------------------------ internals: checkpoints
-
-    def _checkpoint_path(self, point_id: str) -> str:
-        if self._checkpoint_dir is None:
-            if self._owned_checkpoint_dir is None:
-                self._owned_checkpoint_dir = tempfile.TemporaryDirectory(prefix="kasmina-checkpoints-")
-            base = self._owned_checkpoint_dir.name
-        else:
-            base = os.fspath(self._checkpoint_dir)
-            os.makedirs(base, exist_ok=True)
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", point_id)
-        return os.path.join(base, f"{safe}.kasmina-ckpt")
-
-    def _snapshot(self) -> Dict[str, Any]:
-        return {
-            "model": {k: v.detach().clone() for k, v in self._model.state_dict().items()},
-            "seeds": {seed_id: slot.state() for seed_id, (slot, _) in self._slots().items()},
-            "optimizer_seeds": list(self._optimizer_seeds()),
-        }
-
-    def _capture(self, point_id: str, durable: bool) -> TrainerEvent:
-        started = time.perf_counter_ns()
-        try:
-            snapshot = self._snapshot()
-            if durable:
-                path = self._checkpoint_path(point_id)
-                tmp = path + ".tmp"
-                with open(tmp, "wb") as f:
-                    torch.save(snapshot, f)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-                held: Tuple[bool, Any] = (True, path)
-                size = os.path.getsize(path)
-            else:
-                held = (False, snapshot)
-                size = sum(t.numel() * t.element_size() for t in snapshot["model"].values())
-        except Exception as err:  # noqa: BLE001 — reported to the control plane, which makes the point unavailable
-            self._checkpoint_events.append(CheckpointEvent.Failed(point_id, CheckpointAction.CAPTURE, str(err)))
-            return TrainerEvent("checkpoint_failed", None, f"{point_id}: {err}")
-        elapsed = (time.perf_counter_ns() - started) // 1000
-        self._checkpoints.pop(point_id, None)
-        self._checkpoints[point_id] = held
-        self._checkpoint_events.append(CheckpointEvent.Captured(point_id, durable, elapsed, size))
-        while len(self._checkpoints) > self._max_checkpoints:
-            old, (old_durable, where) = self._checkpoints.popitem(last=False)
-            if old_durable:
-                with contextlib.suppress(OSError):
-                    os.remove(where)
-            reason = f"retention: at most {self._max_checkpoints} checkpoints are kept"
-            self._checkpoint_events.append(CheckpointEvent.Evicted(old, reason))
-        return TrainerEvent("checkpoint_captured", None, point_id)
-
-    def _restore(self, point_id: str) -> TrainerEvent:
-        started = time.perf_counter_ns()
-        held = self._checkpoints.get(point_id)
-        if held is None:
-            reason = f"no checkpoint {point_id} is held by this trainer"
-            self._checkpoint_events.append(CheckpointEvent.Failed(point_id, CheckpointAction.RESTORE, reason))
-            return TrainerEvent("checkpoint_failed", None, reason)
-        backup = self._snapshot()
-        try:
-            durable, where = held
-            snapshot = torch.load(where, weights_only=True) if durable else where
-            self._apply_snapshot(snapshot)
-        except Exception as err:  # noqa: BLE001 — all or nothing: put the model back as it was
-            self._apply_snapshot(backup)
-            reason = f"restore failed, nothing changed: {err}"
-            self._checkpoint_events.append(CheckpointEvent.Failed(point_id, CheckpointAction.RESTORE, reason))
-            return TrainerEvent("checkpoint_failed", None, reason)
-        elapsed = (time.perf_counter_ns() - started) // 1000
-        self._checkpoint_events.append(CheckpointEvent.Restored(point_id, elapsed))
-        return TrainerEvent("checkpoint_restored", None, point_id)
-
-    def _apply_snapshot(self, snapshot: Mapping[str, Any]) -> None:
-        for seed_id in list(self._slots()):
-            self._ungraft(seed_id)
-        self._graft_saved(snapshot["seeds"], snapshot["optimizer_seeds"])
-        self._model.load_state_dict(snapshot["model"], strict=True)
 
 
 def _unique(params: List[torch.Tensor]) -> List[torch.Tensor]:
