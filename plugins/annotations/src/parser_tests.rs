@@ -73,6 +73,11 @@ fn mesh_and_envelope_rules() {
     assert_eq!(code(&[("mesh_layers", "a,b,c,d")]), ParseErrorCode::MeshOverCap);
     assert!(run(&[("mesh_layers", "a,b,c,a,b")]).is_ok(), "duplicates do not count against the cap");
     assert_eq!(code(&[("mesh_layers", "a,,b")]), ParseErrorCode::MalformedList);
+    // JSON that is not a list of strings is refused, not read as one name.
+    for value in [r#"{"hidden": 1}"#, r#""hidden""#, "{}", "null", "true", r#"["hidden", 1]"#] {
+        assert_eq!(code(&[("mesh_layers", value)]), ParseErrorCode::MalformedList, "{value}");
+    }
+    assert!(run(&[("mesh_layers", "hidden")]).is_ok(), "a one-name comma list stays valid");
     assert_eq!(code(&[("training_run_id", " ")]), ParseErrorCode::EmptyValue);
     assert_eq!(code(&[("training_run_id", "a"), ("training_run_id", "b")]), ParseErrorCode::DuplicateKey);
     let big = "x".repeat(5000);

@@ -56,6 +56,13 @@ pub struct NameList {
 /// de-duplicating as it goes; more than `cap` distinct names is an error.
 pub fn scan_name_list(text: &str, cap: usize) -> Result<NameList, ScanError> {
     let trimmed = text.trim();
+    // JSON that is not a list of strings (an object, a string, a literal) is
+    // an error, never read as a one-name comma list (SPEC §4).
+    if trimmed.starts_with(['{', '"']) || matches!(trimmed, "true" | "false" | "null") {
+        return Err(ScanError::MalformedList(
+            "JSON that is not a list of strings; give a JSON list [\"a\", \"b\"] or a comma list a,b".into(),
+        ));
+    }
     let json = trimmed.starts_with('[');
     let body = if json { strip_brackets(trimmed)? } else { trimmed };
     let mut list = NameList::default();
