@@ -404,10 +404,9 @@ impl Conn {
             };
         }
         let api = &*self.shared.api;
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| dispatch(api, body))).unwrap_or_else(|_| {
+        std::panic::catch_unwind(AssertUnwindSafe(|| dispatch(api, body))).unwrap_or_else(|_| {
             Err(ApiError::new(ApiErrorCode::Internal, "the host panicked while serving this request"))
-        });
-        result
+        })
     }
 }
 

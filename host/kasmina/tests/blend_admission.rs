@@ -64,7 +64,9 @@ fn attached_blend(h: &mut Harness) -> BlendSpec {
 #[test]
 fn every_blend_the_trainer_would_refuse_is_refused_at_admission_naming_the_key() {
     let mut h = harness();
-    let cases: Vec<(&str, Vec<(&str, &str)>, ReasonCode, &[&str])> = vec![
+    // (what, annotations, expected reason, keys the refusal may name)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, ReasonCode, &'a [&'a str]);
+    let cases: Vec<Case<'_>> = vec![
         ("gate_k = 0", confidence_with(GATE_K, Some("0")), ReasonCode::InvalidField, &[GATE_K]),
         ("gate_k = -1", confidence_with(GATE_K, Some("-1")), ReasonCode::InvalidField, &[GATE_K]),
         (
