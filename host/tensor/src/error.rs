@@ -125,14 +125,6 @@ pub enum TensorError {
         /// The site applied before it in this pass.
         previous: String,
     },
-    /// A per-step call came for a training step not after the last one.
-    #[error("training step {got} is not after the last step {last}")]
-    StepOrder {
-        /// Last step seen.
-        last: u64,
-        /// Step given.
-        got: u64,
-    },
     /// A configuration value is unusable.
     #[error("invalid configuration {name}: {rule}")]
     InvalidConfig {

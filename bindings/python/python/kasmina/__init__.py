@@ -15,6 +15,7 @@ Errors are :class:`KasminaError` subclasses carrying a machine-readable
 ``code``.
 """
 
+from kasmina import _errors
 from kasmina._errors import (
     ApiError,
     BadRequestError,
@@ -76,22 +77,8 @@ from kasmina._native import (
 )
 
 __all__ = [
-    # errors
-    "KasminaError",
-    "ApiError",
-    "BadRequestError",
-    "NotFoundError",
-    "KernelUnavailableError",
-    "NotRegisteredError",
-    "TransportError",
-    "ShuttingDownError",
-    "InternalError",
-    "HmacKeyError",
-    "BlendSpecError",
-    "CommandRejected",
-    "GraftError",
-    "ConfigError",
-    "StepOrderError",
+    # errors: one list, kept in kasmina._errors
+    *_errors.__all__,
     # constants
     "CONTRACT_VERSION",
     "PROTOCOL_VERSION",
