@@ -1,4 +1,4 @@
-//! The digits data set and the demo's host network.
+//! The digits data set (the demo's host networks are in `demo::hosts`).
 //!
 //! `scripts/setup.sh` extracts `digits.csv` (1 797 rows of 64 pixel values in
 //! 0..=16 followed by the label) from the scikit-learn wheel into the cache.
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use tch::{Device, Kind, Tensor, nn, nn::Module};
+use tch::{Device, Kind, Tensor};
 
 /// Rows in the data set.
 pub const ROWS: usize = 1_797;
@@ -95,36 +95,6 @@ pub fn load(path: &Path, seed: u64, device: Device) -> Result<Split> {
     let (val_x, val_y) = take(val_idx);
     let (test_x, test_y) = take(test_idx);
     Ok(Split { train_x, train_y, val_x, val_y, test_x, test_y })
-}
-
-/// The deliberately small host network: a linear feature map 64 → hidden
-/// (the site `hidden`) and a linear head → 10 — in capacity a linear
-/// classifier. A seed grafted at the site can add the nonlinearity the host
-/// lacks, which is what makes growing one worthwhile here.
-#[derive(Debug)]
-pub struct HostNet {
-    fc1: nn::Linear,
-    fc2: nn::Linear,
-}
-
-impl HostNet {
-    /// Builds the layers under `path`.
-    pub fn new(path: &nn::Path, hidden: i64) -> Self {
-        HostNet {
-            fc1: nn::linear(path / "fc1", FEATURES as i64, hidden, Default::default()),
-            fc2: nn::linear(path / "fc2", hidden, CLASSES, Default::default()),
-        }
-    }
-
-    /// Features at the `hidden` site (where seeds graft).
-    pub fn hidden(&self, x: &Tensor) -> Tensor {
-        self.fc1.forward(x)
-    }
-
-    /// Logits from (possibly seed-modified) hidden features.
-    pub fn head(&self, h: &Tensor) -> Tensor {
-        self.fc2.forward(h)
-    }
 }
 
 /// Fraction of correct predictions.

@@ -1,6 +1,6 @@
 //! The scripted controller: what Tamiyo would decide, as a fixed plan.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
 use kasmina::HmacKey;
@@ -9,7 +9,10 @@ use leyline::api::KasminaApi;
 use leyline::command::{CommandPayload, SeedCommand};
 use leyline::{AdaptationCommand, BlendMode, Outcome, SeedOperation, SeedStage, SeedState};
 
+use super::hosts::HostKind;
 use super::report::TimelineEntry;
+use super::setup::{ATTENTION_BLUEPRINT, BAD_BLUEPRINT, CONV_BAD_BLUEPRINT, CONV_BLOCK_BLUEPRINT, GOOD_BLUEPRINT};
+use super::trainer::RUN_ID;
 
 /// When the controller acts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,14 +45,19 @@ impl Plan {
     }
 }
 
-/// The annotations that configure a blend `mode` for the demo's 64-wide site.
-pub fn blend_annotations(mode: BlendMode) -> Vec<(&'static str, String)> {
+/// Per-channel blend weights for a CHANNEL blend over `channels`: every
+/// other channel at half strength, the rest fully blended.
+pub fn channel_alpha(channels: i64) -> Vec<f32> {
+    (0..channels).map(|i| if i % 2 == 0 { 1.0 } else { 0.5 }).collect()
+}
+
+/// The annotations that configure a blend `mode` at a site `channels` wide.
+pub fn blend_annotations(mode: BlendMode, channels: i64) -> Vec<(&'static str, String)> {
     let mut out = vec![("blend_mode", mode.as_str().to_owned())];
     match mode {
         BlendMode::Convex | BlendMode::Residual => {}
         BlendMode::Channel => {
-            // Every other channel at half strength, the rest fully blended.
-            let alpha: Vec<&str> = (0..64).map(|i| if i % 2 == 0 { "1.0" } else { "0.5" }).collect();
+            let alpha: Vec<String> = channel_alpha(channels).iter().map(|a| format!("{a:.1}")).collect();
             out.push(("alpha_vec", format!("[{}]", alpha.join(","))));
         }
         BlendMode::Confidence => {
@@ -65,110 +73,141 @@ pub fn blend_annotations(mode: BlendMode) -> Vec<(&'static str, String)> {
     out
 }
 
-/// Sends signed commands according to a [`Plan`].
+/// One seed the controller germinates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Germination {
+    /// Step at which GERMINATE is sent.
+    pub at: u64,
+    /// Seed slot.
+    pub seed: &'static str,
+    /// Site of the slot (the `mesh_layers` annotation).
+    pub site: &'static str,
+    /// Blueprint to grow.
+    pub blueprint: &'static str,
+    /// How it blends in.
+    pub blend: BlendMode,
+    /// Channels at the site (CHANNEL blends weight each).
+    pub channels: i64,
+    /// Whether FOSSILIZE is sent once it has served its probation (the
+    /// unstable blueprints are left to the gates).
+    pub fossilize: bool,
+}
+
+/// The germinations of the demo on `host`. Linear: the useful adapter at
+/// 10 % of the run and the unstable one at 15 %, both at `hidden`. Conv: a
+/// residual conv block at `block1` (10 %), the unstable conv at `block2`
+/// (15 %), channel attention at `block2` (20 %).
+pub fn germinations(host: HostKind, plan: &Plan, hidden: i64) -> Vec<Germination> {
+    let slot = |i: usize| host.slots()[i];
+    let g = |i: usize, at: u64, blueprint: &'static str, blend: BlendMode, fossilize: bool| {
+        let (seed, site) = slot(i);
+        Germination { at, seed, site, blueprint, blend, channels: host.channels(site, hidden), fossilize }
+    };
+    match host {
+        HostKind::Linear => vec![
+            g(0, plan.good_at, GOOD_BLUEPRINT, plan.good_blend, true),
+            g(1, plan.bad_at, BAD_BLUEPRINT, BlendMode::Convex, false),
+        ],
+        HostKind::Conv => vec![
+            g(0, plan.good_at, CONV_BLOCK_BLUEPRINT, plan.good_blend, true),
+            g(1, plan.bad_at, CONV_BAD_BLUEPRINT, BlendMode::Convex, false),
+            g(2, plan.good_at * 2, ATTENTION_BLUEPRINT, plan.good_blend, true),
+        ],
+    }
+}
+
+/// Sends signed commands according to a list of [`Germination`]s.
 pub struct Controller {
     key: HmacKey,
-    plan: Plan,
     run_id: String,
-    good_seed: String,
-    bad_seed: String,
-    good_blueprint: String,
-    bad_blueprint: String,
-    site: String,
+    germinations: Vec<Germination>,
+    probation_steps: u64,
     sent: u64,
-    fossilize_sent: bool,
+    fossilize_sent: BTreeSet<&'static str>,
 }
 
 impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Controller").field("plan", &self.plan).finish_non_exhaustive()
+        f.debug_struct("Controller").field("germinations", &self.germinations).finish_non_exhaustive()
     }
 }
 
 impl Controller {
     /// A controller signing with `key` for training run `run_id`.
-    pub fn new(
-        key: HmacKey,
-        plan: Plan,
-        run_id: &str,
-        site: &str,
-        seeds: (&str, &str),
-        blueprints: (&str, &str),
-    ) -> Self {
+    pub fn new(key: HmacKey, run_id: &str, germinations: Vec<Germination>, probation_steps: u64) -> Self {
         Controller {
             key,
-            plan,
             run_id: run_id.to_owned(),
-            good_seed: seeds.0.to_owned(),
-            bad_seed: seeds.1.to_owned(),
-            good_blueprint: blueprints.0.to_owned(),
-            bad_blueprint: blueprints.1.to_owned(),
-            site: site.to_owned(),
+            germinations,
+            probation_steps,
             sent: 0,
-            fossilize_sent: false,
+            fossilize_sent: BTreeSet::new(),
         }
     }
 
-    /// The demo's controller: `seed-a` grows the good blueprint, `seed-b`
-    /// the unstable one, both at the `hidden` site.
+    /// The demo's controller on the linear host: `seed-a` grows the good
+    /// blueprint, `seed-b` the unstable one, both at the `hidden` site.
     pub fn demo(key: HmacKey, plan: Plan) -> Self {
-        use super::setup::{BAD_BLUEPRINT, GOOD_BLUEPRINT};
-        use super::trainer::{RUN_ID, SITE, SLOTS};
-        Controller::new(key, plan, RUN_ID, SITE, (SLOTS[0], SLOTS[1]), (GOOD_BLUEPRINT, BAD_BLUEPRINT))
+        Controller::for_host(key, plan, HostKind::Linear, 64)
+    }
+
+    /// The demo's controller for `host` (`hidden`: the linear host's width).
+    pub fn for_host(key: HmacKey, plan: Plan, host: HostKind, hidden: i64) -> Self {
+        Controller::new(key, RUN_ID, germinations(host, &plan, hidden), plan.probation_steps)
+    }
+
+    /// How `seed` blends in, if the controller grows it.
+    pub fn germination(&self, seed: &str) -> Option<&Germination> {
+        self.germinations.iter().find(|g| g.seed == seed)
     }
 
     /// Called before every training step; sends what the plan says.
     pub fn before_step(&mut self, step: u64, api: &dyn KasminaApi, timeline: &mut Vec<TimelineEntry>) -> Result<()> {
-        if step == self.plan.good_at {
-            let (seed, bp) = (self.good_seed.clone(), self.good_blueprint.clone());
-            let outcome = self.send(api, &seed, SeedOperation::Germinate, &bp, self.plan.good_blend)?;
-            timeline.push(TimelineEntry::command(step, &seed, "GERMINATE", &bp, &outcome));
+        for g in self.germinations.clone().iter().filter(|g| g.at == step) {
+            let outcome = self.send(api, g, SeedOperation::Germinate)?;
+            timeline.push(TimelineEntry::command(step, g.seed, "GERMINATE", g.blueprint, &outcome));
         }
-        if step == self.plan.bad_at {
-            let (seed, bp) = (self.bad_seed.clone(), self.bad_blueprint.clone());
-            let outcome = self.send(api, &seed, SeedOperation::Germinate, &bp, BlendMode::Convex)?;
-            timeline.push(TimelineEntry::command(step, &seed, "GERMINATE", &bp, &outcome));
+        let pending: Vec<Germination> = self
+            .germinations
+            .iter()
+            .filter(|g| g.fossilize && g.at < step && !self.fossilize_sent.contains(g.seed))
+            .cloned()
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
         }
-        if !self.fossilize_sent {
-            let states = api.seed_states()?;
-            if let Some(s) = states.iter().find(|s| s.seed_id == self.good_seed)
-                && ready_to_fossilize(s, self.plan.probation_steps)
+        let states = api.seed_states()?;
+        for g in pending {
+            if let Some(s) = states.iter().find(|s| s.seed_id == g.seed)
+                && ready_to_fossilize(s, self.probation_steps)
             {
-                let (seed, bp) = (self.good_seed.clone(), self.good_blueprint.clone());
-                let outcome = self.send(api, &seed, SeedOperation::Fossilize, &bp, self.plan.good_blend)?;
-                timeline.push(TimelineEntry::command(step, &seed, "FOSSILIZE", &bp, &outcome));
-                self.fossilize_sent = true;
+                let outcome = self.send(api, &g, SeedOperation::Fossilize)?;
+                timeline.push(TimelineEntry::command(step, g.seed, "FOSSILIZE", g.blueprint, &outcome));
+                self.fossilize_sent.insert(g.seed);
             }
         }
         Ok(())
     }
 
-    fn send(
-        &mut self,
-        api: &dyn KasminaApi,
-        seed: &str,
-        op: SeedOperation,
-        blueprint: &str,
-        blend: BlendMode,
-    ) -> Result<Outcome> {
+    fn send(&mut self, api: &dyn KasminaApi, g: &Germination, op: SeedOperation) -> Result<Outcome> {
         self.sent += 1;
         let mut annotations = BTreeMap::new();
         annotations.insert("training_run_id".to_owned(), self.run_id.clone());
-        annotations.insert("mesh_layers".to_owned(), self.site.clone());
-        for (key, value) in blend_annotations(blend) {
+        annotations.insert("mesh_layers".to_owned(), g.site.to_owned());
+        for (key, value) in blend_annotations(g.blend, g.channels) {
             annotations.insert(key.to_owned(), value);
         }
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
         let mut command = AdaptationCommand {
             version: leyline::CONTRACT_VERSION,
             command_id: format!("{}-{}-{}", self.run_id, self.sent, now),
-            target_seed_id: seed.to_owned(),
+            target_seed_id: g.seed.to_owned(),
             execution_deadline_ms: None,
             issued_at_ms: Some(u64::try_from(now)?),
             issued_by: "digits-demo-controller".to_owned(),
             payload: CommandPayload::Seed(SeedCommand {
                 operation: op,
-                blueprint_id: blueprint.to_owned(),
+                blueprint_id: g.blueprint.to_owned(),
                 parameters: BTreeMap::new(),
             }),
             annotations,

@@ -1,5 +1,6 @@
-//! What a person wants to see: a lifecycle timeline per seed, the accuracy
-//! table, and a JSON summary for scripts.
+//! What a person wants to see: a lifecycle timeline per seed, the table of
+//! the three runs (and over repeats, mean ± spread with the verdict), and a
+//! JSON summary for scripts.
 
 use std::fmt::Write as _;
 
@@ -7,6 +8,9 @@ use leyline::{Outcome as CommandOutcome, SeedState, TelemetryEvent};
 use serde::Serialize;
 
 use super::Outcome;
+use super::hosts::HostKind;
+use super::stats::{Aggregate, RunSpread, Spread};
+use super::trainer::RunStats;
 
 /// One line of the lifecycle timeline.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -87,11 +91,18 @@ impl TimelineEntry {
 pub struct Summary<'a> {
     /// Mode: `embedded` or `daemon`.
     pub mode: &'a str,
-    /// The whole outcome.
+    /// Host network: `conv` or `linear`.
+    pub host: HostKind,
+    /// The first repeat's whole outcome (the runs' curves, the timeline).
     pub outcome: &'a Outcome,
+    /// Mean ± spread over every repeat, and the comparisons.
+    pub aggregate: &'a Aggregate,
+    /// The verdict in words.
+    pub verdict: Vec<String>,
 }
 
-/// The human report: timeline per seed, final states, accuracy table.
+/// The human report of one repeat: timeline per seed, final states, the
+/// three runs side by side.
 pub fn render(outcome: &Outcome) -> String {
     let mut out = String::new();
     let mut seeds: Vec<&str> = outcome.timeline.iter().map(|t| t.seed_id.as_str()).filter(|s| *s != "-").collect();
@@ -113,14 +124,76 @@ pub fn render(outcome: &Outcome) -> String {
     for s in &outcome.seeds {
         let _ = writeln!(out, "  {}", state_line(s));
     }
-    let (b, w) = (&outcome.baseline, &outcome.seeded);
-    let _ = writeln!(out, "\n  {:<22} {:>10} {:>12}", "", "baseline", "with seeds");
-    let _ = writeln!(out, "  {:<22} {:>10.4} {:>12.4}", "test accuracy", b.test_accuracy, w.test_accuracy);
-    let _ = writeln!(out, "  {:<22} {:>10.4} {:>12.4}", "validation accuracy", b.val_accuracy, w.val_accuracy);
-    let _ = writeln!(out, "  {:<22} {:>10.4} {:>12.4}", "final train loss", b.final_loss, w.final_loss);
-    let _ = writeln!(out, "  {:<22} {:>10} {:>12}", "host parameters", b.host_parameters, w.host_parameters);
-    let _ = writeln!(out, "  {:<22} {:>10} {:>12}", "parameters added", b.parameters_added, w.parameters_added);
-    let _ = writeln!(out, "  {:<22} {:>10.2} {:>12.2}", "ms per step", b.ms_per_step, w.ms_per_step);
+    let runs: Vec<(&str, Option<&RunStats>)> = vec![
+        ("baseline", Some(&outcome.baseline)),
+        ("seeded", Some(&outcome.seeded)),
+        ("static", outcome.static_run.as_ref()),
+    ];
+    let _ =
+        writeln!(out, "\nrandom seed {}: the three runs (same split, initialisation and batch order)", outcome.seed);
+    let _ = write!(out, "  {:<22}", "");
+    for (name, _) in &runs {
+        let _ = write!(out, " {name:>10}");
+    }
+    let _ = writeln!(out);
+    let row = |out: &mut String, label: &str, f: &dyn Fn(&RunStats) -> String| {
+        let _ = write!(out, "  {label:<22}");
+        for (_, run) in &runs {
+            let _ = write!(out, " {:>10}", run.map_or_else(|| "n/a".to_owned(), f));
+        }
+        let _ = writeln!(out);
+    };
+    row(&mut out, "test accuracy", &|r| format!("{:.4}", r.test_accuracy));
+    row(&mut out, "validation accuracy", &|r| format!("{:.4}", r.val_accuracy));
+    row(&mut out, "final train loss", &|r| format!("{:.4}", r.final_loss));
+    row(&mut out, "host parameters", &|r| r.host_parameters.to_string());
+    row(&mut out, "parameters added", &|r| r.parameters_added.to_string());
+    row(&mut out, "parameters total", &|r| r.parameters().to_string());
+    row(&mut out, "ms per step", &|r| format!("{:.2}", r.ms_per_step));
+    out
+}
+
+/// The table over every repeat (mean ± sample sd) and the verdict.
+pub fn render_aggregate(agg: &Aggregate) -> String {
+    let mut out = String::new();
+    let runs = [("baseline", Some(&agg.baseline)), ("seeded", Some(&agg.seeded)), ("static", agg.static_run.as_ref())];
+    if agg.repeats > 1 {
+        let _ = writeln!(out, "\nover {} random seeds (mean ± sd)", agg.repeats);
+        let _ = write!(out, "  {:<22}", "");
+        for (name, _) in &runs {
+            let _ = write!(out, " {name:>17}");
+        }
+        let _ = writeln!(out);
+        let row = |out: &mut String, label: &str, f: &dyn Fn(&RunSpread) -> String| {
+            let _ = write!(out, "  {label:<22}");
+            for (_, run) in &runs {
+                let _ = write!(out, " {:>17}", run.map_or_else(|| "n/a".to_owned(), f));
+            }
+            let _ = writeln!(out);
+        };
+        let pm = |s: &Spread| format!("{:.4} ± {:.4}", s.mean, s.std);
+        row(&mut out, "test accuracy", &|r| pm(&r.test_accuracy));
+        row(&mut out, "validation accuracy", &|r| pm(&r.val_accuracy));
+        row(&mut out, "final train loss", &|r| pm(&r.final_loss));
+        row(&mut out, "parameters", &|r| r.parameters.to_string());
+        let _ = writeln!(out, "\n  per seed (test accuracy)  baseline   seeded   static");
+        for r in &agg.per_seed {
+            let cell = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.4}"));
+            let [b, s, st] = r.test_accuracy;
+            let _ = writeln!(
+                out,
+                "  {:>24}  {:>8} {:>8} {:>8}",
+                format!("random seed {}", r.seed),
+                cell(b),
+                cell(s),
+                cell(st)
+            );
+        }
+    }
+    let _ = writeln!(out, "\nverdict");
+    for line in agg.verdict() {
+        let _ = writeln!(out, "  {line}");
+    }
     out
 }
 

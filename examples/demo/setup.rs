@@ -1,15 +1,27 @@
 //! The demo's embedded host: settings, Urza library and key.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail, ensure};
 use kasmina::{EmbeddedHost, HmacKey, HostBuilder, Settings};
-use leyline::{BlueprintDescriptor, BlueprintTier, DType, Dim, KernelInterface, TensorSpec};
+use leyline::BlueprintDescriptor;
 
-/// The blueprint the demo grows (from the kernel fixtures).
+/// The blueprint the demo grows on the linear host (from the kernel fixtures).
 pub const GOOD_BLUEPRINT: &str = kasmina_kernels::fixtures::MLP_ADAPTER_64;
-/// The blueprint that fails a gate (`examples/digits/blueprints`).
+/// The blueprint that fails a gate on the linear host.
 pub const BAD_BLUEPRINT: &str = "unstable_64";
+/// The residual conv block the conv host grows at `block1`.
+pub const CONV_BLOCK_BLUEPRINT: &str = "conv_residual_8";
+/// The channel attention the conv host grows at `block2`.
+pub const ATTENTION_BLUEPRINT: &str = "channel_attention_16";
+/// The blueprint that fails a gate on the conv host (at `block2`).
+pub const CONV_BAD_BLUEPRINT: &str = "unstable_conv_16";
+/// The demo's own blueprints, each a `<id>.pt` with its
+/// `<id>.descriptor.json` in `examples/digits/blueprints`
+/// (`make_blueprints.py` there generates both).
+pub const DEMO_BLUEPRINTS: [&str; 4] = [BAD_BLUEPRINT, CONV_BLOCK_BLUEPRINT, ATTENTION_BLUEPRINT, CONV_BAD_BLUEPRINT];
+/// Largest descriptor file read.
+const DESCRIPTOR_CAP: u64 = 1 << 20;
 
 /// Settings of the demo: the SPEC defaults, with a lifecycle short enough to
 /// watch a seed live and fossilize in a few hundred steps, and a plugin
@@ -43,32 +55,45 @@ pub fn fresh_key() -> Result<HmacKey> {
     Ok(HmacKey::from_bytes(&bytes)?)
 }
 
-/// Publishes the demo's blueprints into an Urza library at `dir`.
+/// Where the TorchScript file of a demo blueprint lives.
+pub fn blueprint_path(blueprint_id: &str) -> Result<PathBuf> {
+    if blueprint_id == GOOD_BLUEPRINT {
+        return Ok(kasmina_kernels::fixtures::get(GOOD_BLUEPRINT)?.path);
+    }
+    if !DEMO_BLUEPRINTS.contains(&blueprint_id) {
+        bail!("{blueprint_id} is not one of the demo's blueprints");
+    }
+    Ok(blueprints_dir().join(format!("{blueprint_id}.pt")))
+}
+
+fn blueprints_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("digits/blueprints")
+}
+
+/// Publishes the demo's blueprints into an Urza library at `dir` as a user
+/// would with `kasmina urza publish <id>.descriptor.json <id>.pt`: the
+/// descriptor file as written, the kernel copied and hashed by Urza.
 pub fn publish_blueprints(dir: &Path) -> Result<()> {
     let urza = kasmina_kernels::UrzaLibrary::open(dir)?;
     let good = kasmina_kernels::fixtures::get(GOOD_BLUEPRINT)?;
     if urza.entry(GOOD_BLUEPRINT).is_none() {
         urza.publish(good.descriptor, &good.path)?;
     }
-    if urza.entry(BAD_BLUEPRINT).is_none() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("digits/blueprints/unstable_64.pt");
-        urza.publish(unstable_descriptor(), &path).context("publishing unstable_64")?;
+    for id in DEMO_BLUEPRINTS {
+        if urza.entry(id).is_none() {
+            urza.publish(descriptor(id)?, blueprint_path(id)?).with_context(|| format!("publishing {id}"))?;
+        }
     }
     Ok(())
 }
 
-fn unstable_descriptor() -> BlueprintDescriptor {
-    let io = TensorSpec { shape: vec![Dim::Batch, Dim::Fixed(64)], dtype: DType::F32 };
-    BlueprintDescriptor {
-        blueprint_id: BAD_BLUEPRINT.to_owned(),
-        name: "Unstable adapter 64 (overflows: demo of a gate failure)".to_owned(),
-        tier: BlueprintTier::Experimental,
-        parameter_bounds: Default::default(),
-        risk: 0.6,
-        quarantine_only: false,
-        approval_required: false,
-        interface: KernelInterface { inputs: vec![io.clone()], outputs: vec![io] },
-    }
+/// The descriptor file of a demo blueprint, parsed.
+pub fn descriptor(blueprint_id: &str) -> Result<BlueprintDescriptor> {
+    let path = blueprints_dir().join(format!("{blueprint_id}.descriptor.json"));
+    let size = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?.len();
+    ensure!(size <= DESCRIPTOR_CAP, "{} is {size} bytes, more than {DESCRIPTOR_CAP}", path.display());
+    let text = std::fs::read_to_string(&path)?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 /// The embedded host over the Urza library at `urza_dir`.
