@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
 use kasmina_client::{ClientError, ClientSettings, DaemonClient};
 use leyline::api::{ApiError, ApiErrorCode, KasminaApi};
@@ -185,6 +186,16 @@ impl Client {
     fn step_report(&self, py: Python<'_>, report: &StepReport) -> PyResult<Vec<GraftDirective>> {
         let report = leyline::api::StepReport::from(report);
         Ok(self.call(py, move |c| c.step_report(report))?.into_iter().map(Into::into).collect())
+    }
+
+    /// Rank 0 of a data-parallel job: merges every rank's
+    /// `StepReport.to_bytes()` (index = global rank), reports the merged
+    /// step with its rank summary, fetches the kernel of every Attach, and
+    /// returns the bytes to broadcast (`RankBroadcast.from_bytes`).
+    fn rank_step(&self, py: Python<'_>, parts: Vec<Bound<'_, PyBytes>>) -> PyResult<Py<PyBytes>> {
+        let parts = parts.iter().map(|p| p.as_bytes().to_vec()).collect();
+        let conn = self.conn(py)?;
+        crate::ranks::rank_step(py, &conn, parts)
     }
 
     /// Every seed's state.

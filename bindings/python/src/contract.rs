@@ -18,6 +18,7 @@ use leyline::{AttrValue, Dim};
 use crate::directive::CheckpointEvent;
 use crate::enums::{BlendMode, BlueprintTier, DType, HealthStatus, ReasonCode, SeedStage, TelemetryLevel};
 use crate::errors;
+pub(crate) use crate::ranks::RankSummary;
 
 pub(crate) fn dims_from_wire(dims: &[Dim]) -> Vec<Option<u64>> {
     dims.iter()

@@ -16,6 +16,8 @@
 //!   `AdaptationCommand` (canonical bytes are leyline's);
 //! - [`client`]: `Client`, the blocking socket client; the GIL is released
 //!   for the whole round trip of every request;
+//! - [`ranks`]: data-parallel ranks — the rank summary and the bytes
+//!   ranks exchange over their control group (`kasmina.torch`'s distributed layer);
 //! - [`errors`]: API errors become `kasmina.KasminaError` subclasses that
 //!   carry the reason code (defined in Python, `kasmina/_errors.py`).
 
@@ -25,6 +27,7 @@ mod contract;
 mod directive;
 mod enums;
 mod errors;
+mod ranks;
 
 use pyo3::prelude::*;
 
@@ -39,6 +42,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<directive::GraftDirective>()?;
     m.add_class::<directive::CheckpointEvent>()?;
     command::register(m)?;
+    ranks::register(m)?;
     m.add_class::<client::Client>()?;
     m.add_function(wrap_pyfunction!(can_transition, m)?)?;
     Ok(())

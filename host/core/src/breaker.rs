@@ -271,7 +271,8 @@ impl CircuitBreaker {
         if to == BreakerState::Closed {
             inner.consecutive_failures = 0;
         }
-        let level = if to == BreakerState::Open { TelemetryLevel::Error } else { TelemetryLevel::Info };
+        // An opened breaker pages a human (SPEC.md §12).
+        let level = if to == BreakerState::Open { TelemetryLevel::Critical } else { TelemetryLevel::Info };
         self.event(
             "kasmina.breaker.transition",
             level,
@@ -323,7 +324,7 @@ mod tests {
         assert_eq!(b.allow(), BreakerDecision::Denied { remaining_cooldown_ms: 600 });
         let t = sink.named("kasmina.breaker.transition");
         assert_eq!(t.len(), 1);
-        assert_eq!(t[0].level, TelemetryLevel::Error);
+        assert_eq!(t[0].level, TelemetryLevel::Critical);
     }
 
     #[test]

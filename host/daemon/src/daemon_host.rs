@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use kasmina::seeds::STEP_ATTEMPTS;
 use kasmina::seeds::restore::RestoreReport;
 use kasmina::{EmbeddedHost, HmacKey, HostBuilder, Settings};
 use kasmina_core::{Clock, SystemClock};
@@ -256,7 +257,10 @@ fn journal_down(why: &str) -> ApiError {
 
 impl KasminaApi for DaemonHost {
     fn submit_command(&self, command: AdaptationCommand) -> Result<Outcome, ApiError> {
-        self.mutate(None, |h| h.submit_command(command))
+        // Plugins are asked before the call's turn: only applying the
+        // decision and journaling it are serialised.
+        let prepared = self.host.prepare_command(command);
+        self.mutate(None, |h| Ok(h.apply_command(prepared)))
     }
     fn register_host(&self, registration: HostRegistration) -> Result<TrainerSettings, ApiError> {
         self.mutate(None, |h| h.register_host(registration))
@@ -266,7 +270,17 @@ impl KasminaApi for DaemonHost {
     }
     fn step_report(&self, report: StepReport) -> Result<Vec<GraftDirective>, ApiError> {
         let step = report.step;
-        self.mutate(Some(step), |h| h.step_report(report))
+        // Kernel waits and gate verdicts happen before the call's turn, so
+        // a slow kernel load never holds up other calls; a seed germinated
+        // meanwhile sends the report back to wait again, outside the turn.
+        for attempt in 1..=STEP_ATTEMPTS {
+            let prepared = self.host.prepare_step(&report);
+            let last_try = attempt == STEP_ATTEMPTS;
+            if let Some(directives) = self.mutate(Some(step), |h| h.apply_step(&report, prepared, last_try))? {
+                return Ok(directives);
+            }
+        }
+        Err(ApiError::new(ApiErrorCode::Internal, "the last step attempt did not apply"))
     }
     fn seed_states(&self) -> Result<Vec<SeedState>, ApiError> {
         self.host.seed_states()

@@ -114,20 +114,30 @@ pub fn render(host: &DaemonHost) -> String {
         cache.load_latency_max_us as f64,
     );
 
+    // Isolation breakers are per seed (`isolation/<seed_id>`): the seed
+    // is a label of its own, as Prometheus queries expect.
+    let breakers = manager.breakers();
+    let labels = |name: &str| -> Vec<(&'static str, String)> {
+        match name.split_once('/') {
+            Some((kind, seed)) => vec![("breaker", kind.to_owned()), ("seed_id", seed.to_owned())],
+            None => vec![("breaker", name.to_owned())],
+        }
+    };
     out.family("kasmina_breaker_state", "gauge", "Circuit breaker state (1 for the current state).");
-    for breaker in manager.breakers() {
+    for breaker in &breakers {
         let now = breaker.state();
         for state in [BreakerState::Closed, BreakerState::Open, BreakerState::HalfOpen] {
-            out.sample(
-                "kasmina_breaker_state",
-                &[("breaker", breaker.name()), ("state", state.as_str())],
-                f64::from(u8::from(now == state)),
-            );
+            let mut l = labels(breaker.name());
+            l.push(("state", state.as_str().to_owned()));
+            let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            out.sample("kasmina_breaker_state", &l, f64::from(u8::from(now == state)));
         }
     }
     out.family("kasmina_breaker_transitions_total", "counter", "Circuit breaker state changes.");
-    for breaker in manager.breakers() {
-        out.sample("kasmina_breaker_transitions_total", &[("breaker", breaker.name())], breaker.transitions() as f64);
+    for breaker in &breakers {
+        let l = labels(breaker.name());
+        let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        out.sample("kasmina_breaker_transitions_total", &l, breaker.transitions() as f64);
     }
 
     let (accepted, rejected) = manager.command_counts();

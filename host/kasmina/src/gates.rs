@@ -86,6 +86,9 @@ pub struct GateCallStats {
     shadow_agreements: AtomicU64,
     shadow_disagreements: AtomicU64,
     shadow_dropped: AtomicU64,
+    /// Plugin calls made while the seed manager held its state lock (no
+    /// precomputed verdict matched).
+    calls_under_lock: AtomicU64,
 }
 
 /// A point-in-time copy of [`GateCallStats`].
@@ -104,6 +107,9 @@ pub struct GateCallSnapshot {
     pub shadow_disagreements: u64,
     /// Shadow evaluations dropped because the shadow queue was full.
     pub shadow_dropped: u64,
+    /// Plugin calls made under the seed manager's state lock (a verdict
+    /// precomputed outside it no longer matched the facts).
+    pub calls_under_lock: u64,
 }
 
 impl GateCallStats {
@@ -122,6 +128,7 @@ impl GateCallStats {
             shadow_agreements: self.shadow_agreements.load(Ordering::Relaxed),
             shadow_disagreements: self.shadow_disagreements.load(Ordering::Relaxed),
             shadow_dropped: self.shadow_dropped.load(Ordering::Relaxed),
+            calls_under_lock: self.calls_under_lock.load(Ordering::Relaxed),
         }
     }
 }
@@ -238,35 +245,79 @@ impl GateService {
         expected: SeedStage,
         env: &GateEnvironment,
     ) -> GateDecision {
+        self.evaluate_with(gate, seed, expected, env, &[])
+    }
+
+    /// Asks the plugin about `gate` for a staged copy of `seed`, ahead of
+    /// the manager's state lock (the plugin call is the slow part of a
+    /// gate). `None` when a host precheck decides without the plugin.
+    /// Nothing is emitted: the decision counts once it is applied, through
+    /// [`evaluate_with`](Self::evaluate_with).
+    pub fn precompute(
+        &self,
+        gate: GateId,
+        seed: &SeedContext,
+        expected: SeedStage,
+        env: &GateEnvironment,
+    ) -> Option<GateDecision> {
+        let inputs = self.inputs(seed, expected, env);
+        if prechecks(gate, seed, &inputs).is_some() {
+            return None;
+        }
+        Some(self.ask_plugin(gate, seed.stage, inputs))
+    }
+
+    /// [`evaluate`](Self::evaluate), taking the plugin's verdict from
+    /// `ready` when one was precomputed for exactly these inputs; only when
+    /// none matches (the seed or the host facts changed since) is the
+    /// plugin called here, which is counted as a call under the lock.
+    pub fn evaluate_with(
+        &self,
+        gate: GateId,
+        seed: &SeedContext,
+        expected: SeedStage,
+        env: &GateEnvironment,
+        ready: &[GateDecision],
+    ) -> GateDecision {
         let span = tracing::info_span!("kasmina.gate.evaluate", gate = gate.as_str(), seed = %seed.seed_id);
         let _entered = span.enter();
         let inputs = self.inputs(seed, expected, env);
-        let decision = match precheck(gate, &inputs) {
+        let decision = match prechecks(gate, seed, &inputs) {
             Some((reason, attributes)) => GateDecision { gate, passed: false, reason, attributes, inputs },
-            None => {
-                let started = Instant::now();
-                let verdict = self.plugin.current().evaluate(gate, &inputs);
-                self.stats.record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
-                let decision = enforce_invariants(GateDecision {
-                    gate,
-                    passed: verdict.passed,
-                    reason: verdict.reason,
-                    attributes: verdict.attributes,
-                    inputs,
-                });
-                if let Some(shadow) = &self.shadow {
-                    shadow.submit(ShadowJob {
-                        gate,
-                        inputs: decision.inputs.clone(),
-                        stage: seed.stage,
-                        active_passed: decision.passed,
-                        active_reason: decision.reason.clone(),
-                    });
+            None => match ready.iter().find(|d| d.gate == gate && same_inputs(&d.inputs, &inputs)) {
+                Some(precomputed) => precomputed.clone(),
+                None => {
+                    self.stats.calls_under_lock.fetch_add(1, Ordering::Relaxed);
+                    self.ask_plugin(gate, seed.stage, inputs)
                 }
-                decision
-            }
+            },
         };
         self.emit(seed, &decision);
+        decision
+    }
+
+    /// One call of the active plugin (timed), the host's invariants
+    /// enforced on its answer, and the shadow candidate handed the same.
+    fn ask_plugin(&self, gate: GateId, stage: SeedStage, inputs: GateInputs) -> GateDecision {
+        let started = Instant::now();
+        let verdict = self.plugin.current().evaluate(gate, &inputs);
+        self.stats.record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        let decision = enforce_invariants(GateDecision {
+            gate,
+            passed: verdict.passed,
+            reason: verdict.reason,
+            attributes: verdict.attributes,
+            inputs,
+        });
+        if let Some(shadow) = &self.shadow {
+            shadow.submit(ShadowJob {
+                gate,
+                inputs: decision.inputs.clone(),
+                stage,
+                active_passed: decision.passed,
+                active_reason: decision.reason.clone(),
+            });
+        }
         decision
     }
 
@@ -294,6 +345,18 @@ impl GateService {
         }
         self.sink.emit(event);
     }
+}
+
+/// The host's own checks, which decide before any plugin is asked.
+fn prechecks(gate: GateId, seed: &SeedContext, inputs: &GateInputs) -> Option<(String, BTreeMap<String, String>)> {
+    crate::seeds::ranks::precheck(gate, seed).or_else(|| precheck(gate, inputs))
+}
+
+/// Whether two gate inputs are the same facts. Compared through their JSON
+/// form so that NaN (no metric yet) equals NaN: derived equality would
+/// never match those and send every such gate back under the lock.
+fn same_inputs(a: &GateInputs, b: &GateInputs) -> bool {
+    a == b || matches!((serde_json::to_string(a), serde_json::to_string(b)), (Ok(x), Ok(y)) if x == y)
 }
 
 /// Whether the seed's declared kernel I/O fits its site: one input and one

@@ -24,9 +24,12 @@ use leyline::api::{
 use leyline::{AdaptationCommand, Outcome, SeedState, TelemetryEvent, TelemetryLevel};
 
 use crate::gates::GateService;
+use crate::isolation::{IsolationBreakers, IsolationConfig};
 use crate::rollback::RollbackLedger;
 use crate::security::{CommandVerifier, HmacKey, KeyFromSettings, NoncePurger};
-use crate::seeds::{DecisionRecorder, Policies, SeedManager, SeedManagerParts};
+use crate::seeds::{
+    DecisionRecorder, Policies, PreparedCommand, PreparedStep, STEP_ATTEMPTS, SeedManager, SeedManagerParts,
+};
 use crate::settings::{PluginRef, Settings};
 use crate::telemetry::TelemetryHub;
 use crate::validator::CommandValidator;
@@ -200,10 +203,16 @@ impl HostBuilder {
         };
         let fetch_breaker =
             Arc::new(CircuitBreaker::new("fetch", breaker_config, Arc::clone(&clock), Arc::clone(&sink)));
-        let isolation_config =
-            BreakerConfig { failure_threshold: settings.isolation.violations_to_trip, ..breaker_config };
-        let isolation_breaker =
-            Arc::new(CircuitBreaker::new("isolation", isolation_config, Arc::clone(&clock), Arc::clone(&sink)));
+        let isolation = Arc::new(IsolationBreakers::new(
+            IsolationConfig {
+                violations_to_trip: settings.isolation.violations_to_trip,
+                window_steps: settings.isolation.window_steps,
+                cooldown_ms: b.cooldown_ms,
+                half_open_successes: b.half_open_successes,
+            },
+            Arc::clone(&clock),
+            Arc::clone(&sink),
+        ));
 
         let urza_dir = self.urza_dir.or_else(|| settings.kernels.urza_dir.clone()).ok_or(HostError::NoUrza)?;
         let urza = Arc::new(UrzaLibrary::open_with_clock(&urza_dir, Arc::clone(&clock))?);
@@ -262,7 +271,7 @@ impl HostBuilder {
             prefetch_events,
             rollback,
             fetch_breaker,
-            isolation_breaker,
+            isolation,
             recorder: self.recorder,
         });
         // Subscribed before anything can emit, so no CRITICAL event is missed.
@@ -432,6 +441,45 @@ impl std::fmt::Debug for EmbeddedHost {
 }
 
 impl EmbeddedHost {
+    /// A step report's work that needs no lock: kernel waits and gate
+    /// verdicts. A caller that serialises its calls (the daemon) runs this
+    /// first, outside its serialisation, then [`apply_step`](Self::apply_step).
+    pub fn prepare_step(&self, report: &StepReport) -> PreparedStep {
+        self.manager.prepare_step(report)
+    }
+
+    /// Applies a prepared step report and closes the step's telemetry;
+    /// `Ok(None)` (only when not `last_try`) asks for another
+    /// [`prepare_step`](Self::prepare_step): a seed germinated meanwhile
+    /// still waits for its kernel (see [`SeedManager::apply_step`]).
+    pub fn apply_step(
+        &self,
+        report: &StepReport,
+        prepared: PreparedStep,
+        last_try: bool,
+    ) -> Result<Option<Vec<GraftDirective>>, ApiError> {
+        let Some(directives) = self.manager.apply_step(report, prepared, last_try).map_err(bad)? else {
+            return Ok(None);
+        };
+        // The step's events already went out as they were emitted; the
+        // packets close the step's health window.
+        if let Err(err) = self.hub.finalize_step(report.step) {
+            tracing::warn!(%err, "kasmina.telemetry.finalize_failed");
+        }
+        Ok(Some(directives))
+    }
+
+    /// A command's work that needs no lock (envelope, fields, plugin
+    /// verdicts); see [`prepare_step`](Self::prepare_step) for why.
+    pub fn prepare_command(&self, command: AdaptationCommand) -> PreparedCommand {
+        self.manager.prepare_command(command)
+    }
+
+    /// Applies a prepared command.
+    pub fn apply_command(&self, prepared: PreparedCommand) -> Outcome {
+        self.manager.apply_command(prepared)
+    }
+
     /// The seed manager.
     pub fn manager(&self) -> &Arc<SeedManager> {
         &self.manager
@@ -500,14 +548,13 @@ impl KasminaApi for EmbeddedHost {
     }
 
     fn step_report(&self, report: StepReport) -> Result<Vec<GraftDirective>, ApiError> {
-        let step = report.step;
-        let directives = self.manager.step_report(report).map_err(bad)?;
-        // The step's events already went out as they were emitted; the
-        // packets close the step's health window.
-        if let Err(err) = self.hub.finalize_step(step) {
-            tracing::warn!(%err, "kasmina.telemetry.finalize_failed");
+        for attempt in 1..=STEP_ATTEMPTS {
+            let prepared = self.prepare_step(&report);
+            if let Some(directives) = self.apply_step(&report, prepared, attempt == STEP_ATTEMPTS)? {
+                return Ok(directives);
+            }
         }
-        Ok(directives)
+        Err(ApiError::new(ApiErrorCode::Internal, "the last step attempt did not apply"))
     }
 
     fn seed_states(&self) -> Result<Vec<SeedState>, ApiError> {

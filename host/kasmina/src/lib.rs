@@ -18,6 +18,8 @@
 //!   checks stage order and the safety invariants itself, asks the gate
 //!   plugin; a shadow candidate runs off the step path and is judged by its
 //!   own verdict ([`gates::judge()`]).
+//! - [`isolation`]: one isolation breaker per seed, tripped by violations
+//!   within a window and recovering through HALF_OPEN.
 //! - [`seeds`]: the seed manager — executes commands (verify → validate →
 //!   parse → admit → act), drives stages from step reports through G1–G5,
 //!   restores ROLLBACK points, resynchronises re-registering trainers and
@@ -27,6 +29,7 @@
 
 pub mod gates;
 pub mod host;
+pub mod isolation;
 pub mod rollback;
 pub mod security;
 pub mod seeds;

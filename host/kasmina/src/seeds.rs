@@ -3,7 +3,9 @@
 //!
 //! - [`context`]: per-seed state ([`SeedContext`]);
 //! - [`schedule`]: the α ramp during BLENDING;
-//! - `commands`: verify → validate → parse (plugin) → admit (plugin) → act;
+//! - [`ops`]: commands, one module per operation — prepared outside the
+//!   lock (verify → validate → parse, admit and gate verdicts from the
+//!   plugins), applied under it, concluded in one place;
 //! - `blend`: blend admission — the GERMINATE's blend spec rebuilt from the
 //!   parsed annotations and checked with the contract's rules;
 //! - `progress`: step reports → stage progression through gates G1–G5;
@@ -16,17 +18,24 @@
 //! - [`restore`]: rebuilding state from the decision journal after a restart.
 //!
 //! All state sits behind one mutex: a command or a step report is applied
-//! whole or not at all, and a rejection changes nothing.
+//! whole or not at all, and a rejection changes nothing. The mutex is held
+//! only to decide and apply: plugin verdicts are computed before it is
+//! taken, on a staged copy (`prepare`), kernel waits happen before it too,
+//! and the journal is written after it is released (`decisions`).
 
 pub mod checkpoints;
 pub mod context;
+pub mod ranks;
 pub mod schedule;
 
+mod attach;
 mod blend;
-mod commands;
+mod decisions;
+pub mod ops;
 mod progress;
 pub mod restore;
 mod resync;
+mod step_prepare;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -38,12 +47,17 @@ use kasmina_plugin_host::blueprint::BlueprintPlugin;
 use kasmina_plugin_host::reload::PluginSlot;
 use leyline::api::{CheckpointAction, GraftDirective, HostRegistration};
 use leyline::journal::ProgressState;
-use leyline::{AdaptationCommand, BreakerState, GateId, Outcome, SeedStage, SeedState, TelemetryEvent, TelemetryLevel};
+use leyline::{AdaptationCommand, GateId, Outcome, SeedStage, SeedState, TelemetryEvent, TelemetryLevel};
 
 pub use self::checkpoints::RollbackCapture;
 use self::checkpoints::{InFlightRollback, PointCtx};
 pub use self::context::SeedContext;
+use self::decisions::{Decision, DecisionQueue, StateGuard};
+pub use self::ops::PreparedCommand;
+pub use self::progress::STEP_ATTEMPTS;
+pub use self::step_prepare::PreparedStep;
 use crate::gates::{GateDecision, GateEnvironment, GateService};
+use crate::isolation::IsolationBreakers;
 use crate::rollback::{RollbackLedger, RollbackReason};
 use crate::security::CommandVerifier;
 use crate::settings::Settings;
@@ -95,8 +109,8 @@ pub struct SeedManagerParts {
     pub rollback: Arc<RollbackLedger<RollbackCapture>>,
     /// The "fetch" breaker (shared with `kernels`).
     pub fetch_breaker: Arc<CircuitBreaker>,
-    /// The "isolation" breaker.
-    pub isolation_breaker: Arc<CircuitBreaker>,
+    /// Every seed's isolation breaker.
+    pub isolation: Arc<IsolationBreakers>,
     /// Optional decision recorder (journal).
     pub recorder: Option<Arc<dyn DecisionRecorder>>,
 }
@@ -120,6 +134,9 @@ struct State {
     /// A ROLLBACK waiting for the trainer to restore its weights; seeds are
     /// frozen until it confirms or fails.
     rollback_in_flight: Option<InFlightRollback>,
+    /// Plugin verdicts computed outside the lock for the call being
+    /// applied; a gate whose inputs match one takes it (see `gate`).
+    gate_memo: Vec<GateDecision>,
     accepted: u64,
     rejected: u64,
 }
@@ -137,14 +154,15 @@ pub struct SeedManager {
     prefetch_events: Mutex<PrefetchEvents>,
     rollback: Arc<RollbackLedger<RollbackCapture>>,
     fetch_breaker: Arc<CircuitBreaker>,
-    isolation_breaker: Arc<CircuitBreaker>,
+    isolation: Arc<IsolationBreakers>,
     recorder: Option<Arc<dyn DecisionRecorder>>,
+    decisions: DecisionQueue,
     state: Mutex<State>,
 }
 
 impl std::fmt::Debug for SeedManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SeedManager").field("seeds", &self.lock().seeds.len()).finish()
+        f.debug_struct("SeedManager").field("seeds", &self.read().seeds.len()).finish()
     }
 }
 
@@ -163,8 +181,9 @@ impl SeedManager {
             prefetch_events: Mutex::new(parts.prefetch_events),
             rollback: parts.rollback,
             fetch_breaker: parts.fetch_breaker,
-            isolation_breaker: parts.isolation_breaker,
+            isolation: parts.isolation,
             recorder: parts.recorder,
+            decisions: DecisionQueue::default(),
             state: Mutex::new(State::default()),
         }
     }
@@ -213,7 +232,7 @@ impl SeedManager {
     /// What a restart must not forget beyond stages: every active or paused
     /// seed's in-stage progress, the breakers and the latest metric.
     pub fn progress_state(&self) -> ProgressState {
-        let st = self.lock();
+        let st = self.read();
         ProgressState {
             seeds: st
                 .seeds
@@ -221,32 +240,32 @@ impl SeedManager {
                 .filter(|s| s.stage.is_active() || s.paused)
                 .map(SeedContext::to_progress)
                 .collect(),
-            breakers: self.breakers().iter().map(|b| b.snapshot()).collect(),
+            breakers: self.breaker_snapshots(),
             latest_metric: st.latest_metric,
         }
     }
 
     /// Every seed's exported state, in seed-id order.
     pub fn export_seed_states(&self) -> Vec<SeedState> {
-        let open = self.isolation_open();
-        self.lock().seeds.values().map(|s| s.to_state(open)).collect()
+        let seeds: Vec<SeedContext> = self.read().seeds.values().cloned().collect();
+        seeds.iter().map(|s| s.to_state(self.isolation.is_tripped(&s.seed_id))).collect()
     }
 
     /// Commands accepted and rejected since start.
     pub fn command_counts(&self) -> (u64, u64) {
-        let st = self.lock();
+        let st = self.read();
         (st.accepted, st.rejected)
     }
 
     /// Knowledge distillation as the trainer last reported it (None
     /// while no teacher runs).
     pub fn latest_distillation(&self) -> Option<leyline::api::DistillationReport> {
-        self.lock().latest_distillation.clone()
+        self.read().latest_distillation.clone()
     }
 
     /// Registered training run and last reported step.
     pub fn run_and_step(&self) -> (Option<String>, Option<u64>) {
-        let st = self.lock();
+        let st = self.read();
         (st.registration.as_ref().map(|r| r.training_run_id.clone()), st.last_step)
     }
 
@@ -276,10 +295,25 @@ impl SeedManager {
         &self.rollback
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    /// The state lock for a call that may change state; its decisions are
+    /// written to the recorder when it is released.
+    fn lock(&self) -> StateGuard<'_> {
+        StateGuard::new(self.read(), self)
+    }
+
+    /// The state lock for reading only (also what the journal's snapshot
+    /// callbacks use: they must never write decisions themselves).
+    fn read(&self) -> MutexGuard<'_, State> {
         // Every mutation is checked before it is applied; a panic cannot
         // leave a seed half-transitioned.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes the queued decisions (no state lock held).
+    fn flush_decisions(&self) {
+        if let Some(rec) = &self.recorder {
+            self.decisions.flush(rec);
+        }
     }
 
     /// The annotation caps from the settings, as the parser plugin takes them.
@@ -290,10 +324,6 @@ impl SeedManager {
             mesh_layers_cap: a.mesh_layers_cap,
             annotation_bytes_cap: a.total_bytes_cap,
         }
-    }
-
-    fn isolation_open(&self) -> bool {
-        self.isolation_breaker.state() == BreakerState::Open
     }
 
     fn environment(&self, st: &State, seed: &SeedContext) -> GateEnvironment {
@@ -309,7 +339,7 @@ impl SeedManager {
             blueprint_known,
             site_shape,
             latest_metric: st.latest_metric,
-            isolation_breaker_open: self.isolation_open(),
+            isolation_breaker_open: self.isolation.is_tripped(&seed.seed_id),
         }
     }
 
@@ -342,8 +372,14 @@ impl SeedManager {
             .attr("reason", reason)
             .attr("step", step.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX))),
         );
-        if let Some(rec) = &self.recorder {
-            rec.transition(&seed.seed_id, from, to, step, reason);
+        if self.recorder.is_some() {
+            self.decisions.push(Decision::Transition {
+                seed_id: seed.seed_id.clone(),
+                from,
+                to,
+                step,
+                reason: reason.to_owned(),
+            });
         }
         true
     }
@@ -351,9 +387,9 @@ impl SeedManager {
     /// Evaluates `gate` and records the decision.
     fn gate(&self, st: &State, seed: &SeedContext, gate: GateId, expected: SeedStage) -> GateDecision {
         let env = self.environment(st, seed);
-        let decision = self.gates.evaluate(gate, seed, expected, &env);
-        if let Some(rec) = &self.recorder {
-            rec.gate(&seed.seed_id, &decision);
+        let decision = self.gates.evaluate_with(gate, seed, expected, &env, &st.gate_memo);
+        if self.recorder.is_some() {
+            self.decisions.push(Decision::Gate { seed_id: seed.seed_id.clone(), decision: Box::new(decision.clone()) });
         }
         decision
     }
@@ -455,6 +491,7 @@ fn validate_registration(r: &HostRegistration) -> Result<(), String> {
             return Err(format!("held seed {} has alpha {} outside [0, 1]", h.seed_id, h.alpha));
         }
     }
+    ranks::validate_world_size(r.world_size)?;
     if r.checkpoints.len() > MAX_SLOTS {
         return Err(format!("{} checkpoints listed; at most {MAX_SLOTS}", r.checkpoints.len()));
     }

@@ -173,7 +173,8 @@ fn components_report_through_the_hub() {
         sink,
     );
     breaker.record_failure("digest_mismatch");
-    let packets = hub.finalize_step(1).expect("ok");
-    let global = packets.last().expect("global");
-    assert!(global.events.iter().any(|e| e.name == "kasmina.breaker.transition"));
+    // An opened breaker pages a human: CRITICAL, on the priority channel.
+    let opened = critical.try_recv().expect("breaker opening is CRITICAL");
+    assert_eq!(opened.name, "kasmina.breaker.transition");
+    assert_eq!(opened.attributes.get("to").map(ToString::to_string).as_deref(), Some("OPEN"));
 }

@@ -12,6 +12,7 @@ use crate::{AdaptationCommand, BlendMode, BlueprintDescriptor, Dim, Outcome, See
 
 pub use crate::blend::BlendSpec;
 pub use crate::checkpoint::{CheckpointAction, CheckpointEvent, HeldSeed};
+pub use crate::ranks::RankSummary;
 
 /// One seed site a host model exposes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +51,15 @@ pub struct HostRegistration {
     /// points not listed can no longer be restored.
     #[serde(default)]
     pub checkpoints: Vec<String>,
+    /// Data-parallel ranks of the job (SPEC.md §10); 1 for a single-process
+    /// trainer. Only rank 0 registers and reports; with more than one rank
+    /// every step report must carry a [`RankSummary`] of exactly this size.
+    #[serde(default = "one_rank")]
+    pub world_size: u32,
+}
+
+fn one_rank() -> u32 {
+    1
 }
 
 impl HostRegistration {
@@ -61,6 +71,7 @@ impl HostRegistration {
             slots,
             held: Vec::new(),
             checkpoints: Vec::new(),
+            world_size: 1,
         }
     }
 }
@@ -241,6 +252,10 @@ pub struct StepReport {
     /// report (answers to [`GraftDirective::Checkpoint`] and
     /// [`GraftDirective::RestoreCheckpoint`]).
     pub checkpoints: Vec<CheckpointEvent>,
+    /// What every data-parallel rank applied and whether they agreed (None
+    /// for a single-process trainer); see [`crate::ranks::merge_rank_reports`].
+    #[serde(default)]
+    pub ranks: Option<RankSummary>,
 }
 
 /// Gradient isolation settings the host holds; the trainer measures with

@@ -25,6 +25,8 @@
 //!   verdicts with their inputs, snapshots, in-stage progress and breakers);
 //! - [`prefetch`]: kernel prefetch request/ready/error messages;
 //! - [`protocol`]: daemon wire frames (hello, requests, responses, pushes);
+//! - [`ranks`]: data-parallel ranks — the rank summary a step report
+//!   carries and how rank 0 merges every rank's report (SPEC.md §10);
 //! - [`seed`]: the exported state of one seed;
 //! - [`telemetry`]: levels, events, metrics, per-step packets, health;
 //! - [`enums`]: small shared enums (breaker states, blend modes, priorities).
@@ -45,6 +47,7 @@ pub mod lifecycle;
 pub mod outcome;
 pub mod prefetch;
 pub mod protocol;
+pub mod ranks;
 pub mod seed;
 pub mod telemetry;
 

@@ -13,7 +13,9 @@ use crate::api::{ApiError, GraftDirective, HostRegistration, HostStatus, KernelA
 use crate::{AdaptationCommand, Outcome, SeedState, TelemetryEvent, TelemetryLevel};
 
 /// Protocol version; a client and server must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 3: registrations declare `world_size`, step reports may carry a
+/// rank summary (data-parallel ranks).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// What a client is allowed to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

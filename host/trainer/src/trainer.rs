@@ -256,6 +256,7 @@ impl<A: KasminaApi> Trainer<A> {
             seeds: self.seeds.iter_mut().map(|(id, s)| s.take_report(id, task_loss)).collect(),
             distillation: self.kd.take(),
             checkpoints: std::mem::take(&mut self.checkpoints.events),
+            ranks: None,
         };
         let directives = match self.api.step_report(report.clone()) {
             Ok(directives) => directives,

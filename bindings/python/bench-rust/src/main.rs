@@ -44,6 +44,7 @@ fn main() -> ExitCode {
             seeds: Vec::new(),
             distillation: None,
             checkpoints: Vec::new(),
+            ranks: None,
         };
         let started = Instant::now();
         if let Err(e) = client.step_report(report) {

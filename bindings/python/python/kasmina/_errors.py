@@ -25,6 +25,7 @@ __all__ = [
     "GraftError",
     "ConfigError",
     "StepOrderError",
+    "RankError",
 ]
 
 
@@ -151,3 +152,16 @@ class StepOrderError(KasminaError):
     """``step_order``: ``step()`` must be called once per step, in order."""
 
     default_code = "step_order"
+
+
+class RankError(KasminaError):
+    """Data-parallel ranks are out of step (``kasmina.torch`` distributed
+    layer), raised on every rank together so that none hangs in a
+    collective. Codes: ``not_in_lockstep`` (ranks at different steps),
+    ``effective_step`` (a directive stamped for another step),
+    ``trainable_mismatch`` (ranks would wrap different parameter sets),
+    ``rank_protocol`` (undecodable control bytes), ``rank_failed`` (another
+    rank failed before the exchange), ``control_group`` (the control group's
+    collective failed or timed out)."""
+
+    default_code = "ranks"

@@ -193,7 +193,9 @@ class HostRegistration:
         slots: Sequence[SlotSpec],
         held: Sequence[HeldSeed] = ...,
         checkpoints: Sequence[str] = ...,
+        world_size: int = 1,
     ) -> None: ...
+    world_size: int
 
 class IsolationPolicy:
     cosine_threshold: float
@@ -221,6 +223,10 @@ class TrainerSettings:
     isolation: IsolationPolicy
     distillation: DistillationPolicy
     def __init__(self, contract_version: int, isolation: IsolationPolicy, distillation: DistillationPolicy) -> None: ...
+    def to_bytes(self) -> bytes:
+        """Postcard bytes (what rank 0 broadcasts to the other ranks)."""
+    @staticmethod
+    def from_bytes(data: bytes) -> TrainerSettings: ...
 
 # ---------------------------------------------------------------- blending and reports
 
@@ -354,7 +360,48 @@ class StepReport:
         seeds: Sequence[SeedStepReport] = ...,
         distillation: Optional[DistillationReport] = None,
         checkpoints: Sequence[CheckpointEvent] = ...,
+        ranks: Optional[RankSummary] = None,
     ) -> None: ...
+    ranks: Optional[RankSummary]
+    def to_bytes(self) -> bytes:
+        """Postcard bytes (what each rank sends rank 0 over the control group)."""
+
+# ---------------------------------------------------------------- data-parallel ranks
+
+class RankDigest:
+    rank: int
+    digest: str
+    def __init__(self, rank: int, digest: str) -> None: ...
+
+class RankSeedDigest:
+    seed_id: str
+    digest: str
+    divergent: List[RankDigest]
+    def __init__(self, seed_id: str, digest: str, divergent: Sequence[RankDigest] = ...) -> None: ...
+
+class RankSummary:
+    """What every data-parallel rank applied this step, and whether they agreed."""
+
+    world_size: int
+    agreed: bool
+    seeds: List[RankSeedDigest]
+    def __init__(self, world_size: int, agreed: bool, seeds: Sequence[RankSeedDigest]) -> None: ...
+
+class RankBroadcast:
+    """Rank 0's answer to one step, decoded on any rank."""
+
+    @staticmethod
+    def from_bytes(data: bytes) -> RankBroadcast: ...
+    @property
+    def step(self) -> int: ...
+    @property
+    def effective_step(self) -> int: ...
+    @property
+    def summary(self) -> RankSummary: ...
+    @property
+    def directives(self) -> List[GraftDirective]: ...
+    def kernel(self, blueprint_id: str) -> KernelArtifact:
+        """The artifact rank 0 fetched; raises the error it got instead."""
 
 class GraftDirective:
     """One class per variant: ``GraftDirective.Attach`` … (usable in ``match``)."""
@@ -593,6 +640,9 @@ class Client:
     def register_host(self, registration: HostRegistration) -> TrainerSettings: ...
     def fetch_kernel(self, blueprint_id: str) -> KernelArtifact: ...
     def step_report(self, report: StepReport) -> List[GraftDirective]: ...
+    def rank_step(self, parts: Sequence[bytes]) -> bytes:
+        """Rank 0: merge every rank's ``StepReport.to_bytes()``, report, fetch
+        the kernels of every Attach; the bytes to broadcast."""
     def seed_states(self) -> List[SeedState]: ...
     def status(self) -> HostStatus: ...
     def drain_telemetry(self) -> List[TelemetryEvent]: ...

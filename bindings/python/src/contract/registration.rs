@@ -99,20 +99,23 @@ pub struct HostRegistration {
     pub held: Vec<HeldSeed>,
     /// Rollback points whose weights checkpoint the trainer still holds.
     pub checkpoints: Vec<String>,
+    /// Data-parallel ranks of the job (1: a single process).
+    pub world_size: u32,
 }
 
 #[pymethods]
 impl HostRegistration {
     #[new]
-    #[pyo3(signature = (training_run_id, sites, slots, held = Vec::new(), checkpoints = Vec::new()))]
+    #[pyo3(signature = (training_run_id, sites, slots, held = Vec::new(), checkpoints = Vec::new(), world_size = 1))]
     fn new(
         training_run_id: String,
         sites: Vec<SiteSpec>,
         slots: Vec<SlotSpec>,
         held: Vec<HeldSeed>,
         checkpoints: Vec<String>,
+        world_size: u32,
     ) -> Self {
-        HostRegistration { training_run_id, sites, slots, held, checkpoints }
+        HostRegistration { training_run_id, sites, slots, held, checkpoints, world_size }
     }
     fn __repr__(&self) -> String {
         format!("{self:?}")
@@ -146,6 +149,7 @@ impl From<&HostRegistration> for wire::HostRegistration {
                 })
                 .collect(),
             checkpoints: r.checkpoints.clone(),
+            world_size: r.world_size,
         }
     }
 }
@@ -226,6 +230,15 @@ impl TrainerSettings {
     fn new(contract_version: u32, isolation: IsolationPolicy, distillation: DistillationPolicy) -> Self {
         TrainerSettings { contract_version, isolation, distillation }
     }
+    /// Postcard bytes (what rank 0 broadcasts to the other ranks).
+    fn to_bytes(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
+        crate::ranks::encode(py, &wire::TrainerSettings::from(self))
+    }
+    /// Decodes `to_bytes()`.
+    #[staticmethod]
+    fn from_bytes(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
+        Ok(crate::ranks::decode::<wire::TrainerSettings>(py, data, "trainer settings")?.into())
+    }
     fn __repr__(&self) -> String {
         format!("{self:?}")
     }
@@ -246,6 +259,25 @@ impl From<wire::TrainerSettings> for TrainerSettings {
                 fail_fast,
             },
             distillation: DistillationPolicy { weight, temperature, teacher_memory_bytes },
+        }
+    }
+}
+
+impl From<&TrainerSettings> for wire::TrainerSettings {
+    fn from(s: &TrainerSettings) -> Self {
+        let IsolationPolicy { cosine_threshold, samples_per_param, violations_to_trip, window_steps, fail_fast } =
+            s.isolation.clone();
+        let DistillationPolicy { weight, temperature, teacher_memory_bytes } = s.distillation.clone();
+        wire::TrainerSettings {
+            contract_version: s.contract_version,
+            isolation: wire::IsolationPolicy {
+                cosine_threshold,
+                samples_per_param,
+                violations_to_trip,
+                window_steps,
+                fail_fast,
+            },
+            distillation: wire::DistillationPolicy { weight, temperature, teacher_memory_bytes },
         }
     }
 }

@@ -298,12 +298,15 @@ pub struct StepReport {
     pub distillation: Option<DistillationReport>,
     /// Checkpoints captured, restored, failed or evicted since the last report.
     pub checkpoints: Vec<CheckpointEvent>,
+    /// What every data-parallel rank applied (None: a single process).
+    pub ranks: Option<RankSummary>,
 }
 
 #[pymethods]
 impl StepReport {
     #[new]
-    #[pyo3(signature = (step, training_run_id, task_loss, global_metric = None, seeds = Vec::new(), distillation = None, checkpoints = Vec::new()))]
+    #[pyo3(signature = (step, training_run_id, task_loss, global_metric = None, seeds = Vec::new(), distillation = None, checkpoints = Vec::new(), ranks = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         step: u64,
         training_run_id: String,
@@ -312,8 +315,14 @@ impl StepReport {
         seeds: Vec<SeedStepReport>,
         distillation: Option<DistillationReport>,
         checkpoints: Vec<CheckpointEvent>,
+        ranks: Option<RankSummary>,
     ) -> Self {
-        StepReport { step, training_run_id, task_loss, global_metric, seeds, distillation, checkpoints }
+        StepReport { step, training_run_id, task_loss, global_metric, seeds, distillation, checkpoints, ranks }
+    }
+    /// Postcard bytes of the report (what each rank sends rank 0 over the
+    /// control group; `Client.rank_step` merges them).
+    fn to_bytes(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
+        crate::ranks::encode(py, &wire::StepReport::from(self))
     }
     fn __repr__(&self) -> String {
         format!("{self:?}")
@@ -334,6 +343,7 @@ impl From<&StepReport> for wire::StepReport {
                 teacher_memory_bytes: d.teacher_memory_bytes,
             }),
             checkpoints: r.checkpoints.iter().map(Into::into).collect(),
+            ranks: r.ranks.as_ref().map(Into::into),
         }
     }
 }

@@ -338,6 +338,7 @@ impl SimTrainer {
             seeds,
             distillation: None,
             checkpoints: std::mem::take(&mut self.events),
+            ranks: None,
         };
         let directives = api.step_report(report).unwrap();
         self.apply(&directives);
@@ -404,6 +405,7 @@ pub fn step(step: u64) -> StepReport {
         seeds: Vec::new(),
         distillation: None,
         checkpoints: Vec::new(),
+        ranks: None,
     }
 }
 

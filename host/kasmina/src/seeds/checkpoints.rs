@@ -22,13 +22,12 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use leyline::api::{CheckpointAction, CheckpointEvent, GraftDirective};
-use leyline::command::RollbackCommand;
 use leyline::journal::BreakerSnapshot;
 use leyline::prefetch::PrefetchRequest;
-use leyline::{AdaptationCommand, AttrValue, Outcome, ReasonCode, SeedStage, TelemetryEvent, TelemetryLevel};
+use leyline::{SeedStage, TelemetryEvent, TelemetryLevel};
 
 use super::{SeedContext, SeedManager, State};
-use crate::rollback::{RollbackError, RollbackReason, elapsed_us};
+use crate::rollback::{RollbackReason, elapsed_us};
 
 /// The control plane's half of a rollback point.
 #[derive(Debug, Clone)]
@@ -90,7 +89,7 @@ impl SeedManager {
             }
             Ok::<_, std::convert::Infallible>(RollbackCapture {
                 seeds: seeds.into_values().collect(),
-                breakers: self.breakers().iter().map(|b| b.snapshot()).collect(),
+                breakers: self.breaker_snapshots(),
                 latest_metric: at.latest_metric,
             })
         };
@@ -185,53 +184,9 @@ impl SeedManager {
         }
     }
 
-    /// ROLLBACK: the point must be ready; the trainer is told to restore
-    /// its weights, and the seeds freeze until it reports.
-    pub(super) fn rollback_command(&self, command: &AdaptationCommand, r: &RollbackCommand) -> Outcome {
-        let mut st = self.lock();
-        if st.registration.is_none() {
-            return self.reject(
-                command,
-                ReasonCode::InvalidStage,
-                "no trainer is registered: there are no weights to restore",
-            );
-        }
-        if !st.seeds.contains_key(&command.target_seed_id) {
-            return self.reject(
-                command,
-                ReasonCode::InvalidField,
-                format!("unknown seed {:?}", command.target_seed_id),
-            );
-        }
-        let point = match self.rollback.resolve(&command.target_seed_id, r.rollback_point_id.as_deref()) {
-            Ok(point) => point,
-            Err(err) => {
-                let code = match err {
-                    RollbackError::SeedMismatch { .. } => ReasonCode::InvalidField,
-                    _ => ReasonCode::RollbackUnavailable,
-                };
-                return self.reject(command, code, err.to_string());
-            }
-        };
-        st.directives.push(GraftDirective::RestoreCheckpoint { point_id: point.id.clone() });
-        st.rollback_in_flight =
-            Some(InFlightRollback { point_id: point.id.clone(), command_id: command.command_id.clone() });
-        drop(st);
-        let facts: Vec<(&'static str, AttrValue)> = vec![
-            ("rollback_point_id", point.id.as_str().into()),
-            ("kind", point.kind.as_str().into()),
-            ("rationale", r.reason.as_str().into()),
-        ];
-        self.accept_with(
-            command,
-            &format!("rollback to {} directed: applied when the trainer has restored its weights", point.id),
-            facts,
-        )
-    }
-
     /// Why seed-changing commands are refused right now, if they are.
     pub(super) fn frozen_by_rollback(&self) -> Option<String> {
-        self.lock().rollback_in_flight.as_ref().map(|f| {
+        self.read().rollback_in_flight.as_ref().map(|f| {
             format!(
                 "rollback to {} (command {}) is being restored by the trainer; retry after its next step report",
                 f.point_id, f.command_id
@@ -323,14 +278,12 @@ impl SeedManager {
             st.seeds.insert(seed.seed_id.clone(), seed);
         }
         for snapshot in &point.state.breakers {
-            for breaker in self.breakers() {
-                breaker.restore(snapshot);
-            }
+            self.restore_breaker(snapshot);
         }
         st.latest_metric = point.state.latest_metric;
         let host_us = elapsed_us(started);
-        if let Some(rec) = &self.recorder {
-            rec.state_replaced(&format!("rollback to {}", point.id));
+        if self.recorder.is_some() {
+            self.decisions.push(super::decisions::Decision::StateReplaced { why: format!("rollback to {}", point.id) });
         }
         let _ = self.rollback.record_restore(point_id, host_us, trainer_us);
     }

@@ -87,6 +87,9 @@ pub struct SeedContext {
     /// A RESUME arrived while `resync_pending`; the entry gate is re-checked
     /// (and the seed resumed or culled) once the trainer has resynchronised.
     pub resume_pending: bool,
+    /// Data-parallel ranks applied different things to this seed (the
+    /// digests): its next gate fails with `rank_divergence` (`ranks`).
+    pub rank_divergence: Option<String>,
 }
 
 impl SeedContext {
@@ -125,6 +128,7 @@ impl SeedContext {
             resync_pending: false,
             resync_steps: 0,
             resume_pending: false,
+            rank_divergence: None,
         }
     }
 

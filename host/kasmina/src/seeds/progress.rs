@@ -19,24 +19,51 @@
 //! the trainer to resynchronise (restart, reconnect) makes no progress until
 //! the trainer runs it as held; while a rollback is in flight no seed moves.
 
-use std::time::Duration;
-
-use kasmina_kernels::{PrefetchEvent, RecvError};
 use leyline::api::{BlendReport, GraftDirective, StepReport};
 use leyline::{GateId, SeedStage, TelemetryEvent, TelemetryLevel};
 
 use super::checkpoints::PointCtx;
-use super::context::KernelFacts;
 use super::schedule::ramp_alpha;
+use super::step_prepare::PreparedStep;
 use super::{SeedContext, SeedManager, State};
 use crate::rollback::RollbackReason;
 
+/// How many times a step report is prepared before it is applied whatever
+/// a newly germinated seed's kernel is doing.
+pub const STEP_ATTEMPTS: u32 = 3;
+
 impl SeedManager {
-    /// Absorbs one step report and returns the directives for the next step.
+    /// Absorbs one step report and returns the directives for the next step:
+    /// [`prepare_step`](Self::prepare_step) (kernel waits, gate verdicts;
+    /// no state lock) then [`apply_step`](Self::apply_step).
     pub fn step_report(&self, report: StepReport) -> Result<Vec<GraftDirective>, String> {
+        for attempt in 1..=STEP_ATTEMPTS {
+            let prepared = self.prepare_step(&report);
+            if let Some(directives) = self.apply_step(&report, prepared, attempt == STEP_ATTEMPTS)? {
+                return Ok(directives);
+            }
+        }
+        unreachable!("the last attempt always applies")
+    }
+
+    /// Applies a step report under the state lock. A seed germinated after
+    /// the report was prepared may still wait for its kernel: unless this
+    /// is the `last_try`, nothing is applied and `Ok(None)` asks the caller
+    /// to prepare again (waiting without any lock), so the step at which a
+    /// kernel attaches does not depend on thread timing. Callers make at
+    /// most [`STEP_ATTEMPTS`] attempts.
+    pub fn apply_step(
+        &self,
+        report: &StepReport,
+        mut prepared: PreparedStep,
+        last_try: bool,
+    ) -> Result<Option<Vec<GraftDirective>>, String> {
         let span = tracing::debug_span!("kasmina.step.report", step = report.step);
         let _entered = span.enter();
         let mut guard = self.lock();
+        if !last_try && Self::kernel_pending(&guard) {
+            return Ok(None);
+        }
         let st = &mut *guard;
         let Some(registration) = &st.registration else {
             return Err("no model registered; call register_host first".to_owned());
@@ -57,6 +84,7 @@ impl SeedManager {
                 return Err(format!("report names unknown seed {:?}", seed_report.seed_id));
             }
         }
+        super::ranks::validate_report(report, registration.world_size, &st.seeds)?;
         // Checked whole; now apply.
         st.last_step = Some(report.step);
         self.absorb_checkpoint_events(st, &report.checkpoints);
@@ -89,9 +117,9 @@ impl SeedManager {
                     if let Some(blend) = &seed_report.blend {
                         self.sink.emit(blend_event(&seed.seed_id, report.step, blend, self.clock.now_ms()));
                     }
-                    if seed_report.isolation_violations > 0 {
-                        self.isolation_breaker.record_failure("gradient isolation violation");
-                    }
+                    // Every reported step counts: clean steps are the probes
+                    // that close an open breaker after its cooldown.
+                    self.isolation.record_step(&seed.seed_id, report.step, u64::from(seed_report.isolation_violations));
                 }
                 None => seed.absent_from_report(),
             }
@@ -100,84 +128,29 @@ impl SeedManager {
                 seed.metric_baseline = latest_metric;
             }
         }
+        super::ranks::absorb(&mut st.seeds, report, self.clock.now_ms()).into_iter().for_each(|e| self.sink.emit(e));
         self.collect_prefetch_results(st);
         let ids: Vec<String> = st.seeds.keys().cloned().collect();
         let mut directives = std::mem::take(&mut st.directives);
         if !Self::rollback_frozen(st) {
+            st.gate_memo = std::mem::take(&mut prepared.gates);
             for id in ids {
                 let Some(mut seed) = st.seeds.remove(&id) else { continue };
                 self.advance(st, &mut seed, &mut directives, report.step);
                 st.seeds.insert(id, seed);
             }
+            st.gate_memo.clear();
         }
         self.expect_checkpoint_results(st, &directives);
-        Ok(directives)
+        Ok(Some(directives))
     }
 
-    /// A seed waiting for the trainer to resynchronise: confirmed once the
-    /// trainer reports it in the control plane's stage on the verified
-    /// kernel (then a deferred RESUME runs its gate re-check); culled with
-    /// `resync_failed` if that does not happen within the resync window.
-    fn advance_resync(&self, st: &State, seed: &mut SeedContext, directives: &mut Vec<GraftDirective>, step: u64) {
-        if seed.reported_stage == seed.stage && seed.kernel_verified() {
-            seed.resync_pending = false;
-            seed.resync_steps = 0;
-            self.sink.emit(
-                TelemetryEvent::new(
-                    "kasmina.seed.resynced",
-                    TelemetryLevel::Info,
-                    format!("{} runs on the trainer as the control plane holds it ({})", seed.seed_id, seed.stage),
-                    self.clock.now_ms(),
-                )
-                .seed(seed.seed_id.as_str())
-                .attr("stage", seed.stage.as_str())
-                .attr("step", step),
-            );
-            if seed.resume_pending {
-                self.finish_deferred_resume(st, seed, directives, step);
-            }
-            return;
-        }
-        seed.resync_steps += 1;
-        // One step for the directives to reach the trainer, then the window.
-        let window = self.settings.lifecycle.attach_timeout_steps.saturating_add(1);
-        if seed.resync_steps > window {
-            let why = format!(
-                "resync_failed: the trainer did not run the seed as {} on its verified kernel within {window} steps",
-                seed.stage
-            );
-            self.cull(&PointCtx::of(st), directives, seed, RollbackReason::ResyncFailed, &why, Some(step));
-        }
-    }
-
-    /// Moves finished prefetches onto their seeds. A germinated seed still
-    /// waiting is waited for here, bounded by the prefetch timeout, so the
-    /// step at which a kernel attaches does not depend on thread timing.
+    /// Moves prefetch results that arrived since the step was prepared onto
+    /// the state, without waiting (the wait happened before the lock).
     fn collect_prefetch_results(&self, st: &mut State) {
         let mut events = self.prefetch_events.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        loop {
-            let waiting = st.seeds.values().any(|s| {
-                s.stage == SeedStage::Germinated
-                    && s.prefetch_request.is_some()
-                    && !st.prefetch_results.contains_key(&s.seed_id)
-            });
-            let next = if waiting {
-                events.recv_timeout(Duration::from_millis(self.settings.kernels.prefetch_timeout_ms))
-            } else {
-                events.try_recv()
-            };
-            match next {
-                Ok(event) => {
-                    st.prefetch_results.insert(event.seed_id().to_owned(), event);
-                }
-                Err(RecvError::Empty) => break,
-                Err(other) => {
-                    // Timed out or closed: leave the seeds waiting; the
-                    // advance step fails them for want of a kernel.
-                    tracing::warn!(error = ?other, "kasmina.prefetch.wait_ended");
-                    break;
-                }
-            }
+        while let Ok(event) = events.try_recv() {
+            st.prefetch_results.insert(event.seed_id().to_owned(), event);
         }
     }
 
@@ -234,6 +207,7 @@ impl SeedManager {
                 let decision = self.gate(st, seed, GateId::G5Reset, SeedStage::Resetting);
                 if decision.passed {
                     seed.clear_for_reset();
+                    self.isolation.reset_seed(&seed.seed_id);
                     self.transition(seed, SeedStage::Dormant, Some(step), "G5 passed: slot clean");
                     seed.reported_stage = SeedStage::Dormant;
                 }
@@ -242,91 +216,6 @@ impl SeedManager {
             SeedStage::Unknown | SeedStage::Dormant | SeedStage::Culled | SeedStage::Terminated => {}
         }
     }
-
-    fn advance_germinated(
-        &self,
-        st: &mut State,
-        seed: &mut SeedContext,
-        directives: &mut Vec<GraftDirective>,
-        step: u64,
-    ) {
-        seed.steps_in_stage += 1;
-        if seed.kernel.is_none() {
-            match st.prefetch_results.remove(&seed.seed_id) {
-                Some(PrefetchEvent::Ready { ready, kernel }) => {
-                    seed.prefetch_request = None;
-                    seed.kernel = Some(KernelFacts {
-                        sha256: ready.artifact_sha256.clone(),
-                        prewarm_p95_us: kernel.prewarm().p95_us,
-                    });
-                    let Some(blend) = seed.blend.clone() else {
-                        self.cull(
-                            &PointCtx::of(st),
-                            directives,
-                            seed,
-                            RollbackReason::GateFailed(GateId::G1GradientHealth),
-                            "no blend spec",
-                            Some(step),
-                        );
-                        return;
-                    };
-                    directives.push(GraftDirective::Attach {
-                        seed_id: seed.seed_id.clone(),
-                        site: seed.site.clone(),
-                        blueprint_id: ready.blueprint_id.clone(),
-                        artifact_sha256: ready.artifact_sha256,
-                        blend,
-                    });
-                    seed.attach_sent = true;
-                }
-                Some(PrefetchEvent::Failed(err)) => {
-                    seed.prefetch_request = None;
-                    self.sink.emit(
-                        TelemetryEvent::new(
-                            "kasmina.kernel.unavailable",
-                            TelemetryLevel::Error,
-                            err.detail.clone(),
-                            self.clock.now_ms(),
-                        )
-                        .seed(seed.seed_id.as_str())
-                        .attr("kind", format!("{:?}", err.kind))
-                        .attr("blueprint_id", err.blueprint_id.as_str()),
-                    );
-                    seed.last_failure = Some(format!("kernel unavailable: {}", err.detail));
-                    // G1 decides (kernel not attached/verified) and culls.
-                    let _ = self.pass_gate(
-                        st,
-                        seed,
-                        directives,
-                        GateId::G1GradientHealth,
-                        SeedStage::Germinated,
-                        Some(step),
-                    );
-                }
-                None if seed.prefetch_request.is_none() => {
-                    // Prefetch was refused or timed out: there is no kernel.
-                    let _ = self.pass_gate(
-                        st,
-                        seed,
-                        directives,
-                        GateId::G1GradientHealth,
-                        SeedStage::Germinated,
-                        Some(step),
-                    );
-                }
-                None => {}
-            }
-            return;
-        }
-        // Kernel supplied: once the trainer confirms the attach, ask G1; if it
-        // never does within the attach window, G1 decides without it.
-        let confirmed = seed.reported_stage == SeedStage::Germinated && seed.reported_kernel_sha256.is_some();
-        let overdue = seed.steps_in_stage > self.settings.lifecycle.attach_timeout_steps;
-        if seed.attach_sent && !seed.hold && (confirmed || overdue) {
-            let _ = self.pass_gate(st, seed, directives, GateId::G1GradientHealth, SeedStage::Germinated, Some(step));
-        }
-    }
-
     /// Runs `gate`; on pass moves the seed along its edge and tells the
     /// trainer, on failure culls it. Returns the failure reason.
     pub(super) fn pass_gate(

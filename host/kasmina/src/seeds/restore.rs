@@ -29,7 +29,7 @@ use std::sync::Arc;
 use kasmina_core::CircuitBreaker;
 use kasmina_plugin_host::annotation::ParsedAnnotations;
 use leyline::api::BlendSpec;
-use leyline::journal::{JournalRecord, ProgressState, replay_start};
+use leyline::journal::{BreakerSnapshot, JournalRecord, ProgressState, replay_start};
 use leyline::prefetch::PrefetchRequest;
 use leyline::{
     AdaptationCommand, BlendMode, CommandPayload, HealthStatus, Outcome, SeedOperation, SeedStage, SeedState,
@@ -221,7 +221,7 @@ impl SeedManager {
         if let Some((_, progress)) = progress_at {
             report.progress_restored = progress.seeds.len();
             for snapshot in &progress.breakers {
-                if self.breakers().iter().any(|b| b.restore(snapshot)) {
+                if self.restore_breaker(snapshot) {
                     report.breakers_restored += 1;
                 }
             }
@@ -247,9 +247,31 @@ impl SeedManager {
         &self.gates
     }
 
-    /// The fetch and isolation circuit breakers (state for metrics).
-    pub fn breakers(&self) -> [&Arc<CircuitBreaker>; 2] {
-        [&self.fetch_breaker, &self.isolation_breaker]
+    /// The fetch breaker, then every seed's isolation breaker (state for
+    /// metrics).
+    pub fn breakers(&self) -> Vec<Arc<CircuitBreaker>> {
+        let mut all = vec![Arc::clone(&self.fetch_breaker)];
+        all.extend(self.isolation.all());
+        all
+    }
+
+    /// Snapshots of every breaker (journal, rollback points).
+    pub(super) fn breaker_snapshots(&self) -> Vec<BreakerSnapshot> {
+        let mut all = vec![self.fetch_breaker.snapshot()];
+        all.extend(self.isolation.snapshots());
+        all
+    }
+
+    /// Puts one recorded breaker back, by name. A snapshot of the global
+    /// isolation breaker older journals wrote matches nothing now (breakers
+    /// are per seed): it is skipped with a warning, never applied to every
+    /// seed.
+    pub(super) fn restore_breaker(&self, snapshot: &BreakerSnapshot) -> bool {
+        let restored = self.fetch_breaker.restore(snapshot) || self.isolation.restore(snapshot);
+        if !restored {
+            tracing::warn!(breaker = %snapshot.name, "kasmina.breaker.snapshot_skipped");
+        }
+        restored
     }
 
     /// Re-parses an accepted GERMINATE; `None` for any other command.

@@ -85,6 +85,7 @@ pub fn registration(held: Vec<HeldSeed>, checkpoints: Vec<String>) -> HostRegist
         ],
         held,
         checkpoints,
+        world_size: 1,
     }
 }
 
@@ -197,6 +198,8 @@ pub struct Measurements {
     pub outputs_finite: bool,
     pub latency_us: u64,
     pub violations: u32,
+    /// Per-seed isolation violations, overriding `violations`.
+    pub violations_by_seed: BTreeMap<String, u32>,
     pub fallback_used: bool,
     pub metric: Option<f64>,
     /// Ignore Attach directives (a trainer that never grafts).
@@ -213,6 +216,7 @@ impl Default for Measurements {
             outputs_finite: true,
             latency_us: 200,
             violations: 0,
+            violations_by_seed: BTreeMap::new(),
             fallback_used: false,
             metric: Some(0.9),
             refuse_attach: false,
@@ -325,7 +329,8 @@ impl SimTrainer {
         let seeds = self
             .seeds
             .iter()
-            .map(|(id, s)| SeedStepReport {
+            .map(|(id, s)| (id, s, self.m.violations_by_seed.get(id).copied().unwrap_or(self.m.violations)))
+            .map(|(id, s, violations)| SeedStepReport {
                 seed_id: id.clone(),
                 stage: s.stage,
                 kernel_attached: s.attached_sha.is_some(),
@@ -334,8 +339,8 @@ impl SimTrainer {
                 outputs_finite: self.m.outputs_finite,
                 output_shape_ok: true,
                 kernel_latency_us: self.m.latency_us,
-                isolation_violations: self.m.violations,
-                max_gradient_cosine: if self.m.violations > 0 { 0.9 } else { 0.01 },
+                isolation_violations: violations,
+                max_gradient_cosine: if violations > 0 { 0.9 } else { 0.01 },
                 fallback_used: self.m.fallback_used,
                 alpha: s.alpha,
                 blend: None,
@@ -349,6 +354,7 @@ impl SimTrainer {
             seeds,
             distillation: None,
             checkpoints: std::mem::take(&mut self.checkpoint_events),
+            ranks: None,
         }
     }
 }

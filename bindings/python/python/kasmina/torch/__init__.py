@@ -11,9 +11,15 @@ leave the optimizer's param groups.
 
 Plain Python over :mod:`kasmina` (the native client); importing it needs
 PyTorch, importing :mod:`kasmina` does not.
+
+Data-parallel jobs (``torchrun``) use :class:`DistributedGrafter` on every
+rank: only rank 0 talks to the control plane, every rank applies the same
+directives at the same step, and DDP is re-wrapped identically whenever the
+trainable parameters change.
 """
 
 from kasmina.torch._blend import BlendParams, BlendStats, blend, incubate
+from kasmina.torch._distributed import DistributedGrafter
 from kasmina.torch._grafter import STATE_FORMAT, Grafter, SeedView, StepResult, TrainerEvent
 from kasmina.torch._isolation import sampled_cosine
 from kasmina.torch._site import SeedSite
@@ -21,6 +27,7 @@ from kasmina.torch._slot import SeedSlot
 
 __all__ = [
     "Grafter",
+    "DistributedGrafter",
     "SeedSite",
     "SeedSlot",
     "SeedView",

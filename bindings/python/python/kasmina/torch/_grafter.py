@@ -659,7 +659,9 @@ class Grafter(_DirectiveMixin, _CheckpointMixin):
             return
         if seed_id in self._optimizer_seeds():
             return
-        params = [p for p in found[1].parameters() if p.requires_grad]
+        # The kernel's trainable parameters as grafted (a data-parallel grafter
+        # may have switched requires_grad off while the seed does not run).
+        params = list(found[0].trainable)
         group = {"params": params, SEED_GROUP_KEY: seed_id}
         if self._optimizer.param_groups:
             group["lr"] = self._optimizer.param_groups[0]["lr"]

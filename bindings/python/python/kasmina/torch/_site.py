@@ -9,7 +9,7 @@ order (SPEC §5 stage table, :mod:`kasmina.torch._slot`).
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -45,6 +45,9 @@ class SeedSite(nn.Module):
         self.slot_order = list(slot_order)
         self.slots: Dict[str, SeedSlot] = {}
         self._context = context
+        #: Data-parallel ranks: applied to the site's training output, so
+        #: that host parameters a blend cut off still get a (zero) gradient.
+        self.tie_host: Optional[Callable[["SeedSite", torch.Tensor], torch.Tensor]] = None
 
     def forward(self, *args, **kwargs):
         h = self.base_layer(*args, **kwargs)
@@ -61,6 +64,8 @@ class SeedSite(nn.Module):
             slot = self.slots.get(seed_id)
             if slot is not None:
                 h = slot.run(h, self.seeds[seed_id], train, logits)
+        if train and self.tie_host is not None:
+            h = self.tie_host(self, h)
         return h
 
     def extra_repr(self) -> str:

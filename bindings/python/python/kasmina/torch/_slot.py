@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 
@@ -77,6 +77,10 @@ class SeedSlot:
     measure: StepMeasure = field(default_factory=StepMeasure)
     #: The kernel's trainable parameters (fixed once grafted; isolation reads them every step).
     trainable: list = field(default_factory=list, repr=False)
+    #: Data-parallel ranks: when the seed fails on this rank, the host output
+    #: is returned through this (``h, trainable -> h``) so its parameters
+    #: still get a (zero) gradient and DDP's reduction stays in step.
+    tie_grads: Optional[Callable[[torch.Tensor, list], torch.Tensor]] = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ stage
 
@@ -95,6 +99,11 @@ class SeedSlot:
 
     def is_learning(self) -> bool:
         return not (self.paused or self.suspended) and self.stage in LEARNING_STAGES
+
+    def detaches_host(self) -> bool:
+        """Whether the site's output is cut off from the host's gradient
+        (blending before fossilization: the host branch is detached)."""
+        return self.is_running() and self.effective_stage() in ("BLENDING", "SHADOWING", "PROBATIONARY")
 
     def is_running(self) -> bool:
         return not (self.paused or self.suspended) and self.effective_stage() in RUNNING_STAGES
@@ -131,6 +140,8 @@ class SeedSlot:
                 out, stats, failure = h, None, NON_FINITE
         except SeedFault as fault:
             out, stats, failure = h, None, str(fault)
+        if failure is not None and train and self.tie_grads is not None:
+            out = self.tie_grads(h, self.trainable)
         elapsed_us = (time.perf_counter_ns() - started) // 1000
         if train:
             m = self.measure

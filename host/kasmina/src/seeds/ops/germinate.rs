@@ -1,0 +1,106 @@
+//! GERMINATE: a DORMANT slot takes a blueprint. The blend spec is checked
+//! with the contract's rules, admission (plugin) and G0 (plugin) decide,
+//! then the seed is GERMINATED and its kernel prefetched.
+
+use kasmina_plugin_host::annotation::ParsedAnnotations;
+use kasmina_plugin_host::blueprint::AdmissionContext;
+use leyline::annotations as keys;
+use leyline::api::BlendSpec;
+use leyline::command::SeedCommand;
+use leyline::prefetch::PrefetchRequest;
+use leyline::{BlueprintDescriptor, GateId, ReasonCode, SeedStage};
+
+use super::seed::SeedCall;
+use super::{Accepted, OpResult, Refusal};
+use crate::seeds::blend::{blend_spec, mode_source};
+use crate::seeds::{SeedContext, SeedManager, State};
+
+/// Puts what a GERMINATE asks for onto `seed` (before G0 judges it): the
+/// same staging for the verdict computed ahead of the lock and for the
+/// command itself.
+pub(super) fn stage_germination(
+    seed: &mut SeedContext,
+    sc: &SeedCommand,
+    parsed: &ParsedAnnotations,
+    blend: BlendSpec,
+    descriptor: Option<&BlueprintDescriptor>,
+) {
+    seed.blueprint_id = Some(sc.blueprint_id.clone());
+    seed.parameters = sc.parameters.clone();
+    seed.mesh_layers = parsed.mesh_layers.clone();
+    seed.blend = Some(blend);
+    seed.descriptor = descriptor.cloned();
+}
+
+impl SeedManager {
+    pub(super) fn germinate(&self, st: &State, call: &SeedCall<'_>, seed: &mut SeedContext) -> OpResult {
+        let (command, sc, parsed) = (call.command, call.sc, call.parsed);
+        if seed.stage != SeedStage::Dormant {
+            let mut detail = format!("GERMINATE needs a DORMANT seed; {} is {}", seed.seed_id, seed.stage);
+            if let Some(until) = seed.embargo_until_ms {
+                detail.push_str(&format!(" (embargo ends in {} ms)", until.saturating_sub(self.clock.now_ms())));
+            }
+            return Err(Refusal::new(ReasonCode::InvalidStage, detail));
+        }
+        // Refused here, before any state changes, with the key named: a spec
+        // the trainer would refuse must never germinate a seed.
+        let blend = blend_spec(parsed).map_err(|r| Refusal::new(r.reason, r.detail).key(r.key))?;
+        let accepted = Accepted::new(format!("germinated {} with {}", seed.seed_id, sc.blueprint_id))
+            .with(keys::BLEND_MODE, blend.mode.as_str())
+            .with(keys::BLEND_MODE_SOURCE, mode_source(parsed))
+            .with("alpha_clamped", u64::from(parsed.alpha_clamped));
+        let entry = self.kernels.urza().entry(&sc.blueprint_id);
+        stage_germination(seed, sc, parsed, blend, entry.as_ref().map(|e| &e.descriptor));
+        if let Some(entry) = &entry {
+            // Asked before the lock; asked here only if that was skipped.
+            let verdict = match &call.pre.admission {
+                Some(verdict) => verdict.clone(),
+                None => {
+                    let context = AdmissionContext {
+                        training_run_id: call.run_id.to_owned(),
+                        quarantine: false,
+                        approved: false,
+                    };
+                    self.policies.blueprints.current().admit(&entry.descriptor, &sc.parameters, &context)
+                }
+            };
+            if !verdict.passed {
+                let mut refusal = Refusal::new(ReasonCode::BlueprintRefused, verdict.reason.clone());
+                for (k, v) in verdict.attributes {
+                    refusal = refusal.with(format!("policy.{k}"), v);
+                }
+                return Err(refusal);
+            }
+        }
+        // G0 guards DORMANT → GERMINATED; a failure leaves the slot dormant
+        // (the table has no DORMANT → CULLED edge).
+        let decision = self.gate(st, seed, GateId::G0Sanity, call.expected);
+        if !decision.passed {
+            let mut refusal =
+                Refusal::new(ReasonCode::GateFailed, decision.reason.clone()).with("gate", GateId::G0Sanity.as_str());
+            for (k, v) in decision.attributes {
+                refusal = refusal.with(format!("gate.{k}"), v);
+            }
+            return Err(refusal);
+        }
+        self.transition(seed, SeedStage::Germinated, st.last_step, "G0 passed");
+        seed.metric_baseline = st.latest_metric;
+        let request = PrefetchRequest {
+            request_id: command.command_id.clone(),
+            seed_id: seed.seed_id.clone(),
+            blueprint_id: sc.blueprint_id.clone(),
+            training_run_id: call.run_id.to_owned(),
+            issued_at_ms: self.clock.now_ms(),
+            timeout_ms: self.settings.kernels.prefetch_timeout_ms,
+        };
+        match self.kernels.prefetch(request) {
+            Ok(()) => seed.prefetch_request = Some(command.command_id.clone()),
+            Err(err) => {
+                // Germinated but no kernel will come: the step after this
+                // finds no prefetch and fails G1 (kernel not verified).
+                seed.last_failure = Some(format!("prefetch refused: {err}"));
+            }
+        }
+        Ok(accepted)
+    }
+}

@@ -1,0 +1,200 @@
+//! The part of a command that runs before the state lock: the envelope, the
+//! fields, the deadline, and every plugin the operation will consult —
+//! annotation parser, blueprint admission, and the gate — asked about a
+//! staged copy of the seed taken under a brief read of the state.
+//!
+//! Nothing here changes state. What it computes is advice for apply: the
+//! parsed annotations and admission verdict are the command's own (they do
+//! not depend on the seed), and a precomputed gate verdict is used only if
+//! the facts the gate sees are still exactly the same when the command is
+//! applied.
+
+use kasmina_plugin_host::Verdict;
+use kasmina_plugin_host::annotation::{AnnotationError, ParsedAnnotations};
+use kasmina_plugin_host::blueprint::AdmissionContext;
+use leyline::command::SeedCommand;
+use leyline::{AdaptationCommand, CommandPayload, GateId, Outcome, ReasonCode, SeedOperation, SeedStage};
+
+use super::super::{SeedContext, SeedManager};
+use super::Refusal;
+use super::germinate::stage_germination;
+use super::seed::expected_stage;
+use crate::gates::GateDecision;
+use crate::seeds::blend::blend_spec;
+
+/// A command ready to apply: verified, validated, and with its plugin
+/// verdicts computed ([`SeedManager::prepare_command`]).
+#[derive(Debug)]
+pub struct PreparedCommand(pub(super) Prepared);
+
+#[derive(Debug)]
+pub(super) enum Prepared {
+    /// Refused by the verifier or validator, which already reported it.
+    Answered(Outcome),
+    /// Refused here (deadline, annotations): concluded on apply.
+    Refused(Box<AdaptationCommand>, Refusal),
+    /// Checks passed; plugin verdicts computed where they could be.
+    Ready(Box<AdaptationCommand>, Box<Precomputed>),
+}
+
+/// Plugin verdicts computed outside the state lock.
+#[derive(Debug, Default)]
+pub(super) struct Precomputed {
+    /// The annotation parser's answer (seed commands).
+    pub(super) parsed: Option<ParsedAnnotations>,
+    /// Blueprint admission (GERMINATE).
+    pub(super) admission: Option<Verdict>,
+    /// Gate verdicts for the staged seed.
+    pub(super) gates: Vec<GateDecision>,
+}
+
+impl SeedManager {
+    /// Everything before the state lock (see the module docs): cheap to
+    /// throw away, changes no state beyond the verifier's nonce ledger.
+    pub fn prepare_command(&self, command: AdaptationCommand) -> PreparedCommand {
+        let span = tracing::info_span!(
+            "kasmina.command.prepare",
+            command_id = %command.command_id,
+            seed = %command.target_seed_id,
+            kind = command.command_type().as_str()
+        );
+        let _entered = span.enter();
+        let command = match self.verifier.verify(command) {
+            Ok(verified) => verified.into_command(),
+            Err(outcome) => return PreparedCommand(Prepared::Answered(outcome)),
+        };
+        let validation = self.validator.validate(&command);
+        if !validation.accepted {
+            return PreparedCommand(Prepared::Answered(validation));
+        }
+        if let Some(deadline) = command.execution_deadline_ms
+            && self.clock.now_ms() > deadline
+        {
+            let refusal =
+                Refusal::new(ReasonCode::DeadlineExceeded, format!("execution deadline {deadline} ms has passed"));
+            return PreparedCommand(Prepared::Refused(Box::new(command), refusal));
+        }
+        let result = match &command.payload {
+            CommandPayload::Seed(sc) => self.prepare_seed(&command, sc),
+            CommandPayload::Pause(p) if p.resume => Ok(self.prepare_resume(&command)),
+            _ => Ok(Precomputed::default()),
+        };
+        PreparedCommand(match result {
+            Ok(pre) => Prepared::Ready(Box::new(command), Box::new(pre)),
+            Err(refusal) => Prepared::Refused(Box::new(command), refusal),
+        })
+    }
+
+    /// Parses the annotations, then asks admission and the operation's gate
+    /// about a staged copy. A seed or registration that is missing is left
+    /// for apply to refuse (in the order it always checks).
+    fn prepare_seed(&self, command: &AdaptationCommand, sc: &SeedCommand) -> Result<Precomputed, Refusal> {
+        let known = {
+            let st = self.read();
+            st.registration.is_some() && st.seeds.contains_key(&command.target_seed_id)
+        };
+        if !known {
+            return Ok(Precomputed::default());
+        }
+        let parsed = self.parse(command)?;
+        let mut pre = Precomputed::default();
+        // One brief read: the seed as it is now, staged as the operation
+        // would stage it, and the host facts its gate would see.
+        let staged = {
+            let st = self.read();
+            let (Some(registration), Some(seed)) = (&st.registration, st.seeds.get(&command.target_seed_id)) else {
+                pre.parsed = Some(parsed);
+                return Ok(pre);
+            };
+            let run_id = registration.training_run_id.clone();
+            let Ok(expected) = expected_stage(command, sc.operation, seed.stage) else {
+                pre.parsed = Some(parsed);
+                return Ok(pre);
+            };
+            let mut staged = seed.clone();
+            let gate = match sc.operation {
+                SeedOperation::Germinate if seed.stage == SeedStage::Dormant => match blend_spec(&parsed) {
+                    Ok(blend) => {
+                        let entry = self.kernels.urza().entry(&sc.blueprint_id);
+                        stage_germination(&mut staged, sc, &parsed, blend, entry.as_ref().map(|e| &e.descriptor));
+                        entry.map(|e| (GateId::G0Sanity, Some((e.descriptor, run_id))))
+                    }
+                    Err(_) => None,
+                },
+                SeedOperation::StartTraining => Some((GateId::G1GradientHealth, None)),
+                SeedOperation::StartGrafting => Some((GateId::G2Stability, None)),
+                SeedOperation::Evaluate => {
+                    leyline::lifecycle::ALL_GATES.into_iter().find(|g| g.edge().0 == seed.stage).map(|g| (g, None))
+                }
+                _ => None,
+            };
+            gate.map(|(gate, admission)| {
+                let env = self.environment(&st, &staged);
+                (staged, gate, expected, env, admission)
+            })
+        };
+        pre.parsed = Some(parsed);
+        let Some((staged, gate, expected, env, admission)) = staged else { return Ok(pre) };
+        if let Some((descriptor, run_id)) = admission {
+            let context = AdmissionContext { training_run_id: run_id, quarantine: false, approved: false };
+            let verdict = self.policies.blueprints.current().admit(&descriptor, &sc.parameters, &context);
+            let passed = verdict.passed;
+            pre.admission = Some(verdict);
+            if !passed {
+                return Ok(pre);
+            }
+        }
+        let (from, _) = gate.edge();
+        if staged.stage == from {
+            pre.gates.extend(self.gates.precompute(gate, &staged, expected, &env));
+        }
+        Ok(pre)
+    }
+
+    /// A resume re-checks the seed's entry gate: asked here on the probe
+    /// the re-check will build.
+    fn prepare_resume(&self, command: &AdaptationCommand) -> Precomputed {
+        let probe = {
+            let st = self.read();
+            st.seeds
+                .get(&command.target_seed_id)
+                .filter(|s| s.paused && !s.resync_pending && s.stage.is_active())
+                .and_then(entry_gate_probe)
+                .map(|(gate, probe)| {
+                    let env = self.environment(&st, &probe);
+                    (gate, probe, env)
+                })
+        };
+        let mut pre = Precomputed::default();
+        if let Some((gate, probe, env)) = probe {
+            pre.gates.extend(self.gates.precompute(gate, &probe, probe.stage, &env));
+        }
+        pre
+    }
+
+    /// The annotation plugin's answer, or the refusal naming the key.
+    pub(super) fn parse(&self, command: &AdaptationCommand) -> Result<ParsedAnnotations, Refusal> {
+        match self.policies.annotations.current().parse(&command.annotations, &self.annotation_limits()) {
+            Ok(parsed) => Ok(parsed),
+            Err(AnnotationError::Rejected(err)) => {
+                let mut refusal = Refusal::new(ReasonCode::InvalidField, err.detail.clone());
+                if !err.key.is_empty() {
+                    refusal = refusal.key(&err.key);
+                }
+                Err(refusal.with("code", format!("{:?}", err.code)))
+            }
+            Err(AnnotationError::Plugin(failure)) => Err(Refusal::new(ReasonCode::PluginFailure, failure.to_string())),
+        }
+    }
+}
+
+/// The gate that admitted `seed` into its stage, and the seed as it stood
+/// before that gate (resume re-checks it with today's facts).
+pub(super) fn entry_gate_probe(seed: &SeedContext) -> Option<(GateId, SeedContext)> {
+    let gate = leyline::lifecycle::ALL_GATES.into_iter().find(|g| g.edge().1 == seed.stage)?;
+    let (from, _) = gate.edge();
+    let mut probe = seed.clone();
+    probe.stage = from;
+    probe.reported_stage = from;
+    Some((gate, probe))
+}

@@ -1,0 +1,61 @@
+//! Plugin verdicts are computed before the seed manager's state lock is
+//! taken (issue: control-plane core): through a whole seed life — commands
+//! with gates (G0 at GERMINATE, START_TRAINING's G1, an EVALUATE dry run, a
+//! resume's re-check) and step-driven gates (G2–G4) — no gate plugin call
+//! happens under the lock. Negative control: when the facts change between
+//! prepare and apply, the verdict no longer matches and the gate asks the
+//! plugin under the lock, which the counter shows.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod harness;
+
+use harness::harness;
+use kasmina_kernels::fixtures::MLP_ADAPTER_64;
+use leyline::command::{CommandPayload, PauseCommand};
+use leyline::{SeedOperation, SeedStage};
+
+fn calls(h: &harness::Harness) -> (u64, u64) {
+    let stats = h.host.manager().gate_service().call_stats();
+    (stats.calls, stats.calls_under_lock)
+}
+
+#[test]
+fn a_whole_seed_life_asks_every_gate_plugin_outside_the_lock() {
+    let mut h = harness();
+    assert!(h.germinate("seed-a", MLP_ADAPTER_64).accepted);
+    assert!(h.run_until("seed-a", SeedStage::Training, 10));
+    let evaluate = h.seed_op("seed-a", SeedOperation::Evaluate, MLP_ADAPTER_64, &[]);
+    assert!(h.submit(evaluate).accepted);
+    let pause =
+        h.signed("seed-a", CommandPayload::Pause(PauseCommand { resume: false }), &[("training_run_id", harness::RUN)]);
+    assert!(h.submit(pause).accepted);
+    let resume =
+        h.signed("seed-a", CommandPayload::Pause(PauseCommand { resume: true }), &[("training_run_id", harness::RUN)]);
+    let outcome = h.submit(resume);
+    assert!(outcome.accepted, "{outcome:?}");
+    assert!(h.run_until("seed-a", SeedStage::Probationary, 30), "{:?}", h.state("seed-a"));
+    // A second seed advanced by command rather than by steps.
+    assert!(h.germinate("seed-b", MLP_ADAPTER_64).accepted);
+    h.step();
+    h.step();
+    let (total, under_lock) = calls(&h);
+    assert!(total >= 6, "the plugin decided only {total} gates: the check below would be vacuous");
+    assert_eq!(under_lock, 0, "{under_lock} of {total} gate plugin calls happened under the state lock");
+}
+
+#[test]
+fn a_verdict_whose_facts_changed_is_asked_again_under_the_lock() {
+    let mut h = harness();
+    assert!(h.germinate("seed-a", MLP_ADAPTER_64).accepted);
+    assert!(h.run_until("seed-a", SeedStage::Training, 10));
+    let evaluate = h.seed_op("seed-a", SeedOperation::Evaluate, MLP_ADAPTER_64, &[]);
+    let prepared = h.host.prepare_command(evaluate);
+    // A step between prepare and apply changes the seed's loss window.
+    h.trainer.m.loss = 0.7;
+    h.step();
+    let (_, before) = calls(&h);
+    let outcome = h.host.apply_command(prepared);
+    assert!(outcome.accepted, "{outcome:?}");
+    let (_, after) = calls(&h);
+    assert_eq!(after, before + 1, "a stale verdict was applied instead of asking the plugin again");
+}
