@@ -47,6 +47,14 @@ impl BlockingStream {
         }
     }
 
+    /// Bounds the next reads (the connection thread's frame and idle deadlines).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match &self.0 {
+            Inner::Unix(s) => s.set_read_timeout(timeout),
+            Inner::Tcp(s) => s.set_read_timeout(timeout),
+        }
+    }
+
     /// Bounds every write (a client that stops reading is dropped).
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match &self.0 {

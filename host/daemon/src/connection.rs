@@ -14,15 +14,23 @@
 //! shutdown (the thread answers what it has read, then says why it closes),
 //! and shuts the socket if the task is aborted. Writes share one lock so
 //! frames never interleave, and every write is bounded by the write timeout.
+//!
+//! A peer that breaks the protocol is answered and closed, never served
+//! further: a request its role may not send, a second Hello, a frame that
+//! does not decode, a frame not finished within the frame timeout, silence
+//! past the idle timeout (half-open), and — for a trainer — a step report
+//! for another run than the one this connection registered, or a
+//! registration of another run or model.
 
-use std::io::{BufReader, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::Shutdown;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kasmina_client::codec::{self, FrameDecoder, FrameError, LENGTH_PREFIX_BYTES};
-use leyline::api::{ApiError, ApiErrorCode, KasminaApi};
+use leyline::api::{ApiError, ApiErrorCode, HostRegistration, KasminaApi};
 use leyline::protocol::{ClientFrame, PROTOCOL_VERSION, RequestBody, ResponseBody, Role, ServerFrame};
 use leyline::{TelemetryEvent, TelemetryLevel};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -146,6 +154,8 @@ pub(crate) async fn serve<L: Listener>(
         local: Some(receivers),
         pushed_tx: Some(pushed_tx),
         level_tx,
+        bound: None,
+        read_timeout: None,
         _done: done_tx,
     };
     let spawned = std::thread::Builder::new().name("kasmina-conn".into()).spawn(move || conn.run());
@@ -301,8 +311,37 @@ struct Conn {
     /// Hands the receivers to the task when the client subscribes.
     pushed_tx: Option<oneshot::Sender<TelemetryReceivers>>,
     level_tx: watch::Sender<TelemetryLevel>,
+    /// The run and model this trainer connection registered, once it has.
+    bound: Option<Binding>,
+    /// The read timeout last set on the socket.
+    read_timeout: Option<Duration>,
     /// Dropped when the thread ends: tells the task the connection is over.
     _done: oneshot::Sender<()>,
+}
+
+/// What a trainer connection registered: it reports for this run only and
+/// may re-register (to resynchronise) only the same run and model.
+struct Binding {
+    run: String,
+    /// Sites, slots and world size, encoded: the model's shape as declared.
+    model: Vec<u8>,
+}
+
+impl Binding {
+    fn of(reg: &HostRegistration) -> Binding {
+        // Held seeds and checkpoints change between registrations; the model does not.
+        let model = postcard::to_stdvec(&(&reg.sites, &reg.slots, reg.world_size)).unwrap_or_default();
+        Binding { run: reg.training_run_id.clone(), model }
+    }
+}
+
+/// Why the connection thread stopped reading.
+enum ReadStop {
+    Frame(FrameError),
+    /// A frame was started and not finished in time.
+    FrameTimeout(Duration),
+    /// Nothing arrived between frames for this long.
+    Idle(Duration),
 }
 
 impl Conn {
@@ -312,22 +351,28 @@ impl Conn {
         let mut held = 0usize;
         let mut decoder = FrameDecoder::new(settings.max_request_bytes);
         let end = loop {
-            let frame = codec::read_frame_blocking::<_, ClientFrame>(&mut self.reader, &mut decoder);
+            let frame = self.next_frame(&mut decoder);
             let stopping = self.stopping.load(Ordering::SeqCst);
             match frame {
                 Ok(ClientFrame::Request { correlation_id: id, body }) => {
-                    let subscribe = match (&body, check_role(self.role, &body)) {
-                        (_, Err(err)) => {
-                            push_frame(
-                                ServerFrame::Response { correlation_id: id, body: Err(err) },
-                                &mut out,
-                                &settings,
-                            );
-                            None
-                        }
-                        (RequestBody::SubscribeTelemetry { min_level }, Ok(())) => Some(*min_level),
-                        (_, Ok(())) => {
+                    if let Err(err) = check_role(self.role, &body).and_then(|()| self.check_binding(&body)) {
+                        // A refusal with the request's id, then the close.
+                        tracing::warn!(role = self.role.as_str(), %err, "kasmina.daemon.protocol_violation");
+                        let closing = ApiError::new(err.code, format!("protocol violation: {}", err.message));
+                        push_frame(ServerFrame::Response { correlation_id: id, body: Err(err) }, &mut out, &settings);
+                        break End::Close(closing);
+                    }
+                    let subscribe = match &body {
+                        RequestBody::SubscribeTelemetry { min_level } => Some(*min_level),
+                        _ => {
+                            let registering = match &body {
+                                RequestBody::RegisterHost(reg) if self.bound.is_none() => Some(Binding::of(reg)),
+                                _ => None,
+                            };
                             let answer = self.answer(body);
+                            if answer.is_ok() && registering.is_some() {
+                                self.bound = registering;
+                            }
                             push_frame(ServerFrame::Response { correlation_id: id, body: answer }, &mut out, &settings);
                             None
                         }
@@ -357,10 +402,27 @@ impl Conn {
                 Err(_) if stopping => {
                     break End::Close(ApiError::new(ApiErrorCode::ShuttingDown, "server shutting down"));
                 }
-                Err(FrameError::Eof) => break End::Quiet,
-                Err(err) => {
+                Err(ReadStop::Frame(FrameError::Eof)) => break End::Quiet,
+                Err(ReadStop::Frame(err)) => {
                     tracing::warn!(%err, "kasmina.daemon.bad_frame");
                     break End::Close(ApiError::new(ApiErrorCode::BadRequest, format!("bad frame: {err}")));
+                }
+                Err(ReadStop::FrameTimeout(limit)) => {
+                    tracing::warn!(limit_ms = limit.as_millis() as u64, "kasmina.daemon.frame_timeout");
+                    break End::Close(ApiError::new(
+                        ApiErrorCode::BadRequest,
+                        format!("frame not completed within {} ms", limit.as_millis()),
+                    ));
+                }
+                Err(ReadStop::Idle(limit)) => {
+                    tracing::info!(limit_ms = limit.as_millis() as u64, "kasmina.daemon.idle_reaped");
+                    break End::Close(ApiError::new(
+                        ApiErrorCode::Transport,
+                        format!(
+                            "no frame for {} ms: closing an idle connection (reconnect to go on)",
+                            limit.as_millis()
+                        ),
+                    ));
                 }
             }
             held += 1;
@@ -382,6 +444,79 @@ impl Conn {
                 push_frame(ServerFrame::Closing(reason), &mut out, &settings);
                 self.writer.finish(&out);
             }
+        }
+    }
+
+    /// Reads the next frame through the one [`FrameDecoder`], enforcing the
+    /// frame deadline (from a frame's first byte) and the idle deadline
+    /// (between frames, unless subscribed). The socket's read timeout is
+    /// set only when a read will reach the socket.
+    fn next_frame(&mut self, decoder: &mut FrameDecoder) -> Result<ClientFrame, ReadStop> {
+        let settings = &self.shared.settings;
+        let (frame_limit, idle_limit) = (settings.frame_timeout, settings.idle_timeout);
+        let waiting_since = Instant::now();
+        let mut started: Option<Instant> = None;
+        loop {
+            if let Some(frame) = decoder.pop().map_err(ReadStop::Frame)? {
+                return Ok(frame);
+            }
+            if started.is_none() && !decoder.is_between_frames() {
+                started = Some(Instant::now());
+            }
+            let timeout = match started {
+                Some(t0) => Some(remaining(frame_limit, t0).ok_or(ReadStop::FrameTimeout(frame_limit))?),
+                // A subscriber's receivers were handed to the task: it only reads.
+                None if self.local.is_none() => None,
+                None => match idle_limit {
+                    Some(limit) => {
+                        remaining(limit, waiting_since).ok_or(ReadStop::Idle(limit))?;
+                        // The whole limit, not what is left: the value then
+                        // stays put and the socket option is not set per read.
+                        Some(limit)
+                    }
+                    None => None,
+                },
+            };
+            if self.reader.buffer().is_empty() && timeout != self.read_timeout {
+                self.reader.get_ref().set_read_timeout(timeout).map_err(|e| ReadStop::Frame(e.into()))?;
+                self.read_timeout = timeout;
+            }
+            let available = match self.reader.fill_buf() {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // The loop re-checks the deadlines.
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+                Err(e) => return Err(ReadStop::Frame(e.into())),
+            };
+            if available.is_empty() {
+                return Err(ReadStop::Frame(decoder.end_of_stream()));
+            }
+            let used = decoder.feed(available).map_err(ReadStop::Frame)?;
+            self.reader.consume(used);
+        }
+    }
+
+    /// Once a trainer connection has registered, it reports for that run
+    /// only and may re-register (resynchronise) only that run with the same
+    /// model. Before it registers, the host itself refuses a report for a
+    /// run it does not hold.
+    fn check_binding(&self, body: &RequestBody) -> Result<(), ApiError> {
+        let refuse = |message: String| Err(ApiError::new(ApiErrorCode::BadRequest, message));
+        match (body, &self.bound) {
+            (RequestBody::StepReport(report), Some(bound)) if report.training_run_id != bound.run => refuse(format!(
+                "step report for run {:?} on a connection bound to run {:?}",
+                report.training_run_id, bound.run
+            )),
+            (RequestBody::RegisterHost(reg), Some(bound)) if reg.training_run_id != bound.run => refuse(format!(
+                "registration of run {:?} on a connection bound to run {:?} (use a new connection)",
+                reg.training_run_id, bound.run
+            )),
+            (RequestBody::RegisterHost(reg), Some(bound)) if Binding::of(reg).model != bound.model => refuse(format!(
+                "registration of a different model (sites, slots or world size) for run {:?} on a connection \
+                 bound to the model it registered first (use a new connection)",
+                reg.training_run_id
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -408,6 +543,13 @@ impl Conn {
             Err(ApiError::new(ApiErrorCode::Internal, "the host panicked while serving this request"))
         })
     }
+}
+
+/// Time left of `limit` since `since`; `None` once it has run out. Never
+/// zero (a zero socket timeout is an error).
+fn remaining(limit: Duration, since: Instant) -> Option<Duration> {
+    let left = limit.checked_sub(since.elapsed())?;
+    if left.is_zero() { None } else { Some(left.max(Duration::from_millis(1))) }
 }
 
 /// Whether `buffered` starts with a complete frame (length prefix and all).

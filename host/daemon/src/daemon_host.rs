@@ -7,6 +7,23 @@
 //! the new base. State-changing calls (commands, registration, step
 //! reports) are serialised so each call's records form one group ending
 //! in a boundary record, and each returns only once that group is durable.
+//!
+//! When the journal fails (a full disk, a failed write or fsync) the call
+//! it failed in is refused — a command with reason `journal_unavailable`,
+//! a registration or step report with an error saying so — and never
+//! acknowledged, and the daemon keeps serving. (If the journal cannot even
+//! be reopened to cut what the call wrote, the call ends in an error that
+//! says its outcome is unknown, as for a call in flight at a crash.)
+//! Recovery is bounded:
+//! 1. at once, the journal is reopened through the last acknowledged
+//!    record (cutting what the refused call wrote) and the seed state is
+//!    rewound to it (`SeedManager::rewind`), so nothing the refused call
+//!    changed is visible or can reach a later snapshot;
+//! 2. then, and on later state-changing calls at most once per
+//!    [`JOURNAL_RETRY_INTERVAL_MS`], the journal is compacted into a fresh
+//!    segment with a snapshot; once that is durable, calls are taken
+//!    again. Until then each is refused `journal_unavailable`; reads
+//!    (`seed_states`, `status`, telemetry) keep working throughout.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,15 +32,15 @@ use kasmina::seeds::STEP_ATTEMPTS;
 use kasmina::seeds::restore::RestoreReport;
 use kasmina::{EmbeddedHost, HmacKey, HostBuilder, Settings};
 use kasmina_core::{Clock, SystemClock};
-use kasmina_journal::{DecisionJournal, JournalConfig, RecoveryReport, decision_journal_config};
+use kasmina_journal::{DecisionJournal, FsStorage, JournalConfig, RecoveryReport, Storage, decision_journal_config};
 use leyline::api::{
     ApiError, ApiErrorCode, GraftDirective, HostRegistration, HostStatus, KasminaApi, KernelArtifact, StepReport,
     TelemetryListener, TrainerSettings,
 };
 use leyline::journal::JournalRecord;
-use leyline::{AdaptationCommand, Outcome, SeedState, TelemetryEvent};
+use leyline::{AdaptationCommand, Outcome, ReasonCode, SeedState, TelemetryEvent};
 
-use crate::recorder::{JournalRecorder, SnapshotParts};
+use crate::recorder::{JOURNAL_RETRY_INTERVAL_MS, JournalRecorder, SnapshotParts};
 
 /// Why the daemon's control plane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +86,9 @@ pub struct StartOptions {
     pub journal_dir: Option<PathBuf>,
     /// Journal limits (segment size, compaction threshold).
     pub journal_config: JournalConfig,
+    /// What the journal writes through: the real file system, or a test's
+    /// simulated disk (`kasmina_journal::storage::sim::SimStorage`).
+    pub journal_storage: Arc<dyn Storage>,
     /// Key to use instead of the settings' key file / environment.
     pub key: Option<HmacKey>,
     /// Clock (tests inject one).
@@ -83,6 +103,7 @@ impl StartOptions {
             urza_dir: None,
             journal_dir: None,
             journal_config: decision_journal_config(),
+            journal_storage: Arc::new(FsStorage),
             key: None,
             clock: Arc::new(SystemClock),
         }
@@ -159,7 +180,7 @@ impl std::fmt::Debug for DaemonHost {
 impl DaemonHost {
     /// Builds the host; with a journal, recovers and restores first.
     pub fn start(options: StartOptions) -> Result<(Self, Option<StartReport>), StartError> {
-        let StartOptions { settings, urza_dir, journal_dir, journal_config, key, clock } = options;
+        let StartOptions { settings, urza_dir, journal_dir, journal_config, journal_storage, key, clock } = options;
         let mut builder = HostBuilder::new(settings).clock(Arc::clone(&clock));
         if let Some(key) = key {
             builder = builder.hmac_key(key);
@@ -171,7 +192,7 @@ impl DaemonHost {
             let host = Arc::new(builder.build()?);
             return Ok((DaemonHost { host, recorder: None, serial: Mutex::new(()) }, None));
         };
-        let (journal, entries, recovery) = DecisionJournal::open(&dir, journal_config)
+        let (journal, entries, recovery) = DecisionJournal::open_on(journal_storage, &dir, journal_config)
             .map_err(|source| StartError::Journal { dir: dir.clone(), source })?;
         if let Some(torn) = &recovery.torn_tail {
             tracing::warn!(segment = %torn.segment.display(), offset = torn.offset, bytes_cut = torn.bytes_cut, defect = %torn.defect, "kasmina.daemon.journal_tail_cut");
@@ -216,27 +237,107 @@ impl DaemonHost {
         self.recorder.as_ref()
     }
 
-    /// Runs one state-changing call: serialised, refused once the journal
-    /// failed, and answered only after its records are durable.
+    /// Runs one state-changing call: serialised, and answered only after
+    /// its records are durable. `Err`: the journal is unavailable (see
+    /// [`JournalRefusal`]).
     fn mutate<T>(
         &self,
         step: Option<u64>,
         call: impl FnOnce(&EmbeddedHost) -> Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
+    ) -> Result<Result<T, ApiError>, JournalRefusal> {
         let _serial = self.serial.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(recorder) = &self.recorder else { return call(&self.host) };
+        let Some(recorder) = &self.recorder else { return Ok(call(&self.host)) };
         if let Some(why) = recorder.failure() {
-            return Err(journal_down(&why));
+            if !recorder.retry_due() {
+                return Err(JournalRefusal::NotApplied(why));
+            }
+            // The call has not run: whatever the attempt gives, it is refused whole.
+            self.recover(recorder).map_err(|e| JournalRefusal::NotApplied(e.to_string()))?;
         }
         if let Some(step) = step {
             recorder.set_step(step);
         }
         let result = call(&self.host);
-        recorder
-            .finish_call(|| self.host.manager().progress_state(), || snapshot_parts(&self.host))
-            .map_err(|why| journal_down(&why))?;
-        result
+        if let Err(why) = recorder.finish_call(|| self.host.manager().progress_state(), || snapshot_parts(&self.host)) {
+            // Nothing of the refused call may stay visible or reach a later
+            // snapshot: rewind now (reads and truncation work on a full
+            // disk); resuming may have to wait for space.
+            return Err(match self.recover(recorder) {
+                Ok(()) | Err(RecoverError::Resume(_)) => JournalRefusal::NotApplied(why),
+                Err(RecoverError::Rewind(still)) => JournalRefusal::Unknown(format!("{why}; {still}")),
+            });
+        }
+        Ok(result)
     }
+
+    /// One recovery attempt (see the module docs): reopen through the last
+    /// acknowledged record, rewind the seeds to it, compact. Called with
+    /// the serial lock held.
+    fn recover(&self, recorder: &JournalRecorder) -> Result<(), RecoverError> {
+        let (records, report) = recorder.reopen().map_err(RecoverError::Rewind)?;
+        let rewound = self
+            .host
+            .manager()
+            .rewind(&records)
+            .map_err(|e| RecoverError::Rewind(format!("rewinding seed state to the journal failed: {e}")))?;
+        tracing::warn!(discarded = report.discarded, seeds = rewound.seeds, "kasmina.daemon.journal_rewound");
+        recorder.resume(snapshot_parts(&self.host)).map_err(RecoverError::Resume)
+    }
+}
+
+/// Why a state-changing call was not taken.
+#[derive(Debug)]
+enum JournalRefusal {
+    /// Nothing of the call was applied, in memory or on disk: either it
+    /// never ran, or what it wrote was cut from the journal and its effects
+    /// rewound. The answer is definitive.
+    NotApplied(String),
+    /// The journal failed during the call and could not even be reopened
+    /// to cut what the call wrote: it is in memory rolled forward and may
+    /// or may not be on disk, like a call in flight at a crash. Whatever
+    /// recovers next (a later attempt, or a restart) decides, from the
+    /// journal.
+    Unknown(String),
+}
+
+/// Why a recovery attempt failed, and how far it got.
+#[derive(Debug)]
+enum RecoverError {
+    /// Before anything was cut or rewound.
+    Rewind(String),
+    /// After the cut and the rewind: only taking calls again failed.
+    Resume(String),
+}
+
+impl std::fmt::Display for RecoverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecoverError::Rewind(why) | RecoverError::Resume(why) => f.write_str(why),
+        }
+    }
+}
+
+impl JournalRefusal {
+    /// The error a registration or step report gets.
+    fn into_api_error(self) -> ApiError {
+        let message = match self {
+            JournalRefusal::NotApplied(why) => format!("{}: {}", ReasonCode::JournalUnavailable, not_applied(&why)),
+            JournalRefusal::Unknown(why) => format!("{}: {}", ReasonCode::JournalUnavailable, unknown(&why)),
+        };
+        ApiError::new(ApiErrorCode::Internal, message)
+    }
+}
+
+fn not_applied(why: &str) -> String {
+    format!(
+        "{why}; nothing of this call was applied. The daemon retries its journal on later calls (at most every {JOURNAL_RETRY_INTERVAL_MS} ms) and takes calls again once it can write (free disk space)"
+    )
+}
+
+fn unknown(why: &str) -> String {
+    format!(
+        "{why}; the journal could not be reopened, so whether this call is durable is unknown (as for a call in flight at a crash) until the daemon recovers its journal; check the seed states then"
+    )
 }
 
 /// What a journal snapshot of `host` holds.
@@ -248,22 +349,22 @@ fn snapshot_parts(host: &EmbeddedHost) -> SnapshotParts {
     }
 }
 
-fn journal_down(why: &str) -> ApiError {
-    ApiError::new(
-        ApiErrorCode::Internal,
-        format!("{why}; the daemon refuses state changes until it is restarted (restart recovers the journal)"),
-    )
-}
-
 impl KasminaApi for DaemonHost {
     fn submit_command(&self, command: AdaptationCommand) -> Result<Outcome, ApiError> {
         // Plugins are asked before the call's turn: only applying the
         // decision and journaling it are serialised.
+        let id = command.command_id.clone();
         let prepared = self.host.prepare_command(command);
-        self.mutate(None, |h| Ok(h.apply_command(prepared)))
+        match self.mutate(None, |h| Ok(h.apply_command(prepared))) {
+            Ok(answer) => answer,
+            Err(JournalRefusal::NotApplied(why)) => {
+                Ok(Outcome::rejected(ReasonCode::JournalUnavailable, not_applied(&why)).with("command_id", id.as_str()))
+            }
+            Err(unknown) => Err(unknown.into_api_error()),
+        }
     }
     fn register_host(&self, registration: HostRegistration) -> Result<TrainerSettings, ApiError> {
-        self.mutate(None, |h| h.register_host(registration))
+        self.mutate(None, |h| h.register_host(registration)).map_err(JournalRefusal::into_api_error)?
     }
     fn fetch_kernel(&self, blueprint_id: &str) -> Result<KernelArtifact, ApiError> {
         self.host.fetch_kernel(blueprint_id)
@@ -276,7 +377,10 @@ impl KasminaApi for DaemonHost {
         for attempt in 1..=STEP_ATTEMPTS {
             let prepared = self.host.prepare_step(&report);
             let last_try = attempt == STEP_ATTEMPTS;
-            if let Some(directives) = self.mutate(Some(step), |h| h.apply_step(&report, prepared, last_try))? {
+            let applied = self
+                .mutate(Some(step), |h| h.apply_step(&report, prepared, last_try))
+                .map_err(JournalRefusal::into_api_error)?;
+            if let Some(directives) = applied? {
                 return Ok(directives);
             }
         }

@@ -18,7 +18,16 @@
 //!
 //! A journal failure cannot be returned through the recorder trait; it is
 //! kept, logged, and reported by `finish_call`, which the daemon turns into
-//! an error for that call and a refusal of every later state change.
+//! a `journal_unavailable` refusal of that call. Recovery (driven by the
+//! daemon, see `daemon_host`) is bounded and keeps one rule: nothing a
+//! refused call wrote may outlive it. [`JournalRecorder::reopen`] reopens
+//! the journal through the last record of the last acknowledged call
+//! ([`JournalRecorder::acknowledged`]), cutting what came after it;
+//! [`JournalRecorder::resume`] compacts into a fresh segment (so a disk
+//! that filled up gets the old segments back as free space) and only then
+//! takes calls again. Attempts are at least [`JOURNAL_RETRY_INTERVAL_MS`]
+//! apart, so a flood of calls against a full disk re-reads the journal at
+//! most a few times a second.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,9 +37,15 @@ use std::time::Instant;
 use kasmina::gates::GateDecision;
 use kasmina::seeds::DecisionRecorder;
 use kasmina_core::Clock;
-use kasmina_journal::{DecisionJournal, JournalError};
+use kasmina_journal::{DecisionJournal, JournalError, RecoveryReport, Seq};
 use leyline::journal::{JournalRecord, LiveNonce, ProgressState};
 use leyline::{AdaptationCommand, CommandPayload, Outcome, SeedOperation, SeedStage, SeedState};
+
+/// Least time between two attempts to recover a failed journal: each
+/// attempt re-reads the journal (at most `compact_after_bytes`, 64 MiB by
+/// default), and half a second keeps that off a disk that is still full
+/// while bringing the daemon back soon after space returns.
+pub const JOURNAL_RETRY_INTERVAL_MS: u64 = 500;
 
 /// Journal counters for `/metrics`.
 #[derive(Debug, Default)]
@@ -51,14 +66,26 @@ pub struct JournalStats {
     pub gates_passed: AtomicU64,
     /// Gate verdicts recorded, failed.
     pub gates_failed: AtomicU64,
+    /// Journal failures (each refuses the call it happened in).
+    pub failures: AtomicU64,
+    /// Recoveries: the journal reopened and taking calls again.
+    pub recoveries: AtomicU64,
+    /// Records of refused calls cut when the journal was reopened.
+    pub discarded_records: AtomicU64,
 }
 
 struct Inner {
     journal: DecisionJournal,
     /// Transitions appended since the last boundary record.
     dirty: bool,
-    /// The first failure; once set nothing more is written.
+    /// The first failure since the last recovery; while set nothing more
+    /// is written.
     failure: Option<String>,
+    /// Sequence number of the last record of the last call that was
+    /// answered (0: none yet).
+    acknowledged: u64,
+    /// No recovery attempt before this time (clock ms).
+    retry_at_ms: u64,
     /// The progress the last boundary recorded (a Progress record is
     /// written only when it changed).
     last_progress: Option<ProgressState>,
@@ -104,7 +131,15 @@ impl JournalRecorder {
             remember_germination(&mut germinations, record);
         }
         JournalRecorder {
-            inner: Mutex::new(Inner { journal, dirty: false, failure: None, last_progress: None, germinations }),
+            inner: Mutex::new(Inner {
+                acknowledged: journal.next_seq().0 - 1,
+                journal,
+                dirty: false,
+                failure: None,
+                retry_at_ms: 0,
+                last_progress: None,
+                germinations,
+            }),
             clock,
             stats: JournalStats::default(),
             step: AtomicU64::new(0),
@@ -148,10 +183,7 @@ impl JournalRecorder {
             let now = progress();
             if inner.last_progress.as_ref() == Some(&now) { Ok(()) } else { self.write_progress(&mut inner, now) }
         };
-        match result {
-            Ok(()) => Ok(()),
-            Err(err) => Err(fail(&mut inner, err)),
-        }
+        self.conclude(&mut inner, result)
     }
 
     /// Writes a durable snapshot now (daemon start: the restored state
@@ -162,9 +194,81 @@ impl JournalRecorder {
         if let Some(why) = &inner.failure {
             return Err(why.clone());
         }
-        match self.write_snapshot(&mut inner, state) {
-            Ok(()) => Ok(()),
-            Err(err) => Err(fail(&mut inner, err)),
+        let result = self.write_snapshot(&mut inner, state);
+        self.conclude(&mut inner, result)
+    }
+
+    /// The last record of the last answered call: what a recovery keeps.
+    pub fn acknowledged(&self) -> Seq {
+        Seq(self.lock().acknowledged)
+    }
+
+    /// Whether the journal failed and a recovery attempt is due (one per
+    /// [`JOURNAL_RETRY_INTERVAL_MS`]).
+    pub fn retry_due(&self) -> bool {
+        let inner = self.lock();
+        inner.failure.is_some() && self.clock.now_ms() >= inner.retry_at_ms
+    }
+
+    /// First half of a recovery: reopens the journal through
+    /// [`acknowledged`](Self::acknowledged), cutting (durably) every record
+    /// a refused call left after it, and returns the records kept — the
+    /// state the daemon rewinds to. Needs reads and truncation only, which
+    /// a full disk still allows. The journal stays failed until
+    /// [`resume`](Self::resume).
+    pub fn reopen(&self) -> Result<(Vec<JournalRecord>, RecoveryReport), String> {
+        let mut inner = self.lock();
+        inner.retry_at_ms = self.clock.now_ms().saturating_add(JOURNAL_RETRY_INTERVAL_MS);
+        let storage = std::sync::Arc::clone(inner.journal.storage());
+        let dir = inner.journal.dir().to_path_buf();
+        let config = inner.journal.config().clone();
+        let (journal, entries, report) = DecisionJournal::open_through(storage, &dir, config, Seq(inner.acknowledged))
+            .map_err(|e| format!("reopening the decision journal failed: {e}"))?;
+        let records: Vec<JournalRecord> = entries.into_iter().map(|e| e.record).collect();
+        // The refused call may have been a GERMINATE: remember only what was kept.
+        inner.germinations.clear();
+        for record in &records {
+            remember_germination(&mut inner.germinations, record);
+        }
+        inner.journal = journal;
+        inner.dirty = false;
+        inner.last_progress = None;
+        self.stats.discarded_records.fetch_add(report.discarded, Ordering::Relaxed);
+        tracing::warn!(records = records.len(), discarded = report.discarded, "kasmina.journal.reopened");
+        Ok((records, report))
+    }
+
+    /// Second half of a recovery: compacts into a fresh segment holding a
+    /// snapshot of `state` (the daemon's state, rewound to what the journal
+    /// kept) and takes calls again. On failure the journal stays failed and
+    /// the next attempt starts again with [`reopen`](Self::reopen).
+    pub fn resume(&self, state: SnapshotParts) -> Result<(), String> {
+        let mut inner = self.lock();
+        let result = self.compact(&mut inner, state);
+        if let Err(err) = result {
+            let why = format!("decision journal failed: {err}");
+            tracing::warn!(%why, "kasmina.journal.recovery_failed");
+            inner.failure = Some(why.clone());
+            return Err(why);
+        }
+        inner.failure = None;
+        inner.acknowledged = inner.journal.next_seq().0 - 1;
+        self.stats.recoveries.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(bytes = inner.journal.total_bytes(), "kasmina.journal.recovered");
+        Ok(())
+    }
+
+    /// Ends a call: on success its records become the acknowledged ones;
+    /// on failure the journal stops taking records until a recovery.
+    fn conclude(&self, inner: &mut Inner, result: Result<(), JournalError>) -> Result<(), String> {
+        match result {
+            Ok(()) if inner.failure.is_none() => {
+                inner.acknowledged = inner.journal.next_seq().0 - 1;
+                Ok(())
+            }
+            // A decision appended during the call failed (see `record`).
+            Ok(()) => Err(inner.failure.clone().unwrap_or_default()),
+            Err(err) => Err(self.fail(inner, err)),
         }
     }
 
@@ -193,8 +297,11 @@ impl JournalRecorder {
         Ok(())
     }
 
-    /// Snapshot into a fresh segment, old segments deleted, then the
-    /// germinations of seeds still holding a blueprint re-appended.
+    /// Into a fresh segment: the accepted GERMINATE of every seed still
+    /// holding a blueprint, then the snapshot (durable), then the old
+    /// segments deleted. The germinations go first so that no crash point
+    /// leaves the snapshot without them (the blend spec and mesh of an
+    /// active seed are rebuilt from its germinate record).
     fn compact(&self, inner: &mut Inner, state: SnapshotParts) -> Result<(), JournalError> {
         let SnapshotParts { seeds, progress, nonces } = state;
         let keep: Vec<JournalRecord> = seeds
@@ -205,17 +312,14 @@ impl JournalRecorder {
         let record =
             JournalRecord::Snapshot { seeds, progress: progress.clone(), nonces, recorded_at_ms: self.clock.now_ms() };
         let started = Instant::now();
-        inner.journal.compact(&record)?;
+        inner.journal.compact_with(&keep, &record)?;
         self.count_sync(started);
+        self.stats.appends.fetch_add(keep.len() as u64 + 1, Ordering::Relaxed);
         self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
         self.stats.compactions.fetch_add(1, Ordering::Relaxed);
         inner.dirty = false;
         inner.last_progress = Some(progress);
-        let n = keep.len();
-        for (i, record) in keep.iter().enumerate() {
-            self.append(inner, record, i + 1 == n)?;
-        }
-        tracing::info!(bytes = inner.journal.total_bytes(), germinations = n, "kasmina.journal.compacted");
+        tracing::info!(bytes = inner.journal.total_bytes(), germinations = keep.len(), "kasmina.journal.compacted");
         Ok(())
     }
 
@@ -255,9 +359,19 @@ impl JournalRecorder {
                 }
             }
             Err(err) => {
-                fail(&mut inner, err);
+                self.fail(&mut inner, err);
             }
         }
+    }
+
+    /// Records the first failure since the last recovery.
+    fn fail(&self, inner: &mut Inner, err: JournalError) -> String {
+        let why = format!("decision journal failed: {err}");
+        tracing::error!(%why, "kasmina.journal.failed");
+        if inner.failure.is_none() {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        inner.failure.get_or_insert(why).clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -265,12 +379,6 @@ impl JournalRecorder {
         // stays coherent across a panic.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-fn fail(inner: &mut Inner, err: JournalError) -> String {
-    let why = format!("decision journal failed: {err}");
-    tracing::error!(%why, "kasmina.journal.failed");
-    inner.failure.get_or_insert(why).clone()
 }
 
 fn remember_germination(germinations: &mut BTreeMap<String, JournalRecord>, record: &JournalRecord) {

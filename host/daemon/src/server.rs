@@ -22,8 +22,8 @@ use crate::connection::{self, Shared};
 use crate::telemetry::TelemetryHub;
 
 pub use crate::transport::{
-    BlockingStream, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_OUTGOING_QUEUE,
-    DEFAULT_WRITE_TIMEOUT, Listener, ServerSettings,
+    BlockingStream, DEFAULT_FRAME_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_OUTGOING_QUEUE, DEFAULT_WRITE_TIMEOUT, Listener, ServerSettings,
 };
 
 /// Why the server could not start or run.

@@ -25,6 +25,15 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 32;
 pub const DEFAULT_OUTGOING_QUEUE: usize = 256;
 /// Default time a client has to send Hello.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time a client has to finish a frame once its first byte arrived:
+/// a peer that starts a frame and stalls (or trickles it) is closed.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a connection may stay silent between frames before it is
+/// closed as half-open (a peer gone without a close, e.g. over TCP). Long,
+/// because a trainer may evaluate for minutes between step reports; a
+/// subscribed observer only reads and is never reaped for silence (a dead
+/// one fails the next telemetry write instead).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Default time one write may take before the client is dropped as too slow.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -47,6 +56,12 @@ pub struct ServerSettings {
     pub handshake_timeout: Duration,
     /// Time one write may take before the client is dropped.
     pub write_timeout: Duration,
+    /// Time from a frame's first byte to its last before the client is
+    /// closed (slow or stalled senders).
+    pub frame_timeout: Duration,
+    /// Silence between frames after which a connection that is not
+    /// subscribed to telemetry is closed as half-open; `None`: never.
+    pub idle_timeout: Option<Duration>,
     /// Bound on graceful shutdown.
     pub shutdown_grace: Duration,
     /// Normal telemetry a lagging connection may fall behind by.
@@ -65,6 +80,8 @@ impl Default for ServerSettings {
             outgoing_queue: DEFAULT_OUTGOING_QUEUE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             shutdown_grace: Duration::from_millis(defaults::SHUTDOWN_TIMEOUT_MS),
             telemetry_capacity: defaults::TELEMETRY_QUEUE_CAPACITY,
             critical_capacity: defaults::TELEMETRY_CRITICAL_CAPACITY,
@@ -83,6 +100,8 @@ impl ServerSettings {
             ("outgoing_queue", self.outgoing_queue == 0),
             ("telemetry_capacity", self.telemetry_capacity == 0),
             ("critical_capacity", self.critical_capacity == 0),
+            ("frame_timeout", self.frame_timeout.is_zero()),
+            ("idle_timeout", self.idle_timeout.is_some_and(|t| t.is_zero())),
         ];
         match zero.iter().find(|(_, bad)| *bad) {
             Some((name, _)) => Err(format!("{name} must be > 0")),

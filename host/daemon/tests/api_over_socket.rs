@@ -54,16 +54,23 @@ fn every_api_call_round_trips_and_roles_are_enforced() {
     let status = observer.status().unwrap();
     assert_eq!((status.commands_accepted, status.commands_rejected, status.last_step), (1, 1, Some(3)));
 
-    // Roles: each refusal names the role and the request; the connection stays usable.
-    let err = observer.submit_command(command("c3", "hidden-0", SeedOperation::Cull, true)).unwrap_err();
+    // Roles: each refusal names the role and the request; a request the
+    // role may not send is a protocol violation, so that connection closes
+    // (tests/hostile_peers.rs) and every refusal here uses its own.
+    let err = server.client(Role::Observer).submit_command(command("c3", "hidden-0", SeedOperation::Cull, true));
+    let err = err.unwrap_err();
     assert_eq!(err.code, ApiErrorCode::BadRequest);
     assert!(err.message.contains("observer") && err.message.contains("SubmitCommand"), "{err}");
     assert_eq!(
-        trainer.submit_command(command("c4", "hidden-0", SeedOperation::Cull, true)).unwrap_err().code,
+        server
+            .client(Role::Trainer)
+            .submit_command(command("c4", "hidden-0", SeedOperation::Cull, true))
+            .unwrap_err()
+            .code,
         ApiErrorCode::BadRequest
     );
-    assert_eq!(controller.step_report(step(30)).unwrap_err().code, ApiErrorCode::BadRequest);
-    assert_eq!(observer.register_host(registration()).unwrap_err().code, ApiErrorCode::BadRequest);
+    assert_eq!(server.client(Role::Controller).step_report(step(30)).unwrap_err().code, ApiErrorCode::BadRequest);
+    assert_eq!(server.client(Role::Observer).register_host(registration()).unwrap_err().code, ApiErrorCode::BadRequest);
     assert_eq!(observer.status().unwrap().seeds, 4);
 
     // The trainer's drain sees the telemetry published since it connected.

@@ -25,6 +25,10 @@ fn start(dir: &Path, extra: &str, tweak: impl FnOnce(&mut StartOptions)) -> (Dae
     (host, report.expect("journaled"))
 }
 
+fn stage_in(states: &[leyline::SeedState], seed: &str) -> SeedStage {
+    states.iter().find(|s| s.seed_id == seed).map(|s| s.stage).expect("seed exists")
+}
+
 fn segment(dir: &Path) -> std::path::PathBuf {
     let mut segs: Vec<_> = std::fs::read_dir(dir.join("journal")).unwrap().map(|e| e.unwrap().path()).collect();
     segs.sort();
@@ -99,10 +103,29 @@ fn uncommitted_trailing_records_are_ignored_and_compaction_keeps_state() {
     let segments = std::fs::read_dir(dir.path().join("journal")).unwrap().count();
     assert!(segments <= 3, "old segments deleted: {segments}");
 
-    // An unfinished call: a transition with no boundary after it.
+    // An unfinished call: a transition with no boundary after it, as a
+    // daemon killed between a step's transition and its snapshot leaves.
+    // Applied, it would move hidden-3 to TRAINING.
+    assert_eq!(stage_in(&before, "hidden-3"), SeedStage::Germinated);
+    let config = kasmina_journal::JournalConfig {
+        segment_bytes: 4 * 1024,
+        compact_after_bytes: 8 * 1024,
+        ..kasmina_journal::decision_journal_config()
+    };
+    let (mut journal, _, _) = kasmina_journal::DecisionJournal::open(dir.path().join("journal"), config).unwrap();
+    let trailing = leyline::journal::JournalRecord::Transition {
+        seed_id: "hidden-3".to_owned(),
+        from: SeedStage::Germinated,
+        to: SeedStage::Training,
+        step: 99,
+        reason: "G1 passed (a call that never finished)".to_owned(),
+        recorded_at_ms: 1,
+    };
+    journal.append_durable(&trailing).unwrap();
+    drop(journal);
     let (host, report) = start(dir.path(), "", small);
-    assert_eq!(host.seed_states().unwrap(), before);
-    assert_eq!(report.restore.uncommitted_ignored, 0);
+    assert_eq!(report.restore.uncommitted_ignored, 1, "{report}");
+    assert_eq!(host.seed_states().unwrap(), before, "the trailing transition is not applied");
     drop(host);
     let (entries, _) = journal_tools::read_journal(&dir.path().join("journal")).unwrap();
     assert!(matches!(entries.last().unwrap().record, leyline::journal::JournalRecord::Snapshot { .. }));

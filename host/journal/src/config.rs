@@ -12,7 +12,7 @@ use crate::format::SEGMENT_HEADER_LEN;
 pub const DEFAULT_MAX_RECORD_BYTES: u32 = 1 << 20;
 /// Default segment size before rotation.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
-/// Default total size above which [`Journal::needs_compaction`] says yes.
+/// Default total size above which [`Journal::needs_compaction`](crate::Journal::needs_compaction) says yes.
 pub const DEFAULT_COMPACT_AFTER_BYTES: u64 = 64 << 20;
 
 /// Limits and identity of a journal.

@@ -118,4 +118,7 @@ pub struct RecoveryReport {
     pub records: u64,
     /// The tail that was cut, if any.
     pub torn_tail: Option<TornTail>,
+    /// Intact records cut because they came after the point the owner
+    /// acknowledged ([`crate::Journal::open_through`]); 0 otherwise.
+    pub discarded: u64,
 }

@@ -1,10 +1,9 @@
 //! The append-only journal: open (with recovery), append, fsync, rotate,
-//! compact.
+//! compact. Every file-system call goes through the [`Storage`] seam.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -12,17 +11,19 @@ use serde::de::DeserializeOwned;
 use crate::config::{Entry, JournalConfig, Seq};
 use crate::error::{JournalError, RecoveryReport};
 use crate::format::{self, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader};
-use crate::recovery::{self, SegmentFile};
+use crate::recovery::{self, ScanOptions, SegmentFile};
+use crate::storage::{FsStorage, Storage, StorageFile};
 
 /// An open journal of records of type `R`. Not internally synchronised:
 /// the owner serialises appends (they must be ordered anyway).
 #[derive(Debug)]
 pub struct Journal<R> {
+    storage: Arc<dyn Storage>,
     dir: PathBuf,
     config: JournalConfig,
     /// Every segment, oldest first; the last one is open for appending.
     segments: Vec<SegmentFile>,
-    file: File,
+    file: Box<dyn StorageFile>,
     next_seq: u64,
     poisoned: Option<String>,
     scratch: Vec<u8>,
@@ -30,49 +31,94 @@ pub struct Journal<R> {
 }
 
 impl<R: Serialize + DeserializeOwned> Journal<R> {
-    /// Opens (creating if needed) the journal in directory `dir`: reads every
-    /// segment, cuts a torn tail of the newest one, and returns the intact
-    /// records in order with a report of what was found.
+    /// Opens (creating if needed) the journal in directory `dir` of the
+    /// real file system: reads every segment, cuts a torn tail of the newest
+    /// one, and returns the intact records in order with a report of what
+    /// was found.
     pub fn open(
         dir: impl AsRef<Path>,
         config: JournalConfig,
     ) -> Result<(Self, Vec<Entry<R>>, RecoveryReport), JournalError> {
+        Self::open_on(Arc::new(FsStorage), dir, config)
+    }
+
+    /// [`Journal::open`] on any storage (tests put a simulated disk here).
+    pub fn open_on(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+        config: JournalConfig,
+    ) -> Result<(Self, Vec<Entry<R>>, RecoveryReport), JournalError> {
+        Self::recover(storage, dir.as_ref(), config, None)
+    }
+
+    /// Opens like [`Journal::open_on`] and also cuts, durably, every record
+    /// after `last`: what the owner wrote but never acknowledged before a
+    /// write or fsync failed. Records are counted in
+    /// [`RecoveryReport::discarded`]. A journal holding fewer records than
+    /// `last` is opened as it is (records that were never synced can be
+    /// gone after a power cut).
+    pub fn open_through(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+        config: JournalConfig,
+        last: Seq,
+    ) -> Result<(Self, Vec<Entry<R>>, RecoveryReport), JournalError> {
+        Self::recover(storage, dir.as_ref(), config, Some(last.0))
+    }
+
+    fn recover(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        config: JournalConfig,
+        keep_through: Option<u64>,
+    ) -> Result<(Self, Vec<Entry<R>>, RecoveryReport), JournalError> {
         config.validate()?;
-        let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| JournalError::io(&dir, e))?;
-        let found = recovery::list_segments(&dir)?;
+        let dir = dir.to_path_buf();
+        storage.create_dir_all(&dir).map_err(|e| JournalError::io(&dir, e))?;
+        let found = recovery::list_segments_in(storage.as_ref(), &dir)?;
         let mut records = Vec::new();
-        let mut report = RecoveryReport { segments: found.len(), records: 0, torn_tail: None };
+        let mut report = RecoveryReport { segments: found.len(), records: 0, torn_tail: None, discarded: 0 };
         let mut segments = Vec::with_capacity(found.len() + 1);
         let mut next_seq: Option<u64> = None;
+        let mut dir_changed = false;
         let count = found.len();
         for (i, mut seg) in found.into_iter().enumerate() {
-            let scan = recovery::scan_segment(&seg, i + 1 == count, next_seq, &config, &mut records)?;
+            if keep_through.is_some_and(|last| next_seq.is_some_and(|next| next > last)) {
+                // Everything in it comes after the acknowledged point.
+                report.discarded += recovery::count_segment_records(storage.as_ref(), &seg, &config);
+                storage.remove(&seg.path).map_err(|e| JournalError::io(&seg.path, e))?;
+                dir_changed = true;
+                continue;
+            }
+            let options =
+                ScanOptions { is_last: i + 1 == count, expected_first: next_seq, keep_through, config: &config };
+            let scan = recovery::scan_segment(storage.as_ref(), &seg, options, &mut records)?;
             next_seq = Some(scan.next_seq);
+            report.discarded += scan.discarded;
             if scan.torn_tail.is_some() {
                 report.torn_tail = scan.torn_tail;
+                dir_changed = true;
             }
             if !scan.removed {
                 seg.len = scan.len;
                 segments.push(seg);
             }
         }
-        if report.torn_tail.is_some() {
-            sync_dir(&dir)?;
+        if dir_changed {
+            sync_dir(storage.as_ref(), &dir)?;
         }
         report.records = records.len() as u64;
         let next_seq = next_seq.unwrap_or(1);
         let file = match segments.last() {
-            Some(active) => {
-                OpenOptions::new().append(true).open(&active.path).map_err(|e| JournalError::io(&active.path, e))?
-            }
+            Some(active) => storage.open_append(&active.path).map_err(|e| JournalError::io(&active.path, e))?,
             None => {
-                let (seg, file) = create_segment(&dir, next_seq, config.schema_version)?;
+                let (seg, file) = create_segment(storage.as_ref(), &dir, next_seq, config.schema_version)?;
                 segments.push(seg);
                 file
             }
         };
         let journal = Journal {
+            storage,
             dir,
             config,
             segments,
@@ -105,7 +151,7 @@ impl<R: Serialize + DeserializeOwned> Journal<R> {
         }
         let seq = self.next_seq;
         format::seal_record(&mut buf, seq);
-        if let Err(e) = self.file.write_all(&buf) {
+        if let Err(e) = self.file.append(&buf) {
             let path = self.active().path.clone();
             self.poisoned = Some(format!("write to {} failed: {e}", path.display()));
             return Err(JournalError::io(path, e));
@@ -150,15 +196,34 @@ impl<R: Serialize + DeserializeOwned> Journal<R> {
     /// between leaves old segments plus the snapshot, which recovery reads
     /// correctly (state rebuilding starts at the last snapshot).
     pub fn compact(&mut self, snapshot: &R) -> Result<Seq, JournalError> {
+        self.compact_with(&[], snapshot)
+    }
+
+    /// Like [`Journal::compact`], with `carried` records written into the
+    /// fresh segment before the snapshot: records the snapshot does not
+    /// hold but state rebuilding still needs (the daemon carries the
+    /// accepted GERMINATE of every active seed). They are durable together
+    /// with the snapshot, before any old segment is deleted, so no crash
+    /// point leaves the snapshot without them.
+    pub fn compact_with(&mut self, carried: &[R], snapshot: &R) -> Result<Seq, JournalError> {
         if self.active().len > SEGMENT_HEADER_LEN as u64 {
             self.rotate()?;
         }
-        let seq = self.append_durable(snapshot)?;
-        let keep = self.segments.len() - 1;
-        for seg in self.segments.drain(..keep) {
-            fs::remove_file(&seg.path).map_err(|e| JournalError::io(&seg.path, e))?;
+        // Carried records and the snapshot may fill more than one segment.
+        let first_new = self.segments.len() - 1;
+        for record in carried {
+            self.append(record)?;
         }
-        sync_dir(&self.dir)?;
+        let seq = self.append_durable(snapshot)?;
+        // Oldest first: a crash part-way leaves a contiguous run of old
+        // segments before the snapshot, which recovery reads.
+        let old: Vec<SegmentFile> = self.segments.drain(..first_new).collect();
+        let removed =
+            old.iter().try_for_each(|seg| self.storage.remove(&seg.path).map_err(|e| JournalError::io(&seg.path, e)));
+        if let Err(e) = removed.and_then(|()| sync_dir(self.storage.as_ref(), &self.dir)) {
+            self.poisoned = Some(format!("compaction failed: {e}"));
+            return Err(e);
+        }
         Ok(seq)
     }
 
@@ -182,6 +247,16 @@ impl<R: Serialize + DeserializeOwned> Journal<R> {
         &self.dir
     }
 
+    /// The storage the journal writes through.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// Why the journal refuses appends, if an earlier failure poisoned it.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &JournalConfig {
         &self.config
@@ -192,7 +267,7 @@ impl<R: Serialize + DeserializeOwned> Journal<R> {
         // The old segment must be complete on disk before a newer one can
         // exist: recovery only forgives damage in the newest segment.
         self.sync()?;
-        match create_segment(&self.dir, self.next_seq, self.config.schema_version) {
+        match create_segment(self.storage.as_ref(), &self.dir, self.next_seq, self.config.schema_version) {
             Ok((seg, file)) => {
                 self.segments.push(seg);
                 self.file = file;
@@ -218,17 +293,21 @@ impl<R: Serialize + DeserializeOwned> Journal<R> {
 
 /// Creates a segment with its header written and synced, and the directory
 /// entry synced, so a crash never leaves a newer segment without a header.
-fn create_segment(dir: &Path, first_seq: u64, schema_version: u32) -> Result<(SegmentFile, File), JournalError> {
+fn create_segment(
+    storage: &dyn Storage,
+    dir: &Path,
+    first_seq: u64,
+    schema_version: u32,
+) -> Result<(SegmentFile, Box<dyn StorageFile>), JournalError> {
     let path = dir.join(recovery::segment_name(first_seq));
-    let mut file =
-        OpenOptions::new().create_new(true).append(true).open(&path).map_err(|e| JournalError::io(&path, e))?;
+    let mut file = storage.create_new(&path).map_err(|e| JournalError::io(&path, e))?;
     let header = SegmentHeader { first_seq, schema_version }.encode();
-    file.write_all(&header).map_err(|e| JournalError::io(&path, e))?;
+    file.append(&header).map_err(|e| JournalError::io(&path, e))?;
     file.sync_all().map_err(|e| JournalError::io(&path, e))?;
-    sync_dir(dir)?;
+    sync_dir(storage, dir)?;
     Ok((SegmentFile { path, first_seq, len: SEGMENT_HEADER_LEN as u64 }, file))
 }
 
-fn sync_dir(dir: &Path) -> Result<(), JournalError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| JournalError::io(dir, e))
+fn sync_dir(storage: &dyn Storage, dir: &Path) -> Result<(), JournalError> {
+    storage.sync_dir(dir).map_err(|e| JournalError::io(dir, e))
 }

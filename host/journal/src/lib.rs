@@ -5,14 +5,19 @@
 //!   newest segment, [`Journal::sync`] fsyncs, [`Journal::append_durable`]
 //!   does both (the daemon acknowledges a command only after it); segments
 //!   rotate by size and [`Journal::compact`] replaces history by a snapshot;
-//! - [`format`]: the byte layout (segment header, length-prefixed CRC32
+//! - [`format`](mod@format): the byte layout (segment header, length-prefixed CRC32
 //!   record frames carrying a sequence number) and why CRC32;
 //! - [`recovery`]: [`Journal::open`] reads every segment back, cuts a torn
 //!   tail of the newest one and reports it, and refuses (never misreads) any
-//!   other damage;
+//!   other damage; [`Journal::open_through`] also cuts records after a given
+//!   one (what an owner wrote but never acknowledged before a failure);
 //! - [`config`]: what writing and recovery share — [`JournalConfig`],
 //!   [`Seq`], [`Entry`];
-//! - [`error`]: [`JournalError`], [`RecoveryReport`], [`TornTail`].
+//! - [`error`]: [`JournalError`], [`RecoveryReport`], [`TornTail`];
+//! - [`storage`]: the seam every file-system call goes through —
+//!   [`FsStorage`] (real files) and [`storage::sim::SimStorage`], a
+//!   simulated disk that loses unsynced bytes at a power cut, fills up
+//!   and fails writes or fsyncs, for durability tests.
 //!
 //! The journal is generic over its record type; the daemon uses
 //! [`DecisionJournal`] with [`leyline::journal::JournalRecord`].
@@ -22,12 +27,14 @@ pub mod error;
 pub mod format;
 pub mod journal;
 pub mod recovery;
+pub mod storage;
 
 pub use config::{
     DEFAULT_COMPACT_AFTER_BYTES, DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_BYTES, Entry, JournalConfig, Seq,
 };
 pub use error::{JournalError, RecoveryReport, TailDefect, TornTail};
 pub use journal::Journal;
+pub use storage::{FsStorage, Storage, StorageFile};
 
 /// The daemon's journal of accepted commands, transitions, gate verdicts and
 /// snapshots.

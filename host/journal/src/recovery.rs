@@ -1,7 +1,6 @@
 //! Reading segments back on open: check every header and record, cut a torn
 //! tail of the newest segment, refuse any other damage.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -9,6 +8,7 @@ use serde::de::DeserializeOwned;
 use crate::config::{Entry, JournalConfig, Seq};
 use crate::error::{JournalError, TailDefect, TornTail};
 use crate::format::{self, HeaderDefect, RecordDefect, SEGMENT_HEADER_LEN, SegmentHeader};
+use crate::storage::{FsStorage, Storage};
 
 /// File-name suffix of segment files.
 pub const SEGMENT_SUFFIX: &str = ".kjl";
@@ -30,22 +30,23 @@ pub fn segment_name(first_seq: u64) -> String {
     format!("{first_seq:020}{SEGMENT_SUFFIX}")
 }
 
-/// Segment files in `dir`, oldest first. Other files are ignored.
+/// Segment files in `dir` on the real file system, oldest first. Other
+/// files are ignored.
 pub fn list_segments(dir: &Path) -> Result<Vec<SegmentFile>, JournalError> {
+    list_segments_in(&FsStorage, dir)
+}
+
+/// Segment files in `dir` on `storage`, oldest first. Other files are
+/// ignored.
+pub fn list_segments_in(storage: &dyn Storage, dir: &Path) -> Result<Vec<SegmentFile>, JournalError> {
     let mut out = Vec::new();
-    let entries = fs::read_dir(dir).map_err(|e| JournalError::io(dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| JournalError::io(dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for (name, len) in storage.list(dir).map_err(|e| JournalError::io(dir, e))? {
         let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) else { continue };
         if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
         let Ok(first_seq) = stem.parse::<u64>() else { continue };
-        let path = entry.path();
-        let len = entry.metadata().map_err(|e| JournalError::io(&path, e))?.len();
-        out.push(SegmentFile { path, first_seq, len });
+        out.push(SegmentFile { path: dir.join(&name), first_seq, len });
     }
     out.sort_by_key(|s| s.first_seq);
     Ok(out)
@@ -61,18 +62,34 @@ pub struct SegmentScan {
     pub torn_tail: Option<TornTail>,
     /// Whether the segment file was removed (torn header).
     pub removed: bool,
+    /// Intact records cut because they came after `keep_through`.
+    pub discarded: u64,
 }
 
-/// Reads one segment, appending its records to `out`. `expected_first` is
-/// the sequence number the previous segment ended at (`None` for the oldest
-/// segment, which may start anywhere after a compaction).
+/// How to read one segment.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanOptions<'a> {
+    /// Whether this is the newest segment (the only one a torn tail may end).
+    pub is_last: bool,
+    /// The sequence number the previous segment ended at (`None` for the
+    /// oldest segment, which may start anywhere after a compaction).
+    pub expected_first: Option<u64>,
+    /// Records after this sequence number are cut (durably) instead of
+    /// returned: the owner never acknowledged them (see
+    /// [`crate::Journal::open_through`]).
+    pub keep_through: Option<u64>,
+    /// Limits and schema version.
+    pub config: &'a JournalConfig,
+}
+
+/// Reads one segment, appending its records to `out`.
 pub fn scan_segment<R: DeserializeOwned>(
+    storage: &dyn Storage,
     seg: &SegmentFile,
-    is_last: bool,
-    expected_first: Option<u64>,
-    config: &JournalConfig,
+    options: ScanOptions<'_>,
     out: &mut Vec<Entry<R>>,
 ) -> Result<SegmentScan, JournalError> {
+    let ScanOptions { is_last, expected_first, keep_through, config } = options;
     // A segment is rotated once it passes segment_bytes, so it can exceed
     // that by at most one record; anything larger is not ours to load.
     let bound = config.segment_bytes + u64::from(config.max_record_bytes) + 64;
@@ -83,13 +100,13 @@ pub fn scan_segment<R: DeserializeOwned>(
             format!("segment is {} bytes, above the bound of {bound}", seg.len),
         ));
     }
-    let bytes = fs::read(&seg.path).map_err(|e| JournalError::io(&seg.path, e))?;
+    let bytes = storage.read(&seg.path).map_err(|e| JournalError::io(&seg.path, e))?;
     let header = match SegmentHeader::decode(&bytes) {
         Ok(h) => h,
         Err(HeaderDefect::Short | HeaderDefect::Checksum) if is_last && bytes.len() <= SEGMENT_HEADER_LEN => {
             // Crash while the segment was being created: nothing in it was
             // ever acknowledged (rotation syncs the header before any record).
-            fs::remove_file(&seg.path).map_err(|e| JournalError::io(&seg.path, e))?;
+            storage.remove(&seg.path).map_err(|e| JournalError::io(&seg.path, e))?;
             let torn = TornTail {
                 segment: seg.path.clone(),
                 offset: 0,
@@ -101,6 +118,7 @@ pub fn scan_segment<R: DeserializeOwned>(
                 len: 0,
                 torn_tail: Some(torn),
                 removed: true,
+                discarded: 0,
             });
         }
         Err(defect) => return Err(JournalError::corrupt(&seg.path, 0, format!("segment header: {defect:?}"))),
@@ -133,6 +151,12 @@ pub fn scan_segment<R: DeserializeOwned>(
     while pos < bytes.len() {
         let rest = &bytes[pos..];
         match format::parse_record(rest, seq, config.max_record_bytes) {
+            Ok(_) if keep_through.is_some_and(|last| seq > last) => {
+                let discarded = count_records(rest, seq, config);
+                cut(storage, seg, pos)?;
+                tracing::warn!(segment = %seg.path.display(), offset = pos, first = seq, records = discarded, "kasmina.journal.unacknowledged_cut");
+                return Ok(SegmentScan { next_seq: seq, len: pos as u64, torn_tail: None, removed: false, discarded });
+            }
             Ok(raw) => {
                 let record = decode(raw.payload).map_err(|source| match source {
                     Some(source) => JournalError::Undecodable { segment: seg.path.clone(), seq, source },
@@ -146,25 +170,65 @@ pub fn scan_segment<R: DeserializeOwned>(
                 pos += raw.frame_len;
                 seq += 1;
             }
+            Err(_) if keep_through.is_some_and(|last| seq > last) => {
+                // Damage past the acknowledged point is part of what is
+                // discarded, wherever it is.
+                cut(storage, seg, pos)?;
+                return Ok(SegmentScan {
+                    next_seq: seq,
+                    len: pos as u64,
+                    torn_tail: None,
+                    removed: false,
+                    discarded: 0,
+                });
+            }
             Err(defect) => {
                 check_cuttable(seg, is_last, pos, rest, seq, defect, config)?;
-                let cut = (bytes.len() - pos) as u64;
-                let file =
-                    fs::OpenOptions::new().write(true).open(&seg.path).map_err(|e| JournalError::io(&seg.path, e))?;
-                file.set_len(pos as u64).map_err(|e| JournalError::io(&seg.path, e))?;
-                file.sync_all().map_err(|e| JournalError::io(&seg.path, e))?;
+                let bytes_cut = (bytes.len() - pos) as u64;
+                cut(storage, seg, pos)?;
                 let torn = TornTail {
                     segment: seg.path.clone(),
                     offset: pos as u64,
-                    bytes_cut: cut,
+                    bytes_cut,
                     defect: TailDefect::Record(defect),
                 };
-                tracing::warn!(segment = %seg.path.display(), offset = pos, bytes_cut = cut, defect = %defect, "kasmina.journal.torn_tail_cut");
-                return Ok(SegmentScan { next_seq: seq, len: pos as u64, torn_tail: Some(torn), removed: false });
+                tracing::warn!(segment = %seg.path.display(), offset = pos, bytes_cut, defect = %defect, "kasmina.journal.torn_tail_cut");
+                return Ok(SegmentScan {
+                    next_seq: seq,
+                    len: pos as u64,
+                    torn_tail: Some(torn),
+                    removed: false,
+                    discarded: 0,
+                });
             }
         }
     }
-    Ok(SegmentScan { next_seq: seq, len: bytes.len() as u64, torn_tail: None, removed: false })
+    Ok(SegmentScan { next_seq: seq, len: bytes.len() as u64, torn_tail: None, removed: false, discarded: 0 })
+}
+
+/// Cuts `seg` at `pos`, durably.
+fn cut(storage: &dyn Storage, seg: &SegmentFile, pos: usize) -> Result<(), JournalError> {
+    storage.truncate(&seg.path, pos as u64).map_err(|e| JournalError::io(&seg.path, e))
+}
+
+/// Intact records in a whole segment (for reports; 0 when unreadable).
+pub fn count_segment_records(storage: &dyn Storage, seg: &SegmentFile, config: &JournalConfig) -> u64 {
+    let Ok(bytes) = storage.read(&seg.path) else { return 0 };
+    match SegmentHeader::decode(&bytes) {
+        Ok(h) => count_records(&bytes[SEGMENT_HEADER_LEN..], h.first_seq, config),
+        Err(_) => 0,
+    }
+}
+
+/// Intact records in `bytes` from sequence number `seq` on (for reports).
+fn count_records(mut bytes: &[u8], mut seq: u64, config: &JournalConfig) -> u64 {
+    let mut n = 0;
+    while let Ok(raw) = format::parse_record(bytes, seq, config.max_record_bytes) {
+        n += 1;
+        seq += 1;
+        bytes = &bytes[raw.frame_len..];
+    }
+    n
 }
 
 /// A defect may be cut only where a torn write can have left it: at the end

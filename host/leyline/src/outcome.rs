@@ -50,6 +50,11 @@ pub enum ReasonCode {
     /// The rollback point cannot be restored (never confirmed, evicted,
     /// its checkpoint failed or is gone); the detail says which.
     RollbackUnavailable,
+    /// The daemon could not make the command durable in its decision
+    /// journal (disk full, a failed write or fsync): nothing of it was
+    /// applied. Retry later; the daemon takes commands again once its
+    /// journal can be written.
+    JournalUnavailable,
 }
 
 impl ReasonCode {
@@ -76,6 +81,7 @@ impl ReasonCode {
             KernelUnavailable => "kernel_unavailable",
             BreakerOpen => "breaker_open",
             RollbackUnavailable => "rollback_unavailable",
+            JournalUnavailable => "journal_unavailable",
         }
     }
 

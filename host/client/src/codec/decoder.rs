@@ -83,6 +83,16 @@ impl FrameDecoder {
         }
         let rest = &bytes[taken..];
         let n = self.missing().min(rest.len());
+        let want = self.payload.len() + n;
+        if want > self.payload.capacity() {
+            // Geometric growth as bytes arrive, but never past the announced
+            // length: plain `extend` would round up (a 1 MiB frame could take
+            // a 2 MiB buffer, a 256 MiB answer 512 MiB). Found by fuzzing
+            // (fuzz/regressions/frame_decoder).
+            let len = self.len.unwrap_or(want);
+            let target = self.payload.capacity().saturating_mul(2).max(want).min(len);
+            self.payload.reserve_exact(target - self.payload.len());
+        }
         self.payload.extend_from_slice(&rest[..n]);
         Ok(taken + n)
     }
@@ -210,6 +220,28 @@ mod tests {
         assert_eq!(dec.payload.capacity(), 0, "nothing allocated for the announced payload");
         // The refusal is sticky: the stream cannot be resynchronised.
         assert!(matches!(dec.feed(&[0]), Err(FrameError::Oversized { .. })));
+    }
+
+    #[test]
+    fn the_payload_buffer_never_grows_past_the_announced_length() {
+        // fuzz/regressions/frame_decoder/payload-buffer-past-frame-length: a
+        // 3-byte payload fed a byte at a time used to get an 8-byte buffer.
+        let mut dec = FrameDecoder::new(1024);
+        for b in [0, 0, 0, 3, 1, 2, 3] {
+            dec.feed(&[b]).unwrap();
+            assert!(dec.payload.capacity() <= 3, "capacity {}", dec.payload.capacity());
+        }
+        // A frame just over a power of two, in 64 KiB reads: doubling would
+        // have reached twice the frame.
+        let len = (1usize << 20) + 1;
+        let mut dec = FrameDecoder::new(1 << 21);
+        dec.feed(&(len as u32).to_be_bytes()).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while dec.missing() > 0 {
+            let n = dec.missing().min(chunk.len());
+            dec.feed(&chunk[..n]).unwrap();
+            assert!(dec.payload.capacity() <= len, "capacity {} > frame {len}", dec.payload.capacity());
+        }
     }
 
     #[test]

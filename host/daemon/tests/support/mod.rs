@@ -2,12 +2,15 @@
 //! [`test_api`]: the real embedded host (real plugin components, a real
 //! Urza library of TorchScript fixtures, real HMAC verification). The
 //! transport load tests and benches use [`transport_api`], an in-memory
-//! control plane, so they measure the socket and not the host.
+//! control plane, so they measure the socket and not the host. The
+//! power-cut and disk-fault tests start the daemon's control plane on a
+//! simulated disk ([`sim_disk`]).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod daemon_process;
 mod in_memory;
+pub mod sim_disk;
 
 pub use in_memory::InMemoryApi;
 
@@ -310,6 +313,12 @@ impl SimTrainer {
     }
 
     pub fn step(&mut self, api: &dyn KasminaApi) -> Vec<GraftDirective> {
+        self.try_step(api).unwrap()
+    }
+
+    /// One step whose report may be refused: then nothing of it counts
+    /// (the checkpoint events it carried are sent again with the next).
+    pub fn try_step(&mut self, api: &dyn KasminaApi) -> Result<Vec<GraftDirective>, ApiError> {
         self.step += 1;
         let seeds = self
             .attached
@@ -340,9 +349,17 @@ impl SimTrainer {
             checkpoints: std::mem::take(&mut self.events),
             ranks: None,
         };
-        let directives = api.step_report(report).unwrap();
-        self.apply(&directives);
-        directives
+        let events = report.checkpoints.clone();
+        match api.step_report(report) {
+            Ok(directives) => {
+                self.apply(&directives);
+                Ok(directives)
+            }
+            Err(err) => {
+                self.events = events;
+                Err(err)
+            }
+        }
     }
 
     pub fn apply(&mut self, directives: &[GraftDirective]) {

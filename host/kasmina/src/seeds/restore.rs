@@ -36,7 +36,7 @@ use leyline::{
 };
 
 use super::context::KernelFacts;
-use super::{SeedContext, SeedManager};
+use super::{SeedContext, SeedManager, State};
 use crate::gates::GateService;
 
 /// Why the journal could not be replayed. Each names the record (index in
@@ -136,6 +136,26 @@ impl SeedManager {
         if !st.seeds.is_empty() {
             return Err(RestoreError::NotEmpty(st.seeds.len()));
         }
+        self.restore_into(&mut st, records)
+    }
+
+    /// Replaces every seed with what `records` say, as [`restore`](Self::restore)
+    /// builds them, and drops queued directives and a rollback in flight.
+    /// The daemon calls it after a journal failure, with the records it
+    /// acknowledged, so nothing a refused call changed outlives the refusal.
+    /// The trainer's registration is kept: running seeds wait for its next
+    /// report to resynchronise, as after a restart.
+    pub fn rewind(&self, records: &[JournalRecord]) -> Result<RestoreReport, RestoreError> {
+        let mut st = self.lock();
+        st.directives.clear();
+        st.awaiting.clear();
+        st.rollback_in_flight = None;
+        st.gate_memo.clear();
+        st.prefetch_results.clear();
+        self.restore_into(&mut st, records)
+    }
+
+    fn restore_into(&self, st: &mut State, records: &[JournalRecord]) -> Result<RestoreReport, RestoreError> {
         let boundary = records
             .iter()
             .rposition(|r| {
@@ -237,7 +257,6 @@ impl SeedManager {
         }
         report.seeds = seeds.len();
         st.seeds = seeds;
-        drop(st);
         tracing::info!(?report, "kasmina.seeds.restored");
         Ok(report)
     }
