@@ -33,8 +33,34 @@ fi
 # --- gpu-check dry run: scripts/gpu-check.sh's own flow on CPU stand-ins (no GPU needed) ---
 bash scripts/gpu-check.sh --dry-run
 # --- end gpu-check dry run ---
+# --- status page browser: Debian's headless chromium for examples/tests/status_page.rs (issue 16) ---
+# Installed here, only for that test; without it the test prints why it skipped.
+if [[ -z "${KASMINA_CHROMIUM:-}" ]]; then
+    KASMINA_CHROMIUM="$(command -v chromium-headless-shell || command -v chromium || true)"
+    if [[ -z "$KASMINA_CHROMIUM" && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+        echo "[test] installing Debian's chromium-headless-shell for the status-page browser test" >&2
+        if DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium-headless-shell >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium-headless-shell >/dev/null 2>&1; }; then
+            KASMINA_CHROMIUM="$(command -v chromium-headless-shell || true)"
+        fi
+    fi
+    [[ -n "$KASMINA_CHROMIUM" ]] || echo "[test] no chromium could be installed: the status-page browser test will skip" >&2
+fi
+export KASMINA_CHROMIUM
+# --- end status page browser ---
 echo "[test] cargo test --workspace (first run compiles libtorch bindings and wasmtime: several minutes)" >&2
 cargo test --workspace --locked "$@"
+# --- fuzz smoke: coverage-guided libFuzzer runs of the light targets (fuzz/, scripts/fuzz.sh) ---
+# Each target replays its seed corpus and regression inputs (fuzz/corpus, fuzz/regressions),
+# then fuzzes for KASMINA_FUZZ_SMOKE_SECONDS (default 5) seconds; a crash, hang or an
+# allocation over a cap fails the suite. Long campaigns and the host targets: scripts/fuzz.sh.
+echo "[test] fuzz smoke (scripts/fuzz.sh smoke; first run builds the instrumented targets: ~3 min)" >&2
+if ! cargo fmt --manifest-path fuzz/Cargo.toml --check >/dev/null; then
+    echo "[test] FAIL: fuzz/ is not formatted; run: cargo fmt --manifest-path fuzz/Cargo.toml" >&2
+    exit 1
+fi
+bash scripts/fuzz.sh smoke "${KASMINA_FUZZ_SMOKE_SECONDS:-5}"
+# --- end fuzz smoke ---
 # --- python: the kasmina package's tests (bindings/python) on real torch, the real daemon ---
 # scripts/setup.sh built and installed the wheel into the venv. The tests start the
 # `kasmina` binary and run the Rust digits demo for comparison; both are built by the

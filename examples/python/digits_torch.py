@@ -22,6 +22,12 @@ commands in Python with `kasmina.Command`.
     ~/.cache/kasmina/venv/bin/python examples/python/digits_torch.py \\
         --daemon demo.sock --key-file kasmina.key
 
+`--teacher` distils the seeded run from the trained baseline (SPEC §8), as
+the Rust demo's `--teacher` does: the baseline's network, frozen, becomes
+the teacher (`Grafter.set_teacher`), and every step's loss goes through
+`Grafter.distill` with the weight and temperature the daemon's settings
+give; the KD term reaches the daemon with each step report.
+
 What matches the Rust demo and what cannot: the lifecycle is driven by step
 counts and gates, so the timeline — which gate passes or fails at which
 step, for which reason, and each seed's fate — is the Rust demo's, decision
@@ -36,6 +42,7 @@ with the same seed are identical, numbers included.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -45,7 +52,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -249,7 +256,8 @@ def learning_rate_at(base: float, step: int, steps: int) -> float:
     return base * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def train(args, data: Split, control=None) -> RunStats:
+def train(args, data: Split, control=None, teacher: Optional[nn.Module] = None) -> Tuple[RunStats, nn.Module]:
+    """One run; returns its figures and the trained network."""
     torch.manual_seed(args.seed)
     model = HostNet(args.hidden)
     host_parameters = sum(p.numel() for p in model.parameters())
@@ -259,6 +267,10 @@ def train(args, data: Split, control=None) -> RunStats:
         grafter = Grafter.connect(args.daemon, RUN_ID, name="digits-demo-trainer-py")
         grafter.register(model, sites={SITE: "fc1"}, slots={s: SITE for s in SLOTS}, example_input=data.train_x[:2])
         grafter.bind(optimizer)
+        if teacher is not None:
+            kd = grafter.settings.distillation
+            size = grafter.set_teacher(teacher)
+            print(f"distilling from the baseline: teacher {size} bytes, weight {kd.weight}, temperature {kd.temperature}")
     batches = Batches(data.train_x.shape[0], args.batch, args.seed)
     losses: deque = deque(maxlen=20)
     started = time.perf_counter()
@@ -275,6 +287,8 @@ def train(args, data: Split, control=None) -> RunStats:
         else:
             logits = model(x)
         loss = nn.functional.cross_entropy(logits, y)
+        if grafter is not None:
+            loss = grafter.distill(loss, logits, x)  # the task loss itself without a teacher
         lr = learning_rate_at(args.learning_rate, step, args.steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -308,7 +322,7 @@ def train(args, data: Split, control=None) -> RunStats:
             for s in control["controller"].client.seed_states()
         ]
         grafter.close()
-    return stats
+    return stats, model
 
 
 def evaluate_with(model, grafter, args, x, y) -> float:
@@ -388,8 +402,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     p.add_argument("--summary", type=pathlib.Path, default=None, help="write the JSON summary here")
     p.add_argument("--no-baseline", action="store_true", help="skip the run without seeds")
+    p.add_argument("--teacher", action="store_true", help="distil the seeded run from the trained baseline")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     args = p.parse_args(argv)
+    if args.teacher and args.no_baseline:
+        p.error("--teacher distils from the baseline run: drop --no-baseline")
     args.blend = args.blend.upper()
     if args.blend not in ("CONVEX", "RESIDUAL", "CHANNEL", "CONFIDENCE"):
         p.error(f"unknown --blend {args.blend!r}")
@@ -404,13 +421,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"{args.steps} steps per run on cpu (PyTorch {torch.__version__}, kasmina {kasmina.__version__})"
     )
     key = kasmina.HmacKey.from_file(args.key_file)
-    baseline = None if args.no_baseline else train(args, data)
+    baseline, teacher = None, None
+    if not args.no_baseline:
+        baseline, trained = train(args, data)
+        # Training is over: a frozen copy of the baseline is the teacher.
+        teacher = copy.deepcopy(trained) if args.teacher else None
     controller_client = kasmina.Client.connect(args.daemon, kasmina.Role.CONTROLLER, "digits-demo-controller-py")
     control = {
         "controller": Controller(controller_client, key, Plan.for_steps(args.steps, args.probation_steps, args.blend)),
         "timeline": [],
     }
-    seeded = train(args, data, control)
+    seeded, _ = train(args, data, control, teacher)
     outcome = {
         "baseline": None if baseline is None else asdict(baseline),
         "seeded": asdict(seeded),

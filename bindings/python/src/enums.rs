@@ -152,6 +152,7 @@ mirror_enum! {
         KernelUnavailable = "KERNEL_UNAVAILABLE" / "kernel_unavailable",
         BreakerOpen = "BREAKER_OPEN" / "breaker_open",
         RollbackUnavailable = "ROLLBACK_UNAVAILABLE" / "rollback_unavailable",
+        JournalUnavailable = "JOURNAL_UNAVAILABLE" / "journal_unavailable",
     }
 }
 

@@ -6,11 +6,18 @@
 //! - `journal inspect|replay` ([`journal`]), `plugin check|info`
 //!   ([`plugin`]), `urza publish|list|verify|show` ([`urza`]): offline
 //!   tools on files;
-//! - `keygen`, `settings check` ([`keys`], [`settings`]).
+//! - `keygen`, `settings check` ([`keys`], [`settings`]);
+//! - [`output`]: what every verb shares about writing to a terminal (a
+//!   closed pipe ends quietly, errors with hints, colour rules).
+//!
+//! Every listing verb takes `--json` (one JSON document, or JSON Lines
+//! where the listing streams) for scripts; human output shows local
+//! RFC 3339 times.
 
 mod client;
 mod journal;
 mod keys;
+pub mod output;
 mod plugin;
 mod serve;
 mod settings;

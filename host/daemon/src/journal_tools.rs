@@ -68,30 +68,37 @@ pub fn read_journal(dir: &Path) -> Result<(Vec<Entry<JournalRecord>>, RecoveryRe
 /// One line per record for `journal inspect`.
 pub fn describe(entry: &Entry<JournalRecord>) -> String {
     let seq = entry.seq;
+    let when = crate::human::local_time(match &entry.record {
+        JournalRecord::CommandAccepted { recorded_at_ms, .. }
+        | JournalRecord::Transition { recorded_at_ms, .. }
+        | JournalRecord::GateVerdict { recorded_at_ms, .. }
+        | JournalRecord::Snapshot { recorded_at_ms, .. }
+        | JournalRecord::Progress { recorded_at_ms, .. } => *recorded_at_ms,
+    });
     match &entry.record {
-        JournalRecord::CommandAccepted { command, outcome, recorded_at_ms } => format!(
-            "{seq:>8} {recorded_at_ms} command_accepted  {} {} on {} by {}: {}",
+        JournalRecord::CommandAccepted { command, outcome, .. } => format!(
+            "{seq:>8} {when} command_accepted  {} {} on {} by {}: {}",
             command.command_id,
             command.command_type().as_str(),
             command.target_seed_id,
             command.issued_by,
             outcome.attributes.get("result").map_or("accepted", String::as_str)
         ),
-        JournalRecord::Transition { seed_id, from, to, step, reason, recorded_at_ms } => {
-            format!("{seq:>8} {recorded_at_ms} transition        {seed_id} {from} -> {to} at step {step}: {reason}")
+        JournalRecord::Transition { seed_id, from, to, step, reason, .. } => {
+            format!("{seq:>8} {when} transition        {seed_id} {from} -> {to} at step {step}: {reason}")
         }
-        JournalRecord::GateVerdict { seed_id, gate, passed, reason, inputs, step, recorded_at_ms } => format!(
-            "{seq:>8} {recorded_at_ms} gate_verdict      {seed_id} {gate} {} at step {step}{} (blueprint {:?}, {})",
+        JournalRecord::GateVerdict { seed_id, gate, passed, reason, inputs, step, .. } => format!(
+            "{seq:>8} {when} gate_verdict      {seed_id} {gate} {} at step {step}{} (blueprint {:?}, {})",
             if *passed { "passed" } else { "failed" },
             if reason.is_empty() { String::new() } else { format!(": {reason}") },
             inputs.blueprint_id,
             inputs.current_stage
         ),
-        JournalRecord::Snapshot { seeds, recorded_at_ms, .. } => {
+        JournalRecord::Snapshot { seeds, .. } => {
             let stages: Vec<String> = seeds.iter().map(|s| format!("{}={}", s.seed_id, s.stage)).collect();
-            format!("{seq:>8} {recorded_at_ms} snapshot          {} seeds: {}", seeds.len(), stages.join(" "))
+            format!("{seq:>8} {when} snapshot          {} seeds: {}", seeds.len(), stages.join(" "))
         }
-        JournalRecord::Progress { step, progress, recorded_at_ms } => {
+        JournalRecord::Progress { step, progress, .. } => {
             let seeds: Vec<String> = progress
                 .seeds
                 .iter()
@@ -100,7 +107,7 @@ pub fn describe(entry: &Entry<JournalRecord>) -> String {
             let breakers: Vec<String> =
                 progress.breakers.iter().map(|b| format!("{}={}", b.name, b.state.as_str())).collect();
             format!(
-                "{seq:>8} {recorded_at_ms} progress          step {step}: {} breakers: {}",
+                "{seq:>8} {when} progress          step {step}: {} breakers: {}",
                 if seeds.is_empty() { "-".to_owned() } else { seeds.join(" ") },
                 breakers.join(" ")
             )

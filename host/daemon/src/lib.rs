@@ -34,15 +34,23 @@
 //!   recorder writing commands, transitions, gate verdicts and snapshots;
 //! - [`journal_tools`]: read-only `journal inspect` and `journal replay`
 //!   of recorded gate decisions through a candidate plugin;
-//! - [`metrics`]: Prometheus text on loopback HTTP.
+//! - [`metrics`]: the host's counters as OpenMetrics text (prometheus-client);
+//! - [`http`]: the read-only HTTP side on the metrics address (axum):
+//!   `/metrics`, the live status page at `/`, its JSON and its SSE stream;
+//! - [`status_page`]: what the page shows, fed by telemetry push and a tap
+//!   on step reports, every store bounded;
+//! - [`human`]: local RFC 3339 times for what people read.
 
 mod async_frames;
 mod connection;
 pub mod daemon_host;
+pub mod http;
+pub mod human;
 pub mod journal_tools;
 pub mod metrics;
 pub mod recorder;
 pub mod server;
+pub mod status_page;
 pub mod telemetry;
 pub mod transport;
 

@@ -11,8 +11,11 @@ fn main() -> ExitCode {
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(code) => code,
+        // The reader went away (`kasmina journal inspect … | head`): it has
+        // what it wanted; exit quietly, as `cat` would.
+        Err(err) if cli::output::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("{}", cli::output::error_report(&err));
             ExitCode::FAILURE
         }
     }

@@ -17,7 +17,7 @@ fn examples(file: &str) -> String {
 
 fn get(addr: &str, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
@@ -79,10 +79,10 @@ fn by_hand_session_keygen_publish_serve_register_send_seeds() {
         "kasmina_commands_total{outcome=\"accepted\"} 1",
         "kasmina_kernel_cache_events_total{event=\"hit\"}",
         "kasmina_breaker_state{breaker=\"fetch\",state=\"CLOSED\"} 1",
-        "kasmina_gate_plugin_latency_us_count",
-        "kasmina_rollback_fast_within_sla_count",
+        "kasmina_gate_plugin_call_seconds_count",
+        "kasmina_rollback_fast_within_sla_total",
         "kasmina_journal_fsyncs_total",
-        "kasmina_security_rejected_count{reason=\"invalid_signature\"} 1",
+        "kasmina_security_rejected_total{reason=\"invalid_signature\"} 1",
     ] {
         assert!(body.contains(needle), "{needle} missing from:\n{body}");
     }

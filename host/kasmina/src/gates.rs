@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use kasmina_core::{Clock, TelemetrySink};
 use kasmina_plugin_host::gate::{GateInputs, PerformanceStatus};
 use kasmina_plugin_host::reload::PluginSlot;
+use leyline::prefetch::PrefetchErrorKind;
 use leyline::{Dim, GateId, SeedStage, TelemetryEvent, TelemetryLevel};
 
 pub use self::judge::{CandidateJudgement, decide, judge, violated_invariant};
@@ -284,7 +285,7 @@ impl GateService {
         let inputs = self.inputs(seed, expected, env);
         let decision = match prechecks(gate, seed, &inputs) {
             Some((reason, attributes)) => GateDecision { gate, passed: false, reason, attributes, inputs },
-            None => match ready.iter().find(|d| d.gate == gate && same_inputs(&d.inputs, &inputs)) {
+            None => match ready.iter().find(|d| d.gate == gate && d.inputs.same_facts(&inputs)) {
                 Some(precomputed) => precomputed.clone(),
                 None => {
                     self.stats.calls_under_lock.fetch_add(1, Ordering::Relaxed);
@@ -292,6 +293,7 @@ impl GateService {
                 }
             },
         };
+        let decision = with_cause(seed, decision);
         self.emit(seed, &decision);
         decision
     }
@@ -322,7 +324,7 @@ impl GateService {
     }
 
     fn emit(&self, seed: &SeedContext, d: &GateDecision) {
-        let level = if d.passed { TelemetryLevel::Info } else { TelemetryLevel::Warning };
+        let level = verdict_level(d);
         let verdict = if d.passed { "passed" } else { "failed" };
         let mut event = TelemetryEvent::new(
             "kasmina.gate.verdict",
@@ -352,13 +354,6 @@ fn prechecks(gate: GateId, seed: &SeedContext, inputs: &GateInputs) -> Option<(S
     crate::seeds::ranks::precheck(gate, seed).or_else(|| precheck(gate, inputs))
 }
 
-/// Whether two gate inputs are the same facts. Compared through their JSON
-/// form so that NaN (no metric yet) equals NaN: derived equality would
-/// never match those and send every such gate back under the lock.
-fn same_inputs(a: &GateInputs, b: &GateInputs) -> bool {
-    a == b || matches!((serde_json::to_string(a), serde_json::to_string(b)), (Ok(x), Ok(y)) if x == y)
-}
-
 /// Whether the seed's declared kernel I/O fits its site: one input and one
 /// output, both exactly the site's feature shape.
 /// Without a descriptor or a registered site shape there is nothing that
@@ -381,5 +376,94 @@ fn performance_status(seed: &SeedContext, env: &GateEnvironment, budget_us: u64)
         PerformanceStatus::Degraded
     } else {
         PerformanceStatus::Nominal
+    }
+}
+
+/// Gate reasons (after [`with_cause`]) that mean the seed ran on something
+/// other than its verified kernel, never got it, or missed its budget on
+/// the seed's path: each pages an operator (SPEC.md §12).
+pub const CRITICAL_GATE_REASONS: [&str; 7] = [
+    "fallback_used",
+    "performance_fallback",
+    "latency_over_budget",
+    "kernel_not_verified",
+    "kernel_digest_mismatch",
+    "prefetch_timeout",
+    "artifact_truncated",
+];
+
+/// The telemetry level of a gate verdict: INFO for a pass, CRITICAL for a
+/// failure in [`CRITICAL_GATE_REASONS`] (or a pass the host overrode for
+/// running on a fallback), WARNING for any other failure.
+pub fn verdict_level(d: &GateDecision) -> TelemetryLevel {
+    if d.passed {
+        return TelemetryLevel::Info;
+    }
+    let fallback_override = d.attributes.get("invariant").is_some_and(|i| i == "fallback_must_fail_g2_g4");
+    if fallback_override || CRITICAL_GATE_REASONS.contains(&d.reason.as_str()) {
+        TelemetryLevel::Critical
+    } else {
+        TelemetryLevel::Warning
+    }
+}
+
+/// The gate reason for a kernel that could not be supplied, by prefetch
+/// failure kind: what an operator acts on (fix the artifact, raise the
+/// timeout, close the breaker), not just "no kernel".
+pub fn kernel_failure_cause(kind: PrefetchErrorKind) -> &'static str {
+    match kind {
+        PrefetchErrorKind::InvalidRequest => "prefetch_invalid_request",
+        PrefetchErrorKind::UnknownBlueprint => "blueprint_unknown",
+        PrefetchErrorKind::ArtifactMissing => "artifact_missing",
+        PrefetchErrorKind::DigestMismatch => "kernel_digest_mismatch",
+        PrefetchErrorKind::Truncated => "artifact_truncated",
+        PrefetchErrorKind::InterfaceMismatch => "kernel_interface_mismatch",
+        PrefetchErrorKind::LoadFailed => "kernel_load_failed",
+        PrefetchErrorKind::BreakerOpen => "fetch_breaker_open",
+        PrefetchErrorKind::TimedOut => "prefetch_timeout",
+        PrefetchErrorKind::Cancelled => "prefetch_cancelled",
+    }
+}
+
+/// Level of `kasmina.kernel.unavailable`: CRITICAL when the artifact was
+/// tampered with or cut short or the prefetch missed its deadline, ERROR
+/// otherwise.
+pub fn kernel_failure_level(kind: PrefetchErrorKind) -> TelemetryLevel {
+    match kind {
+        PrefetchErrorKind::DigestMismatch | PrefetchErrorKind::Truncated | PrefetchErrorKind::TimedOut => {
+            TelemetryLevel::Critical
+        }
+        _ => TelemetryLevel::Error,
+    }
+}
+
+/// A failed decision whose reason only says *that* something is wrong
+/// (`kernel_not_attached`, `performance_not_nominal`) gets the cause the
+/// host knows as its reason; the plugin's own reason stays as the
+/// `plugin_reason` attribute.
+fn with_cause(seed: &SeedContext, mut d: GateDecision) -> GateDecision {
+    if d.passed {
+        return d;
+    }
+    let cause = match d.reason.as_str() {
+        "kernel_not_attached" | "kernel_not_verified" => seed.kernel_failure.clone(),
+        "performance_not_nominal" => performance_cause(&d.inputs).map(str::to_owned),
+        _ => None,
+    };
+    if let Some(cause) = cause.filter(|c| *c != d.reason) {
+        let plugin_reason = std::mem::replace(&mut d.reason, cause);
+        d.attributes.insert("plugin_reason".to_owned(), plugin_reason);
+    }
+    d
+}
+
+/// Why G4's performance status is not nominal, from the inputs it saw.
+fn performance_cause(inputs: &GateInputs) -> Option<&'static str> {
+    if inputs.fallback_used {
+        Some("fallback_used")
+    } else if inputs.kernel_latency_us > inputs.latency_budget_us {
+        Some("latency_over_budget")
+    } else {
+        None
     }
 }

@@ -14,7 +14,7 @@ use kasmina_plugin_host::annotation::AnnotationPlugin;
 use kasmina_plugin_host::blueprint::BlueprintPlugin;
 use kasmina_plugin_host::conformance::CheckOptions;
 use kasmina_plugin_host::gate::GatePlugin;
-use kasmina_plugin_host::reload::{PluginSlot, Reloadable};
+use kasmina_plugin_host::reload::{PluginSlot, ReloadError, Reloadable};
 use kasmina_plugin_host::runtime::{Pin, PluginRuntime, PluginSpec, RuntimeConfig};
 use kasmina_plugin_host::{Isolation, PluginLimits};
 use leyline::api::{
@@ -52,7 +52,7 @@ pub enum HostError {
     #[error("HMAC key: {0}")]
     Key(#[from] crate::security::KeyError),
     /// No Urza directory was configured.
-    #[error("no Urza library configured: set kernels.urza_dir or call HostBuilder::urza_dir")]
+    #[error("no Urza library configured: set kernels.urza_dir in the settings (kasmina serve: --urza DIR)")]
     NoUrza,
     /// The Urza library could not be opened.
     #[error("Urza library: {0}")]
@@ -361,7 +361,13 @@ fn load_slot<P: Reloadable>(
         }
     };
     let spec = PluginSpec { limits: limits.clone(), ..spec };
-    PluginSlot::new(runtime, &spec, CheckOptions::smoke()).map_err(|e| err(e.to_string()))
+    // First load, not a reload: say what failed without "reload refused".
+    PluginSlot::new(runtime, &spec, CheckOptions::smoke()).map_err(|e| match e {
+        ReloadError::Load(load) => err(format!("cannot load {}: {load}", spec.path.display())),
+        ReloadError::CanaryFailed { report } => {
+            err(format!("{} failed its conformance smoke check\n{report}", spec.path.display()))
+        }
+    })
 }
 
 /// The embedded caller's receiver: every non-CRITICAL event as it is

@@ -262,6 +262,20 @@ fn isolation_violations_fail_g1() {
 }
 
 #[test]
+fn a_slot_culled_for_isolation_violations_is_reset_to_dormant_after_its_embargo() {
+    // Found by reading: the culled seed's violations stayed on the slot, so
+    // G5 failed `violations_outstanding` forever and the slot never came back.
+    let mut h = harness_with(harness::SETTINGS);
+    h.trainer.m.violations = 1;
+    assert!(h.germinate("seed-a", MLP_ADAPTER_64).accepted);
+    assert!(h.run_until("seed-a", SeedStage::Embargoed, 10));
+    h.trainer.m.violations = 0;
+    h.clock.advance_ms(2_000);
+    assert!(h.run_until("seed-a", SeedStage::Dormant, 10), "{:?}", h.state("seed-a"));
+    assert!(h.germinate("seed-a", MLP_ADAPTER_64).accepted, "the reset slot takes a new seed");
+}
+
+#[test]
 fn a_corrupted_artifact_never_reaches_the_trainer_and_the_seed_is_culled() {
     let mut h = harness();
     // Corrupt the published artifact after the catalog recorded its digest.

@@ -59,3 +59,24 @@ fn a_verdict_whose_facts_changed_is_asked_again_under_the_lock() {
     let (_, after) = calls(&h);
     assert_eq!(after, before + 1, "a stale verdict was applied instead of asking the plugin again");
 }
+
+#[test]
+fn a_kernel_that_never_comes_is_waited_for_once_per_step() {
+    // The artifact is a FIFO nobody writes: the load never finishes.
+    let mut h = harness::harness_with(&format!("{}\n[kernels]\nprefetch_timeout_ms = 400\n", harness::SETTINGS));
+    let urza = kasmina_kernels::UrzaLibrary::open(h.dir.path().join("urza")).unwrap();
+    let entry = urza.entry(MLP_ADAPTER_64).unwrap();
+    let artifact = urza.artifact_path(&entry);
+    std::fs::remove_file(&artifact).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(&artifact).status().unwrap().success(), "mkfifo");
+    assert!(h.germinate("seed-a", MLP_ADAPTER_64).accepted);
+    let started = std::time::Instant::now();
+    h.step();
+    let took = started.elapsed();
+    // One bounded wait (the kernel manager fails the stale prefetch at
+    // its timeout), not one per prepare attempt (3 × 400 ms).
+    assert!(took >= std::time::Duration::from_millis(400), "the step did not wait for the kernel: {took:?}");
+    assert!(took < std::time::Duration::from_millis(1_000), "the step waited {took:?}: more than once");
+    // Unblock the loader thread so the host shuts down promptly.
+    let _ = std::fs::OpenOptions::new().write(true).open(&artifact);
+}

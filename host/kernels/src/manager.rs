@@ -403,9 +403,39 @@ impl KernelLoadManager {
         self.core.cache.run_pending_tasks();
     }
 
-    /// Entries held.
+    /// Entries held now: entries past their TTL are expired first and
+    /// moka's pending maintenance runs, so a kernel loaded a moment ago is
+    /// counted and one whose TTL passed is not (see [`settle`](Self::settle)).
     pub fn cache_entries(&self) -> u64 {
+        self.settle();
         self.core.cache.entry_count()
+    }
+
+    /// Makes the cache's numbers current before they are read: removes
+    /// every entry whose TTL has passed by the injected clock (counted as
+    /// an expiration, as a lookup would) and runs moka's pending
+    /// maintenance (its entry count lags inserts until then). Without it a
+    /// gauge read right after a load said 0 and a TTL expiry was counted
+    /// only at the next lookup of that kernel.
+    pub fn settle(&self) {
+        let now = self.core.clock.now_ms();
+        let stale: Vec<KernelKey> = self
+            .core
+            .cache
+            .iter()
+            .filter(|(_, kernel)| self.core.is_stale(kernel, now))
+            .map(|(key, _)| (*key).clone())
+            .collect();
+        for key in stale {
+            let result = self.core.cache.entry(key).and_compute_with(|e| match e {
+                Some(e) if self.core.is_stale(e.value(), now) => Op::Remove,
+                _ => Op::Nop,
+            });
+            if matches!(result, CompResult::Removed(_)) {
+                StatsCounters::bump(&self.core.stats.expirations);
+            }
+        }
+        self.core.cache.run_pending_tasks();
     }
 
     /// Weight held, KiB (see [`LoadedKernel::weight_bytes`]).
@@ -413,8 +443,10 @@ impl KernelLoadManager {
         self.core.cache.weighted_size()
     }
 
-    /// Cumulative and current-interval stats, without resetting.
+    /// Cumulative and current-interval stats, without resetting; the cache
+    /// is [settled](Self::settle) first so expirations are current.
     pub fn stats(&self) -> StatsSnapshot {
+        self.settle();
         self.core.stats.snapshot(self.core.clock.now_ms())
     }
 

@@ -110,6 +110,7 @@ fn stale_requests_time_out_with_telemetry_and_do_no_work() {
     assert_eq!(failed_kind(&event), Some(PrefetchErrorKind::TimedOut));
     let t = env.sink.named("kasmina.kernel.prefetch_timeout");
     assert_eq!(t.len(), 1);
+    assert_eq!(t[0].level, leyline::TelemetryLevel::Critical, "a missed prefetch deadline pages (issue 16)");
     assert_eq!(t[0].seed_id.as_deref(), Some("seed-a"));
     assert_eq!(mgr.stats().cumulative.misses, 0, "a stale request never reaches the cache");
 }

@@ -101,6 +101,79 @@ pub struct GateInputs {
     pub reset_clean: bool,
 }
 
+impl GateInputs {
+    /// Whether `other` states exactly the same facts: like `==`, except that
+    /// floats compare bit for bit, so NaN (no metric yet, no measurement)
+    /// equals NaN. The host uses it to tell whether a verdict computed ahead
+    /// of its state lock still applies. Destructured in full, so a new field
+    /// cannot be forgotten here.
+    pub fn same_facts(&self, other: &GateInputs) -> bool {
+        let GateInputs {
+            seed_id,
+            site,
+            blueprint_id,
+            blueprint_known,
+            current_stage,
+            expected_stage,
+            reported_stage,
+            parameters,
+            parameter_bounds,
+            kernel_attached,
+            kernel_verified,
+            fallback_used,
+            isolation_violations,
+            max_cosine,
+            outputs_finite,
+            loss_window,
+            loss_variance_threshold,
+            kernel_latency_us,
+            latency_budget_us,
+            host_registered,
+            required_layers,
+            available_layers,
+            interface_matches,
+            performance_status,
+            metric_delta,
+            metric_tolerance,
+            reset_clean,
+        } = self;
+        let f = |a: f64, b: f64| a.to_bits() == b.to_bits();
+        *seed_id == other.seed_id
+            && *site == other.site
+            && *blueprint_id == other.blueprint_id
+            && *blueprint_known == other.blueprint_known
+            && *current_stage == other.current_stage
+            && *expected_stage == other.expected_stage
+            && *reported_stage == other.reported_stage
+            && parameters.len() == other.parameters.len()
+            && parameters.iter().zip(&other.parameters).all(|((k, v), (k2, v2))| k == k2 && f(*v, *v2))
+            && parameter_bounds.len() == other.parameter_bounds.len()
+            && parameter_bounds
+                .iter()
+                .zip(&other.parameter_bounds)
+                .all(|((k, b), (k2, b2))| k == k2 && f(b.min, b2.min) && f(b.max, b2.max))
+            && *kernel_attached == other.kernel_attached
+            && *kernel_verified == other.kernel_verified
+            && *fallback_used == other.fallback_used
+            && *isolation_violations == other.isolation_violations
+            && f(*max_cosine, other.max_cosine)
+            && *outputs_finite == other.outputs_finite
+            && loss_window.len() == other.loss_window.len()
+            && loss_window.iter().zip(&other.loss_window).all(|(a, b)| f(*a, *b))
+            && f(*loss_variance_threshold, other.loss_variance_threshold)
+            && f(*kernel_latency_us, other.kernel_latency_us)
+            && f(*latency_budget_us, other.latency_budget_us)
+            && *host_registered == other.host_registered
+            && *required_layers == other.required_layers
+            && *available_layers == other.available_layers
+            && *interface_matches == other.interface_matches
+            && *performance_status == other.performance_status
+            && f(*metric_delta, other.metric_delta)
+            && f(*metric_tolerance, other.metric_tolerance)
+            && *reset_clean == other.reset_clean
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -151,5 +224,18 @@ pub(crate) mod tests {
         assert_eq!(back.parameters["lr"].to_bits(), (0.1f64 + 0.2).to_bits());
         assert_eq!(back.loss_window[1], f64::NEG_INFINITY);
         assert_eq!(back.parameter_bounds["lr"].max, f64::INFINITY);
+    }
+
+    #[test]
+    fn same_facts_treats_nan_as_equal_and_any_other_difference_as_different() {
+        let a = awkward();
+        assert_ne!(a, a.clone(), "derived equality never matches NaN");
+        assert!(a.same_facts(&a.clone()));
+        let mut b = a.clone();
+        b.loss_window[0] = 0.5000000000000001;
+        assert!(!a.same_facts(&b));
+        let mut c = a.clone();
+        c.metric_delta = 0.0;
+        assert!(!a.same_facts(&c));
     }
 }

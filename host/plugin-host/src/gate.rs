@@ -156,4 +156,10 @@ impl GatePlugin {
     pub fn limits(&self) -> &PluginLimits {
         self.core.limits()
     }
+
+    /// Fuel (wasm instructions, roughly) the last successful call consumed;
+    /// `None` unless the runtime meters fuel (`RuntimeConfig::fuel_metering`).
+    pub fn last_call_fuel(&self) -> Option<u64> {
+        self.core.last_call_fuel()
+    }
 }

@@ -26,8 +26,9 @@ pub enum Isolation {
     /// decisions. The default.
     #[default]
     PerCall,
-    /// One instance reused across calls and replaced after any failure (a
-    /// trap poisons a store). Only for plugins that pass the determinism check.
+    /// Instances reused across calls (one per concurrent caller, a few kept
+    /// idle) and replaced after any failure (a trap poisons a store). Only
+    /// for plugins that pass the determinism check.
     Reuse,
 }
 

@@ -5,6 +5,7 @@
 //! conversions and output validation on top.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wasmtime::Store;
@@ -56,7 +57,14 @@ pub(crate) trait World: 'static {
     fn info(instance: &Self::Instance, store: &mut Store<StoreState>) -> wasmtime::Result<wit_types::PluginInfo>;
 }
 
-type Reused<W> = Option<(Store<StoreState>, <W as World>::Instance)>;
+/// Idle instances kept for `reuse` isolation: one is taken per call and put
+/// back after a successful one, so concurrent callers (several controller
+/// threads) each run on their own instance instead of queueing on one.
+type Reused<W> = Vec<(Store<StoreState>, <W as World>::Instance)>;
+
+/// Most idle instances a `reuse` plugin keeps; beyond this a finished
+/// instance is dropped (its pool slot freed).
+const MAX_IDLE_INSTANCES: usize = 8;
 
 pub(crate) struct Core<W: World> {
     runtime: PluginRuntime,
@@ -65,6 +73,10 @@ pub(crate) struct Core<W: World> {
     label: Arc<str>,
     limits: PluginLimits,
     reused: Mutex<Reused<W>>,
+    /// Fuel the last successful call consumed (instantiation included in
+    /// `per-call` isolation); `u64::MAX` until one has run on a metering
+    /// runtime. The conformance kit's deterministic cost measure.
+    last_fuel: AtomicU64,
 }
 
 fn validate_limits(runtime: &PluginRuntime, limits: &PluginLimits) -> Result<(), String> {
@@ -114,7 +126,8 @@ impl<W: World> Core<W> {
             }),
             label,
             limits: spec.limits.clone(),
-            reused: Mutex::new(None),
+            reused: Mutex::new(Vec::new()),
+            last_fuel: AtomicU64::new(u64::MAX),
         };
         let info =
             core.call_validated(W::info, Ok).map_err(|failure| PluginError::Info { path: path.clone(), failure })?;
@@ -168,8 +181,21 @@ impl<W: World> Core<W> {
             identity: Arc::clone(&self.identity),
             label: Arc::clone(&self.label),
             limits,
-            reused: Mutex::new(None),
+            reused: Mutex::new(Vec::new()),
+            last_fuel: AtomicU64::new(u64::MAX),
         })
+    }
+
+    /// Fuel the last successful call consumed, when the runtime meters fuel.
+    pub(crate) fn last_call_fuel(&self) -> Option<u64> {
+        Some(self.last_fuel.load(Ordering::Relaxed)).filter(|f| *f != u64::MAX)
+    }
+
+    /// Records what the call on `store` consumed of the fuel it was armed with.
+    fn note_fuel(&self, store: &Store<StoreState>) {
+        if let (Some(armed), Ok(left)) = (self.limits.fuel, store.get_fuel()) {
+            self.last_fuel.store(armed.saturating_sub(left), Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn identity(&self) -> &PluginIdentity {
@@ -184,9 +210,9 @@ impl<W: World> Core<W> {
         self.runtime.output_caps()
     }
 
-    /// Drops the reused instance (next call instantiates afresh).
+    /// Drops the reused instances (the next call instantiates afresh).
     pub(crate) fn reset(&self) {
-        *self.reused.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+        self.reused.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
     }
 
     fn new_store(&self) -> Store<StoreState> {
@@ -228,11 +254,14 @@ impl<W: World> Core<W> {
                 let instance =
                     W::instantiate(&self.pre, &mut store).map_err(|e| store.data().classify(&e, deadline_ms))?;
                 let raw = call(&instance, &mut store).map_err(|e| store.data().classify(&e, deadline_ms))?;
+                self.note_fuel(&store);
                 validate(raw)
             }
             Isolation::Reuse => {
-                let mut guard = self.reused.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                let (store, instance) = match guard.take() {
+                // The lock is held only to take and return an instance, never
+                // across the call.
+                let idle = self.reused.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+                let (store, instance) = match idle {
                     Some(pair) => pair,
                     None => {
                         let mut store = self.new_store();
@@ -245,9 +274,13 @@ impl<W: World> Core<W> {
                 let mut store = store;
                 self.arm(&mut store)?;
                 let raw = call(&instance, &mut store).map_err(|e| store.data().classify(&e, deadline_ms))?;
+                self.note_fuel(&store);
                 let result = validate(raw)?;
                 // Only a fully successful call puts the instance back.
-                *guard = Some((store, instance));
+                let mut idle = self.reused.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if idle.len() < MAX_IDLE_INSTANCES {
+                    idle.push((store, instance));
+                }
                 Ok(result)
             }
         }

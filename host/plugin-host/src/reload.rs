@@ -32,7 +32,7 @@ impl Reloadable for GatePlugin {
         GatePlugin::identity(self)
     }
     fn run_checks(&self, options: &CheckOptions, report: &mut ConformanceReport) {
-        runs::gate(self, options, report);
+        runs::gate(self, None, options, report);
     }
 }
 
@@ -44,7 +44,7 @@ impl Reloadable for AnnotationPlugin {
         AnnotationPlugin::identity(self)
     }
     fn run_checks(&self, options: &CheckOptions, report: &mut ConformanceReport) {
-        runs::annotation(self, options, report);
+        runs::annotation(self, None, options, report);
     }
 }
 
@@ -56,7 +56,7 @@ impl Reloadable for BlueprintPlugin {
         BlueprintPlugin::identity(self)
     }
     fn run_checks(&self, options: &CheckOptions, report: &mut ConformanceReport) {
-        runs::blueprint(self, options, report);
+        runs::blueprint(self, None, options, report);
     }
 }
 

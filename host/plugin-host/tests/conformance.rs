@@ -14,15 +14,14 @@ use leyline::GateId;
 use common::{pinned, runtime};
 
 /// Thorough enough to catch every fixture, quick enough for `cargo test`.
-/// Wall-clock budgets are a benchmark concern on a shared 2-core box where a
-/// test thread can be descheduled for milliseconds, so the test deadline and
-/// latency budget are loose; the defaults (10 ms, 100 µs p99) are for operators.
+/// The test deadline is loose (a shared 2-core box can deschedule a test
+/// thread for milliseconds); the latency verdict is judged in fuel, the
+/// same under any load, so it keeps the operators' default budget.
 fn options() -> CheckOptions {
     CheckOptions {
         fuzz_cases: 96,
         determinism_cases: 12,
         latency_samples: 50,
-        latency_budget_p99: Duration::from_millis(50),
         limits: PluginLimits { deadline: Duration::from_millis(250), ..PluginLimits::default() },
         ..CheckOptions::default()
     }
@@ -119,5 +118,39 @@ fn hot_reload_swaps_only_after_the_canary_passes() -> anyhow::Result<()> {
             )
             .passed
     );
+    Ok(())
+}
+
+/// Issue 16, "Flaky conformance": the latency verdict is judged in fuel,
+/// so twenty full checks of the default gate plugin give the same verdict
+/// and the same cost, whatever else the machine is doing; wall-clock
+/// p50/p99 are reported beside it.
+#[test]
+fn flaky_conformance_twenty_checks_of_the_default_gate_plugin_agree() -> anyhow::Result<()> {
+    let (runtime, _dir) = runtime()?;
+    let mut costs = Vec::new();
+    for run in 0..20 {
+        let report = check_file_with(&runtime, artifacts::GATES.as_ref(), &options());
+        assert!(report.passed(), "run {run}:\n{report}");
+        let latency = report.latency.ok_or_else(|| anyhow::anyhow!("latency not measured"))?;
+        assert!(latency.fuel_max > 0 && latency.fuel_max <= latency.fuel_budget, "{report}");
+        let line = &report.check("latency").ok_or_else(|| anyhow::anyhow!("no latency check"))?.detail;
+        assert!(line.contains("fuel per call") && line.contains("wall clock p50"), "{line}");
+        costs.push((latency.fuel_p50, latency.fuel_max));
+    }
+    assert!(costs.iter().all(|c| *c == costs[0]), "cost differs between runs: {costs:?}");
+    println!("default gate plugin: median {} fuel, max {} fuel per call", costs[0].0, costs[0].1);
+    Ok(())
+}
+
+/// A budget below what the plugin costs fails the check, naming both.
+#[test]
+fn flaky_conformance_a_cost_over_budget_fails_with_both_numbers() -> anyhow::Result<()> {
+    let (runtime, _dir) = runtime()?;
+    let report =
+        check_file_with(&runtime, artifacts::GATES.as_ref(), &CheckOptions { fuel_budget_per_call: 10, ..options() });
+    let latency = report.check("latency").ok_or_else(|| anyhow::anyhow!("no latency check"))?;
+    assert_eq!(latency.status, CheckStatus::Fail, "{report}");
+    assert!(latency.detail.contains("budget 10") || latency.detail.contains("budget of 10"), "{}", latency.detail);
     Ok(())
 }

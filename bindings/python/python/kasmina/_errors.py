@@ -143,7 +143,11 @@ class GraftError(KasminaError):
 
 
 class ConfigError(KasminaError):
-    """``config``: the caller's own set-up is unusable (names what is wrong)."""
+    """``config``: the caller's own set-up is unusable (names what is wrong).
+    Knowledge distillation refines the code: ``teacher_over_budget`` (with
+    ``needed`` and ``budget``, bytes), ``teacher_shares_parameters``, and
+    for :func:`kasmina.torch.kd_loss` the Rust tensor plane's
+    ``invalid_parameter``, ``wrong_rank``, ``shape_mismatch``."""
 
     default_code = "config"
 

@@ -69,6 +69,7 @@ class ReasonCode(_WireEnum):
     KERNEL_UNAVAILABLE: ClassVar[ReasonCode]
     BREAKER_OPEN: ClassVar[ReasonCode]
     ROLLBACK_UNAVAILABLE: ClassVar[ReasonCode]
+    JOURNAL_UNAVAILABLE: ClassVar[ReasonCode]
     @staticmethod
     def parse(text: str) -> ReasonCode: ...
     @staticmethod

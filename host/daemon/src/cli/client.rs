@@ -1,6 +1,7 @@
 //! Verbs that talk to a running daemon: `status`, `seeds`, `send`,
 //! `register`, `telemetry`.
 
+use super::output::outln;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,18 +33,26 @@ fn connect(socket: &SocketArg, role: Role) -> anyhow::Result<DaemonClient> {
 pub struct StatusArgs {
     #[command(flatten)]
     socket: SocketArg,
+    /// Print JSON (one object: the server and the host's status) instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Prints the daemon's status.
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let client = connect(&args.socket, Role::Observer)?;
     let s = client.status()?;
-    println!("server:            {}", client.server());
-    println!("contract version:  {}", s.contract_version);
-    println!("training run:      {}", s.training_run_id.as_deref().unwrap_or("(no trainer registered)"));
-    println!("seeds:             {}", s.seeds);
-    println!("commands:          {} accepted, {} rejected", s.commands_accepted, s.commands_rejected);
-    println!("last step:         {}", s.last_step.map_or_else(|| "(none)".to_owned(), |n| n.to_string()));
+    if args.json {
+        let value = serde_json::json!({ "server": client.server().to_string(), "status": s });
+        outln!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!("server:            {}", client.server());
+    outln!("contract version:  {}", s.contract_version);
+    outln!("training run:      {}", s.training_run_id.as_deref().unwrap_or("(no trainer registered)"));
+    outln!("seeds:             {}", s.seeds);
+    outln!("commands:          {} accepted, {} rejected", s.commands_accepted, s.commands_rejected);
+    outln!("last step:         {}", s.last_step.map_or_else(|| "(none)".to_owned(), |n| n.to_string()));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -61,21 +70,28 @@ pub struct SeedsArgs {
 pub fn seeds(args: SeedsArgs) -> anyhow::Result<ExitCode> {
     let seeds = connect(&args.socket, Role::Observer)?.seed_states()?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&seeds)?);
+        outln!("{}", serde_json::to_string_pretty(&seeds)?);
         return Ok(ExitCode::SUCCESS);
     }
     if seeds.is_empty() {
-        println!(
+        outln!(
             "no seeds: a trainer registers its slots first (`kasmina register <file>` or the trainer's register_host)"
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<16} {:<12} {:<13} {:<20} {:<10} {:>6} {:>6} {:<9} paused",
-        "SEED", "SITE", "STAGE", "BLUEPRINT", "BLEND", "ALPHA", "EPOCH", "HEALTH"
+        "SEED",
+        "SITE",
+        "STAGE",
+        "BLUEPRINT",
+        "BLEND",
+        "ALPHA",
+        "EPOCH",
+        "HEALTH"
     );
     for s in seeds {
-        println!(
+        outln!(
             "{:<16} {:<12} {:<13} {:<20} {:<10} {:>6.3} {:>6} {:<9} {}",
             s.seed_id,
             s.site,
@@ -115,6 +131,9 @@ pub struct SendArgs {
     /// HMAC key file (hex); default: $KASMINA_HMAC_KEY.
     #[arg(long)]
     pub key_file: Option<PathBuf>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     socket: SocketArg,
 }
@@ -145,18 +164,29 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     }
     let command = builder.sign(&key);
     let outcome = connect(&args.socket, Role::Controller)?.submit_command(command.clone())?;
+    if args.json {
+        let value = serde_json::json!({ "command_id": command.command_id, "outcome": outcome });
+        outln!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(if outcome.accepted { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
     let verdict = if outcome.accepted { "accepted" } else { "REJECTED" };
-    println!(
+    outln!(
         "{verdict}: command {} ({} on {})",
         command.command_id,
         command.command_type().as_str(),
         command.target_seed_id
     );
+    // The outcome's own reason code first; the attributes (which may hold
+    // a gate's `verdict_reason`) under their own heading, so the two are
+    // never read as one another.
     if let Some(reason) = outcome.reason {
-        println!("  reason: {}", reason.as_str());
+        outln!("  outcome reason: {}", reason.as_str());
     }
-    for (k, v) in &outcome.attributes {
-        println!("  {k}: {v}");
+    if !outcome.attributes.is_empty() {
+        outln!("  attributes:");
+        for (k, v) in &outcome.attributes {
+            outln!("    {k} = {v}");
+        }
     }
     Ok(if outcome.accepted { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -177,7 +207,7 @@ pub fn register(args: RegisterArgs) -> anyhow::Result<ExitCode> {
     let (run, sites, slots) =
         (registration.training_run_id.clone(), registration.sites.len(), registration.slots.len());
     connect(&args.socket, Role::Trainer)?.register_host(registration)?;
-    println!("registered run {run}: {sites} sites, {slots} seed slots");
+    outln!("registered run {run}: {sites} sites, {slots} seed slots");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -193,7 +223,7 @@ pub struct TelemetryArgs {
     /// Lowest level shown: info, warning, error or critical.
     #[arg(long, default_value = "info")]
     level: String,
-    /// Print each event as JSON.
+    /// Print each event as JSON (JSON Lines; `timestamp_ms` stays epoch milliseconds).
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -227,12 +257,12 @@ pub fn telemetry(args: TelemetryArgs) -> anyhow::Result<ExitCode> {
             rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).map_err(|_| ())
         };
         match next {
-            Ok(Ok(event)) if args.json => println!("{}", serde_json::to_string(&event)?),
+            Ok(Ok(event)) if args.json => outln!("{}", serde_json::to_string(&event)?),
             Ok(Ok(e)) => {
                 let attrs: Vec<String> = e.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                println!(
+                outln!(
                     "{} {:<8} {} {}{} {}",
-                    e.timestamp_ms,
+                    kasmina_daemon::human::local_time(e.timestamp_ms),
                     e.level.as_str(),
                     e.name,
                     e.seed_id.as_deref().map_or(String::new(), |s| format!("[{s}] ")),

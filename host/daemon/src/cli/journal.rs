@@ -1,6 +1,7 @@
 //! `kasmina journal inspect` and `kasmina journal replay`: read-only tools
 //! over a decision journal directory (see `kasmina_daemon::journal_tools`).
 
+use super::output::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -25,6 +26,11 @@ pub enum JournalCommand {
         /// Also print each gate verdict's recorded inputs.
         #[arg(long)]
         inputs: bool,
+        /// Print JSON Lines instead: a header object (segments, records,
+        /// torn tail), then one object per record (`seq`, `kind`, `record`;
+        /// times stay epoch ms; a NaN is written as null).
+        #[arg(long)]
+        json: bool,
     },
     /// Re-run every recorded gate decision through a candidate gate plugin
     /// and report agreements and disagreements (seed, gate, old verdict, the
@@ -45,21 +51,51 @@ pub enum JournalCommand {
         /// Directory of precompiled plugin artifacts.
         #[arg(long)]
         cache: Option<PathBuf>,
+        /// Print one JSON object (counts and every disagreement) instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 /// Runs a journal verb.
 pub fn run(cmd: JournalCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        JournalCommand::Inspect { dir, seed, kind, inputs } => {
+        JournalCommand::Inspect { dir, seed, kind, inputs, json } => {
             const KINDS: [&str; 5] = ["command_accepted", "transition", "gate_verdict", "snapshot", "progress"];
             if let Some(k) = &kind {
                 anyhow::ensure!(KINDS.contains(&k.as_str()), "--kind {k:?}: use one of {}", KINDS.join(", "));
             }
             let (entries, report) = journal_tools::read_journal(&dir)?;
-            println!("{}: {} segments, {} intact records", dir.display(), report.segments, report.records);
+            let wanted = |record: &leyline::journal::JournalRecord| {
+                seed.as_deref().is_none_or(|s| record.seed_id() == Some(s))
+                    && kind.as_deref().is_none_or(|k| record.kind() == k)
+            };
+            if json {
+                let torn = report.torn_tail.as_ref().map(|t| {
+                    serde_json::json!({
+                        "segment": t.segment.display().to_string(),
+                        "offset": t.offset,
+                        "bytes_cut": t.bytes_cut,
+                        "defect": t.defect.to_string(),
+                    })
+                });
+                let header = serde_json::json!({
+                    "dir": dir.display().to_string(),
+                    "segments": report.segments,
+                    "records": report.records,
+                    "torn_tail": torn,
+                });
+                outln!("{header}");
+                for entry in entries.iter().filter(|e| wanted(&e.record)) {
+                    let line =
+                        serde_json::json!({ "seq": entry.seq.0, "kind": entry.record.kind(), "record": entry.record });
+                    outln!("{line}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            outln!("{}: {} segments, {} intact records", dir.display(), report.segments, report.records);
             if let Some(t) = &report.torn_tail {
-                println!(
+                outln!(
                     "torn tail: {} bytes at offset {} of {} ({}); the daemon cuts it on its next start",
                     t.bytes_cut,
                     t.offset,
@@ -69,28 +105,51 @@ pub fn run(cmd: JournalCommand) -> anyhow::Result<ExitCode> {
             }
             for entry in &entries {
                 let record = &entry.record;
-                if seed.as_deref().is_some_and(|s| record.seed_id() != Some(s))
-                    || kind.as_deref().is_some_and(|k| record.kind() != k)
-                {
+                if !wanted(record) {
                     continue;
                 }
-                println!("{}", journal_tools::describe(entry));
+                outln!("{}", journal_tools::describe(entry));
                 if inputs && let leyline::journal::JournalRecord::GateVerdict { inputs, .. } = record {
-                    print!("{}", journal_tools::describe_inputs(inputs));
+                    outln!("{}", journal_tools::describe_inputs(inputs).trim_end_matches('\n'));
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        JournalCommand::Replay { dir, plugin, fail_on_disagreement, deadline_ms, cache } => {
+        JournalCommand::Replay { dir, plugin, fail_on_disagreement, deadline_ms, cache, json } => {
             let (entries, _) = journal_tools::read_journal(&dir)?;
             let limits = PluginLimits { deadline: Duration::from_millis(deadline_ms), ..PluginLimits::default() };
             let candidate =
                 journal_tools::load_candidate(&plugin, &cache.unwrap_or_else(super::plugin_cache_dir), limits)?;
             let report = journal_tools::replay(&entries, &candidate)?;
-            for d in &report.disagreements {
-                println!("DISAGREE {d}");
+            let failed = fail_on_disagreement && !report.disagreements.is_empty();
+            if json {
+                let disagreements: Vec<serde_json::Value> = report
+                    .disagreements
+                    .iter()
+                    .map(|d| {
+                        serde_json::json!({
+                            "seq": d.seq, "seed_id": d.seed_id, "gate": d.gate.as_str(), "step": d.step,
+                            "old_passed": d.old_passed, "old_reason": d.old_reason,
+                            "new_passed": d.new_passed, "new_reason": d.new_reason,
+                            "override_invariant": d.override_invariant, "judgement": d.judgement,
+                        })
+                    })
+                    .collect();
+                let value = serde_json::json!({
+                    "plugin": plugin.display().to_string(),
+                    "decisions": report.decisions,
+                    "agreements": report.agreements,
+                    "host_decided": report.host_decided,
+                    "unsafe_passes": report.unsafe_passes(),
+                    "disagreements": disagreements,
+                });
+                outln!("{}", serde_json::to_string_pretty(&value)?);
+                return Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS });
             }
-            println!(
+            for d in &report.disagreements {
+                outln!("DISAGREE {d}");
+            }
+            outln!(
                 "{} gate decisions replayed through {}: {} agree, {} disagree ({} unsafe passes), {} failed by the host before any plugin",
                 report.decisions,
                 plugin.display(),

@@ -1,5 +1,6 @@
 //! `kasmina keygen`: a fresh HMAC key file, private from the first byte.
 
+use super::output::outln;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -27,6 +28,6 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
         })?;
     file.write_all(format!("{}\n", hex::encode(key)).as_bytes())?;
     file.sync_all()?;
-    println!("wrote a new 32-byte HMAC key to {} (mode 0600)", args.file.display());
+    outln!("wrote a new 32-byte HMAC key to {} (mode 0600)", args.file.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! `kasmina plugin check` and `kasmina plugin info`: the conformance kit.
 
+use super::output::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,6 +20,9 @@ pub enum PluginCommand {
         /// Directory of precompiled plugin artifacts.
         #[arg(long)]
         cache: Option<PathBuf>,
+        /// Print one JSON object (every check, the cost and latency) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Print what a plugin declares: name, version, API version, kind, imports, exports.
     Info {
@@ -27,28 +31,76 @@ pub enum PluginCommand {
         /// Directory of precompiled plugin artifacts.
         #[arg(long)]
         cache: Option<PathBuf>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 /// Runs a plugin verb.
 pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        PluginCommand::Check { file, quick, cache } => {
+        PluginCommand::Check { file, quick, cache, json } => {
             anyhow::ensure!(file.is_file(), "{} is not a file; pass the plugin's .wasm component", file.display());
             let options = if quick { CheckOptions::smoke() } else { CheckOptions::default() };
             let report = conformance::check_file(&file, &cache.unwrap_or_else(super::plugin_cache_dir), &options);
-            println!("{report}");
+            if json {
+                let checks: Vec<serde_json::Value> = report
+                    .checks
+                    .iter()
+                    .map(|c| serde_json::json!({ "name": c.name, "status": format!("{:?}", c.status).to_uppercase(), "detail": c.detail }))
+                    .collect();
+                let latency = report.latency.map(|l| {
+                    serde_json::json!({
+                        "fuel_max": l.fuel_max, "fuel_p50": l.fuel_p50, "fuel_budget": l.fuel_budget,
+                        "wall_p50_seconds": l.p50.as_secs_f64(), "wall_p99_seconds": l.p99.as_secs_f64(),
+                        "samples": l.samples,
+                    })
+                });
+                let value = serde_json::json!({
+                    "file": file.display().to_string(),
+                    "passed": report.passed(),
+                    "checks": checks,
+                    "latency": latency,
+                });
+                outln!("{}", serde_json::to_string_pretty(&value)?);
+                return Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            }
+            outln!("{report}");
             if let Some(l) = report.latency {
-                println!("latency: p50 {:?}, p99 {:?} over {} calls", l.p50, l.p99, l.samples);
+                outln!(
+                    "cost: at most {} fuel per call (median {}, budget {}); wall clock p50 {:?}, p99 {:?} over {} calls",
+                    l.fuel_max,
+                    l.fuel_p50,
+                    l.fuel_budget,
+                    l.p50,
+                    l.p99,
+                    l.samples
+                );
             }
             Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        PluginCommand::Info { file, cache } => {
+        PluginCommand::Info { file, cache, json } => {
             let summary =
                 conformance::info_file(&file, &cache.unwrap_or_else(super::plugin_cache_dir)).map_err(|e| {
                     anyhow::anyhow!("{}: {e} (run `kasmina plugin check` for the full report)", file.display())
                 })?;
-            println!("{summary}");
+            if json {
+                let id = &summary.identity;
+                let value = serde_json::json!({
+                    "file": id.path.display().to_string(),
+                    "sha256": id.sha256,
+                    "name": id.info.name,
+                    "version": id.info.version,
+                    "api_version": id.info.api_version,
+                    "kind": id.info.kind.to_string(),
+                    "exports": id.exports,
+                    "imports": id.imports,
+                });
+                outln!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                outln!("{summary}");
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -13,8 +13,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use kasmina_daemon::{DaemonHost, ServerSettings, StartOptions, UnixSocket};
-use leyline::api::KasminaApi;
+use kasmina::HostError;
+use kasmina_daemon::{DaemonHost, ServerSettings, StartError, StartOptions, UnixSocket};
+
+use super::output::hinted;
+use kasmina_daemon::http::HttpState;
+use kasmina_daemon::status_page::{LiveFeed, Observed};
+use leyline::api::{KasminaApi, TelemetryListener};
 use tokio::sync::watch;
 
 /// Arguments of `kasmina serve`.
@@ -40,7 +45,8 @@ pub struct ServeArgs {
     /// HMAC key file (hex); overrides security.key_file and the environment.
     #[arg(long)]
     pub key_file: Option<PathBuf>,
-    /// Serve Prometheus metrics at http://ADDR/metrics (loopback only).
+    /// Serve Prometheus metrics at http://ADDR/metrics and the live status
+    /// page at http://ADDR/ (read-only; loopback addresses only).
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
     /// Journal: compact once the journal exceeds this many bytes.
@@ -55,7 +61,13 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let settings = match &args.settings {
-        Some(path) => kasmina::Settings::from_file(path)?,
+        Some(path) => kasmina::Settings::from_file(path).map_err(|e| {
+            hinted(
+                format!("settings {} refused", path.display()),
+                format!("`kasmina settings check {}` names every bad key", path.display()),
+                e,
+            )
+        })?,
         None => kasmina::Settings::default(),
     };
     let server_settings = ServerSettings {
@@ -64,20 +76,29 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         critical_capacity: settings.telemetry.critical_capacity,
         ..ServerSettings::default()
     };
-    let socket = UnixSocket::bind(&args.socket)
-        .with_context(|| "pick another --socket path, or stop the daemon that holds this one")?;
+    let socket = UnixSocket::bind(&args.socket).map_err(|e| {
+        hinted(
+            format!("cannot serve on {}", args.socket.display()),
+            "pick another --socket path, or stop the daemon that holds this one",
+            e,
+        )
+    })?;
     let mut options = StartOptions::new(settings);
     options.urza_dir = args.urza.clone();
     options.journal_dir = args.journal.clone();
     options.journal_config.compact_after_bytes = args.journal_compact_bytes;
     options.journal_config.segment_bytes = args.journal_segment_bytes;
     if let Some(path) = &args.key_file {
-        options.key =
-            Some(kasmina::HmacKey::from_file(path).with_context(|| "create one with `kasmina keygen <file>`")?);
+        options.key = Some(kasmina::HmacKey::from_file(path).map_err(|e| {
+            hinted(
+                format!("cannot load the HMAC key {}", path.display()),
+                "create one with `kasmina keygen <file>` and pass it with --key-file",
+                e,
+            )
+        })?);
     }
-    let (host, report) = DaemonHost::start(options).context(
-        "the daemon could not start (keys: --key-file, security.key_file or $KASMINA_HMAC_KEY; kernels: --urza DIR; journal: --journal DIR)",
-    )?;
+    let (host, report) =
+        DaemonHost::start(options).map_err(|e| hinted("the daemon could not start", start_hint(&e, &args), e))?;
     let plugins: Vec<String> = host.host().plugins_at_start().iter().map(ToString::to_string).collect();
     eprintln!("kasmina: plugins: {}", plugins.join(", "));
     match &report {
@@ -103,15 +124,25 @@ async fn serve(
     settings: ServerSettings,
     args: &ServeArgs,
 ) -> anyhow::Result<()> {
-    let api: Arc<dyn KasminaApi> = host.clone();
+    // The status page sees telemetry by push and step reports through a
+    // tap on the served API (it changes nothing on the way).
+    let feed = Arc::new(LiveFeed::default());
+    let api: Arc<dyn KasminaApi> = if args.metrics.is_some() {
+        host.subscribe_telemetry(Arc::clone(&feed) as Arc<dyn TelemetryListener>)
+            .context("subscribing the status page to telemetry")?;
+        Arc::new(Observed::new(host.clone(), Arc::clone(&feed)))
+    } else {
+        host.clone()
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
     let mut tasks = Vec::new();
     if let Some(addr) = args.tcp {
-        let listener =
-            kasmina_daemon::bind_tcp(addr).await.with_context(|| "TCP is loopback only, e.g. --tcp 127.0.0.1:7411")?;
+        let listener = kasmina_daemon::bind_tcp(addr).await.map_err(|e| {
+            hinted(format!("cannot serve on tcp://{addr}"), "TCP is loopback only, e.g. --tcp 127.0.0.1:7411", e)
+        })?;
         tasks.push(tokio::spawn(kasmina_daemon::run(
             listener,
             Arc::clone(&api),
@@ -122,11 +153,17 @@ async fn serve(
     }
     let metrics = match args.metrics {
         Some(addr) => {
-            let listener = kasmina_daemon::metrics::bind(addr)
-                .await
-                .with_context(|| "metrics are loopback only, e.g. --metrics 127.0.0.1:9464")?;
-            eprintln!("kasmina: metrics at http://{addr}/metrics");
-            Some(tokio::spawn(kasmina_daemon::metrics::serve(listener, Arc::clone(&host), stopped(stop_rx.clone()))))
+            let listener = kasmina_daemon::bind_tcp(addr).await.map_err(|e| {
+                hinted(
+                    format!("cannot serve metrics on {addr}"),
+                    "metrics and the status page are loopback only, e.g. --metrics 127.0.0.1:9464",
+                    e,
+                )
+            })?;
+            let addr = listener.local_addr().unwrap_or(addr);
+            eprintln!("kasmina: metrics at http://{addr}/metrics, status page at http://{addr}/");
+            let state = HttpState::new(Arc::clone(&host), Arc::clone(&feed));
+            Some(tokio::spawn(kasmina_daemon::http::serve(listener, state, stopped(stop_rx.clone()))))
         }
         None => None,
     };
@@ -156,8 +193,48 @@ async fn serve(
     Ok(())
 }
 
+/// What to do about a start failure, by what failed: a plugin failure is
+/// not answered with advice about keys and journals.
+fn start_hint(err: &StartError, args: &ServeArgs) -> String {
+    match err {
+        StartError::Host(HostError::Key(_)) => "create a key with `kasmina keygen <file>` and pass --key-file <file> \
+             (or set security.key_file, or $KASMINA_HMAC_KEY to the key's hex)"
+            .to_owned(),
+        StartError::Host(HostError::NoUrza) => "pass --urza DIR (publish blueprints into it with \
+             `kasmina urza publish`), or set kernels.urza_dir in the settings"
+            .to_owned(),
+        StartError::Host(HostError::Urza(_)) => format!(
+            "check the Urza library{}: `kasmina urza verify --urza DIR` reports what is wrong with it",
+            args.urza.as_ref().map_or(String::new(), |p| format!(" {}", p.display()))
+        ),
+        StartError::Host(HostError::Plugin { .. }) => "check the plugin's path and sha256 under [plugins] in the \
+             settings; `kasmina plugin check <file>` runs the full conformance report"
+            .to_owned(),
+        StartError::Host(HostError::Settings(_)) => "`kasmina settings check <file>` names every bad key".to_owned(),
+        StartError::Host(HostError::Kernels(_)) => {
+            "the kernel load manager could not start its workers: check memory and thread limits".to_owned()
+        }
+        StartError::Host(HostError::Verifier(_) | HostError::Purger(_)) => {
+            "check the [security] section of the settings (`kasmina settings check <file>`)".to_owned()
+        }
+        StartError::Journal { dir, .. } | StartError::Restore { dir, .. } | StartError::Checkpoint { dir, .. } => {
+            format!(
+                "`kasmina journal inspect {}` shows what the journal holds; move it aside to start without \
+                 its history",
+                dir.display()
+            )
+        }
+    }
+}
+
+/// Logs to stderr; ANSI colour only when stderr is a terminal and
+/// `NO_COLOR` is not set.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(super::output::stderr_colour())
+        .with_writer(std::io::stderr)
+        .try_init();
 }

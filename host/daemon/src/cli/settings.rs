@@ -1,5 +1,6 @@
 //! `kasmina settings check`.
 
+use super::output::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,7 +20,7 @@ pub enum SettingsCommand {
 pub fn run(cmd: SettingsCommand) -> anyhow::Result<ExitCode> {
     let SettingsCommand::Check { file } = cmd;
     let settings = kasmina::Settings::from_file(&file)?;
-    println!(
+    outln!(
         "{}: valid (freshness window {} s, nonce TTL {} s, embargo {} s)",
         file.display(),
         settings.security.freshness_window_s,

@@ -1,5 +1,6 @@
 //! `kasmina urza publish|list|verify|show`: the blueprint library on disk.
 
+use super::output::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -33,11 +34,17 @@ pub enum UrzaCommand {
     List {
         #[command(flatten)]
         dir: UrzaDir,
+        /// Print JSON (one array of catalog entries) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Re-hash every artifact; quarantine mismatches; exits non-zero if any entry is unhealthy.
     Verify {
         #[command(flatten)]
         dir: UrzaDir,
+        /// Print JSON (one object per blueprint, and the totals) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Show one blueprint's descriptor and artifact.
     Show {
@@ -45,6 +52,9 @@ pub enum UrzaCommand {
         id: String,
         #[command(flatten)]
         dir: UrzaDir,
+        /// Print the catalog entry as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -56,31 +66,52 @@ pub fn run(cmd: UrzaCommand) -> anyhow::Result<ExitCode> {
             let parsed: BlueprintDescriptor = super::parse_toml_or_json(&descriptor, &text, "descriptor")?;
             let urza = UrzaLibrary::open(&dir.urza)?;
             let entry = urza.publish(parsed, &kernel)?;
-            println!("published {}", entry.summary_line());
+            outln!("published {}", entry.summary_line());
         }
-        UrzaCommand::List { dir } => {
+        UrzaCommand::List { dir, json } => {
             let urza = open_existing(&dir)?;
             let entries = urza.list();
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&entries)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             if entries.is_empty() {
-                println!("{}: no blueprints (publish one with `kasmina urza publish`)", dir.urza.display());
+                outln!("{}: no blueprints (publish one with `kasmina urza publish`)", dir.urza.display());
             }
             for entry in entries {
-                println!("{}", entry.summary_line());
+                outln!("{}", entry.summary_line());
             }
         }
-        UrzaCommand::Verify { dir } => {
+        UrzaCommand::Verify { dir, json } => {
             let report = open_existing(&dir)?.verify_all();
-            for (id, outcome) in &report.results {
-                println!("{id:<24} {outcome:?}");
+            if json {
+                let results: Vec<serde_json::Value> = report
+                    .results
+                    .iter()
+                    .map(|(id, outcome)| {
+                        serde_json::json!({ "blueprint_id": id, "ok": outcome.is_ok(), "outcome": format!("{outcome:?}") })
+                    })
+                    .collect();
+                let value = serde_json::json!({ "verified": report.ok_count(), "total": report.results.len(), "results": results });
+                outln!("{}", serde_json::to_string_pretty(&value)?);
             }
-            println!("{} of {} artifacts verified", report.ok_count(), report.results.len());
+            for (id, outcome) in report.results.iter().filter(|_| !json) {
+                outln!("{id:<24} {outcome:?}");
+            }
+            if !json {
+                outln!("{} of {} artifacts verified", report.ok_count(), report.results.len());
+            }
             if !report.all_ok() {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        UrzaCommand::Show { id, dir } => {
+        UrzaCommand::Show { id, dir, json } => {
             let entry = open_existing(&dir)?.show(&id).map_err(|e| anyhow::anyhow!("{e} (see `kasmina urza list`)"))?;
-            println!("{entry}");
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&entry)?);
+            } else {
+                outln!("{entry}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -93,17 +93,20 @@ impl SeedManager {
                 }
                 Some(PrefetchEvent::Failed(err)) => {
                     seed.prefetch_request = None;
+                    let cause = crate::gates::kernel_failure_cause(err.kind);
                     self.sink.emit(
                         TelemetryEvent::new(
                             "kasmina.kernel.unavailable",
-                            TelemetryLevel::Error,
+                            crate::gates::kernel_failure_level(err.kind),
                             err.detail.clone(),
                             self.clock.now_ms(),
                         )
                         .seed(seed.seed_id.as_str())
                         .attr("kind", format!("{:?}", err.kind))
+                        .attr("cause", cause)
                         .attr("blueprint_id", err.blueprint_id.as_str()),
                     );
+                    seed.kernel_failure = Some(cause.to_owned());
                     seed.last_failure = Some(format!("kernel unavailable: {}", err.detail));
                     // G1 decides (kernel not attached/verified) and culls.
                     let _ = self.pass_gate(

@@ -303,7 +303,10 @@ impl SeedManager {
         let id = request.request_id.clone();
         match self.kernels.prefetch(request) {
             Ok(()) => seed.prefetch_request = Some(id),
-            Err(err) => seed.last_failure = Some(format!("prefetch refused: {err}")),
+            Err(err) => {
+                seed.kernel_failure = Some("prefetch_refused".to_owned());
+                seed.last_failure = Some(format!("prefetch refused: {err}"));
+            }
         }
     }
 }

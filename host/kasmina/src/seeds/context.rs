@@ -77,6 +77,10 @@ pub struct SeedContext {
     pub embargo_until_ms: Option<u64>,
     /// Last gate failure reason, for health and reports.
     pub last_failure: Option<String>,
+    /// Why the seed's kernel could not be supplied (`kernel_digest_mismatch`,
+    /// `artifact_missing`, `prefetch_timeout`, …): the gate that fails for
+    /// want of a kernel names this as its reason (see `gates::with_cause`).
+    pub kernel_failure: Option<String>,
     /// The trainer has not yet shown that it runs this seed as the control
     /// plane holds it (after a restart, a reconnect or a rollback): no
     /// progress is counted and no gate runs until it has, or until the
@@ -125,6 +129,7 @@ impl SeedContext {
             metric_baseline: None,
             embargo_until_ms: None,
             last_failure: None,
+            kernel_failure: None,
             resync_pending: false,
             resync_steps: 0,
             resume_pending: false,

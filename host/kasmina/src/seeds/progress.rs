@@ -61,7 +61,9 @@ impl SeedManager {
         let span = tracing::debug_span!("kasmina.step.report", step = report.step);
         let _entered = span.enter();
         let mut guard = self.lock();
-        if !last_try && Self::kernel_pending(&guard) {
+        // Only a seed not waited for yet sends the report back: one whose
+        // kernel already timed out while preparing is not waited for twice.
+        if !last_try && !Self::seeds_waiting_for_kernels(&guard).is_subset(&prepared.waited) {
             return Ok(None);
         }
         let st = &mut *guard;
@@ -196,9 +198,14 @@ impl SeedManager {
                 let over = seed.embargo_until_ms.is_some_and(|until| self.clock.now_ms() >= until);
                 if over && self.transition(seed, SeedStage::Resetting, Some(step), "embargo over") {
                     // Release everything the slot held; G5 checks it is gone.
+                    // The culled seed's isolation record goes with it (G5
+                    // refused a slot with violations outstanding forever
+                    // otherwise); violations reported from now on count.
                     self.kernels.cancel_seed(&seed.seed_id);
                     seed.prefetch_request = None;
                     seed.kernel = None;
+                    seed.isolation_violations = 0;
+                    self.isolation.reset_seed(&seed.seed_id);
                     st.prefetch_results.remove(&seed.seed_id);
                 }
             }

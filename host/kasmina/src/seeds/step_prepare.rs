@@ -10,6 +10,7 @@
 //! advice: the step applies one only if the gate's facts are exactly the
 //! same when it runs (see [`crate::gates::GateService::evaluate_with`]).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use kasmina_kernels::{PrefetchEvent, RecvError};
@@ -23,12 +24,16 @@ use crate::gates::GateDecision;
 #[derive(Debug, Default)]
 pub struct PreparedStep {
     pub(super) gates: Vec<GateDecision>,
+    /// Seeds whose kernel was waited for and did not come (timed out):
+    /// not waited for again.
+    pub(super) waited: BTreeSet<String>,
 }
 
 impl SeedManager {
     /// Waits for kernels, then precomputes the step's gate verdicts.
     pub fn prepare_step(&self, report: &StepReport) -> PreparedStep {
         self.await_prefetches();
+        let waited = Self::seeds_waiting_for_kernels(&self.read());
         let jobs = {
             let st = self.read();
             if Self::rollback_frozen(&st) { Vec::new() } else { self.staged_gates(&st, report) }
@@ -36,12 +41,17 @@ impl SeedManager {
         let gates = jobs
             .into_iter()
             .filter_map(|(gate, seed, expected, env)| self.gates.precompute(gate, &seed, expected, &env));
-        PreparedStep { gates: gates.collect() }
+        PreparedStep { gates: gates.collect(), waited }
     }
 
     /// Whether some germinated seed is still waiting for its kernel.
-    pub(super) fn kernel_pending(st: &State) -> bool {
+    fn kernel_pending(st: &State) -> bool {
         st.seeds.values().any(|s| waits_for_kernel(st, s))
+    }
+
+    /// The germinated seeds still waiting for their kernel.
+    pub(super) fn seeds_waiting_for_kernels(st: &State) -> BTreeSet<String> {
+        st.seeds.values().filter(|s| waits_for_kernel(st, s)).map(|s| s.seed_id.clone()).collect()
     }
 
     /// Moves finished prefetches into the state. A germinated seed still

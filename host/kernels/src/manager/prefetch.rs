@@ -468,7 +468,7 @@ async fn run_request(
             let msg = format!("prefetch went stale: not ready {} ms after issue", req.timeout_ms);
             shared.core.emit(
                 shared
-                    .emit("kasmina.kernel.prefetch_timeout", TelemetryLevel::Warning, msg.clone(), &req)
+                    .emit("kasmina.kernel.prefetch_timeout", TelemetryLevel::Critical, msg.clone(), &req)
                     .attr("timeout_ms", req.timeout_ms)
                     .attr("waited_us", latency_us),
             );

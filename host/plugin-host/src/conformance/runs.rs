@@ -8,7 +8,7 @@ use leyline::lifecycle::ALL_GATES;
 use leyline::{BlueprintTier, GateId, SeedStage};
 
 use super::corpus::{self, Rng};
-use super::{CheckOptions, CheckStatus, ConformanceReport, LatencySummary};
+use super::{COST_SAMPLES, CheckOptions, CheckStatus, ConformanceReport, LatencySummary};
 use crate::annotation::{AnnotationError, AnnotationPlugin, ParseError, ParsedAnnotations};
 use crate::blueprint::BlueprintPlugin;
 use crate::error::{FailureKind, PluginFailure};
@@ -92,10 +92,19 @@ fn determinism<C: Debug, O: PartialEq + Debug>(
     );
 }
 
-fn latency<O>(
+/// A metered twin of the plugin under check: `None` in a smoke run (no
+/// cost measured), `Err` when the fuel-metering runtime could not load it.
+pub(crate) type Twin<'a, P> = Option<&'a Result<P, String>>;
+
+/// The `latency` check: cost in fuel on the metered twin (the verdict,
+/// deterministic) and wall-clock p50/p99 on the plugin itself (reported).
+fn latency<P, O>(
     report: &mut ConformanceReport,
     options: &CheckOptions,
-    call: impl Fn(usize) -> Result<O, PluginFailure>,
+    plugin: &P,
+    twin: Twin<'_, P>,
+    fuel_of: fn(&P) -> Option<u64>,
+    call: impl Fn(&P, usize) -> Result<O, PluginFailure>,
 ) {
     if options.latency_samples == 0 {
         report.push("latency", CheckStatus::Skip, "not measured (smoke run)");
@@ -104,7 +113,7 @@ fn latency<O>(
     let mut samples: Vec<Duration> = Vec::with_capacity(options.latency_samples);
     for i in 0..options.latency_samples {
         let start = Instant::now();
-        if let Err(failure) = call(i) {
+        if let Err(failure) = call(plugin, i) {
             report.push("latency", CheckStatus::Fail, format!("call failed while timing: {failure}"));
             return;
         }
@@ -112,17 +121,64 @@ fn latency<O>(
     }
     samples.sort_unstable();
     let at = |q: usize| samples[(samples.len() * q / 100).min(samples.len() - 1)];
-    let summary = LatencySummary { p50: at(50), p99: at(99), samples: samples.len() };
+    let metered = match twin {
+        Some(Ok(metered)) => metered,
+        Some(Err(e)) => {
+            report.push("latency", CheckStatus::Fail, format!("cannot measure cost on a fuel-metering runtime: {e}"));
+            return;
+        }
+        None => {
+            report.push("latency", CheckStatus::Fail, "cost not measured: no fuel-metering twin was loaded");
+            return;
+        }
+    };
+    let mut fuel = Vec::with_capacity(COST_SAMPLES);
+    for i in 0..options.latency_samples.min(COST_SAMPLES) {
+        match call(metered, i).map(|_| fuel_of(metered)) {
+            Ok(Some(f)) => fuel.push(f),
+            Ok(None) => {
+                report.push("latency", CheckStatus::Fail, "the metering runtime reported no fuel for a call");
+                return;
+            }
+            Err(failure) => {
+                let over = failure.kind == FailureKind::Timeout;
+                let detail = if over {
+                    format!(
+                        "a call ran out of its fuel ceiling (at least {}× the budget {} per call): {failure}",
+                        super::FUEL_CEILING_FACTOR,
+                        options.fuel_budget_per_call
+                    )
+                } else {
+                    format!("call failed while measuring cost: {failure}")
+                };
+                report.push("latency", CheckStatus::Fail, detail);
+                return;
+            }
+        }
+    }
+    fuel.sort_unstable();
+    let fuel_max = fuel.last().copied().unwrap_or(0);
+    let summary = LatencySummary {
+        p50: at(50),
+        p99: at(99),
+        samples: samples.len(),
+        fuel_p50: fuel[fuel.len() / 2],
+        fuel_max,
+        fuel_budget: options.fuel_budget_per_call,
+    };
     report.latency = Some(summary);
     let line = format!(
-        "p50 {:?}, p99 {:?} over {} calls ({}), budget p99 {:?}",
+        "cost at most {} fuel per call (median {}, budget {}) over {} calls; wall clock p50 {:?}, p99 {:?} over {} calls ({}, reported only)",
+        summary.fuel_max,
+        summary.fuel_p50,
+        summary.fuel_budget,
+        fuel.len(),
         summary.p50,
         summary.p99,
         summary.samples,
         options.limits.isolation.as_str(),
-        options.latency_budget_p99
     );
-    let status = if summary.p99 <= options.latency_budget_p99 { CheckStatus::Pass } else { CheckStatus::Fail };
+    let status = if summary.fuel_max <= summary.fuel_budget { CheckStatus::Pass } else { CheckStatus::Fail };
     report.push("latency", status, line);
 }
 
@@ -142,7 +198,12 @@ fn per_call_limits(options: &CheckOptions) -> PluginLimits {
     PluginLimits { isolation: Isolation::PerCall, ..options.limits.clone() }
 }
 
-pub(crate) fn gate(plugin: &GatePlugin, options: &CheckOptions, report: &mut ConformanceReport) -> PluginIdentity {
+pub(crate) fn gate(
+    plugin: &GatePlugin,
+    twin: Twin<'_, GatePlugin>,
+    options: &CheckOptions,
+    report: &mut ConformanceReport,
+) -> PluginIdentity {
     info_line(report, plugin.identity());
     let mut rng = Rng::new(options.seed);
     let cases: Vec<_> = (0..options.fuzz_cases).map(|_| corpus::gate_case(&mut rng)).collect();
@@ -188,9 +249,9 @@ pub(crate) fn gate(plugin: &GatePlugin, options: &CheckOptions, report: &mut Con
     });
     expect_fail(GateId::G1GradientHealth, "isolation violations", &|i| i.isolation_violations = 2);
     invariants(report, violations, checked);
-    latency(report, options, |n| {
+    latency(report, options, plugin, twin, GatePlugin::last_call_fuel, |p, n| {
         let gate = ALL_GATES[n % ALL_GATES.len()];
-        plugin.try_evaluate(gate, &corpus::passing_gate_inputs(gate))
+        p.try_evaluate(gate, &corpus::passing_gate_inputs(gate))
     });
     plugin.identity().clone()
 }
@@ -207,6 +268,7 @@ fn parse_outcome(result: Result<ParsedAnnotations, AnnotationError>) -> Result<P
 
 pub(crate) fn annotation(
     plugin: &AnnotationPlugin,
+    twin: Twin<'_, AnnotationPlugin>,
     options: &CheckOptions,
     report: &mut ConformanceReport,
 ) -> PluginIdentity {
@@ -261,12 +323,15 @@ pub(crate) fn annotation(
     }
     invariants(report, violations, cases.len());
     let sample = cases[3].1.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-    latency(report, options, |_| parse_outcome(plugin.parse(&sample, &limits)));
+    latency(report, options, plugin, twin, AnnotationPlugin::last_call_fuel, |p, _| {
+        parse_outcome(p.parse(&sample, &limits))
+    });
     plugin.identity().clone()
 }
 
 pub(crate) fn blueprint(
     plugin: &BlueprintPlugin,
+    twin: Twin<'_, BlueprintPlugin>,
     options: &CheckOptions,
     report: &mut ConformanceReport,
 ) -> PluginIdentity {
@@ -315,6 +380,8 @@ pub(crate) fn blueprint(
     refused("NaN parameter", &base, &[("width".to_owned(), f64::NAN)].into());
     refused("out-of-bounds parameter", &base, &[("width".to_owned(), 1e9)].into());
     invariants(report, violations, 5);
-    latency(report, options, |_| plugin.try_admit(&base, &params, &context));
+    latency(report, options, plugin, twin, BlueprintPlugin::last_call_fuel, |p, _| {
+        p.try_admit(&base, &params, &context)
+    });
     plugin.identity().clone()
 }

@@ -7,7 +7,9 @@ plane (``kasmina serve``) decides what grows, and the grafter applies it:
 kernels load with ``torch.jit.load`` only after their SHA-256 matches the
 directive, blends follow SPEC §5 op for op with the Rust tensor plane,
 gradient isolation is measured every step, and seed parameters join and
-leave the optimizer's param groups.
+leave the optimizer's param groups. Knowledge distillation
+(:meth:`Grafter.set_teacher`, :meth:`Grafter.distill`, :func:`kd_loss`)
+is SPEC §8's, op for op the Rust tensor plane's.
 
 Plain Python over :mod:`kasmina` (the native client); importing it needs
 PyTorch, importing :mod:`kasmina` does not.
@@ -19,6 +21,7 @@ trainable parameters change.
 """
 
 from kasmina.torch._blend import BlendParams, BlendStats, blend, incubate
+from kasmina.torch._distill import kd_loss, mix_losses
 from kasmina.torch._distributed import DistributedGrafter
 from kasmina.torch._grafter import STATE_FORMAT, Grafter, SeedView, StepResult, TrainerEvent
 from kasmina.torch._isolation import sampled_cosine
@@ -37,6 +40,8 @@ __all__ = [
     "BlendStats",
     "blend",
     "incubate",
+    "kd_loss",
+    "mix_losses",
     "sampled_cosine",
     "STATE_FORMAT",
 ]

@@ -1,13 +1,12 @@
 """The grafter applying ``GraftDirective``s (a mixin of
 :class:`kasmina.torch.Grafter`): attach after the digest check, stage and
-α, detach, pause, optimizer hyperparameters. Split out of ``_grafter.py``
-for size; it uses the grafter's own state."""
+α, detach, pause, drop the KD teacher, optimizer hyperparameters. Split
+out of ``_grafter.py`` for size; it uses the grafter's own state."""
 
 from __future__ import annotations
 
 import math
 from typing import Any, List, Union
-
 
 import kasmina
 from kasmina import (
@@ -48,11 +47,10 @@ class _DirectiveMixin:
             slot.paused = bool(d.paused)
             return [TrainerEvent("paused", d.seed_id, "paused" if d.paused else "resumed")]
         if isinstance(d, GraftDirective.DropTeacher):
-            return [
-                TrainerEvent(
-                    "teacher_dropped", None, "no teacher was installed (the Python grafter runs no distillation)"
-                )
-            ]
+            dropped = self._drop_teacher()
+            if dropped is None:
+                return [TrainerEvent("teacher_dropped", None, "no teacher was installed")]
+            return [TrainerEvent("teacher_dropped", None, f"teacher dropped ({dropped.memory_bytes} bytes)")]
         if isinstance(d, GraftDirective.Optimizer):
             return [self._optimizer_directive(d)]
         if isinstance(d, GraftDirective.Checkpoint):

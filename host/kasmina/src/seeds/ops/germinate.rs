@@ -98,6 +98,7 @@ impl SeedManager {
             Err(err) => {
                 // Germinated but no kernel will come: the step after this
                 // finds no prefetch and fails G1 (kernel not verified).
+                seed.kernel_failure = Some("prefetch_refused".to_owned());
                 seed.last_failure = Some(format!("prefetch refused: {err}"));
             }
         }
