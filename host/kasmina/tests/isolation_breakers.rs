@@ -36,18 +36,24 @@ fn breaker_state(h: &harness::Harness, seed: &str) -> BreakerState {
     h.host.manager().breakers().iter().find(|b| b.name() == name).map_or(BreakerState::Closed, |b| b.state())
 }
 
-#[test]
-fn one_seeds_violations_trip_only_its_breaker_which_recovers_after_the_cooldown() {
+/// Both seeds TRAINING, then three steps in which only seed-a reports an
+/// isolation violation.
+fn seed_a_violates_three_times() -> harness::Harness {
     let mut h = harness_with(SETTINGS);
     assert!(h.germinate("seed-a", MLP_ADAPTER_64).accepted);
     assert!(h.germinate("seed-b", MLP_ADAPTER_64).accepted);
     assert!(h.run_until("seed-a", SeedStage::Training, 10));
     assert!(h.run_until("seed-b", SeedStage::Training, 10));
-
     h.trainer.m.violations_by_seed.insert("seed-a".to_owned(), 1);
     for _ in 0..3 {
         h.step();
     }
+    h
+}
+
+#[test]
+fn one_seeds_violations_trip_only_its_breaker_which_recovers_after_the_cooldown() {
+    let mut h = seed_a_violates_three_times();
     assert_eq!(breaker_state(&h, "seed-a"), BreakerState::Open);
     assert_eq!(breaker_state(&h, "seed-b"), BreakerState::Closed, "seed-b's breaker moved with seed-a's violations");
     assert_eq!(h.state("seed-a").health, HealthStatus::Critical);
@@ -80,15 +86,7 @@ fn one_seeds_violations_trip_only_its_breaker_which_recovers_after_the_cooldown(
 fn the_other_seed_passes_its_gates_while_one_seeds_breaker_is_open() {
     // With the old global breaker, seed-b's G2–G4 saw an open breaker
     // (performance CRITICAL) and culled it too.
-    let mut h = harness_with(SETTINGS);
-    assert!(h.germinate("seed-a", MLP_ADAPTER_64).accepted);
-    assert!(h.germinate("seed-b", MLP_ADAPTER_64).accepted);
-    assert!(h.run_until("seed-a", SeedStage::Training, 10));
-    assert!(h.run_until("seed-b", SeedStage::Training, 10));
-    h.trainer.m.violations_by_seed.insert("seed-a".to_owned(), 1);
-    for _ in 0..3 {
-        h.step();
-    }
+    let mut h = seed_a_violates_three_times();
     h.trainer.m.violations_by_seed.clear();
     // No cooldown passes: seed-a's breaker stays open meanwhile.
     assert!(h.run_until("seed-b", SeedStage::Probationary, 40), "{:?}", h.state("seed-b"));
