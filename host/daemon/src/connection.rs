@@ -29,15 +29,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kasmina_client::codec::{self, FrameDecoder, FrameError, LENGTH_PREFIX_BYTES};
+use kasmina_client::codec::{FrameDecoder, FrameError, LENGTH_PREFIX_BYTES};
+use leyline::TelemetryLevel;
 use leyline::api::{ApiError, ApiErrorCode, HostRegistration, KasminaApi};
 use leyline::protocol::{ClientFrame, PROTOCOL_VERSION, RequestBody, ResponseBody, Role, ServerFrame};
-use leyline::{TelemetryEvent, TelemetryLevel};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::async_frames;
-use crate::telemetry::{self, TelemetryHub, TelemetryReceivers};
+
+mod events;
+use self::events::*;
+use crate::telemetry::{TelemetryHub, TelemetryReceivers};
 use crate::transport::{BlockingStream, Listener, ServerSettings};
 
 /// Bytes of answers or telemetry gathered before a write is forced.
@@ -575,97 +577,5 @@ fn dispatch(api: &dyn KasminaApi, body: RequestBody) -> Result<ResponseBody, Api
         RequestBody::SubscribeTelemetry { .. } | RequestBody::DrainTelemetry => {
             Err(ApiError::new(ApiErrorCode::Internal, "telemetry requests are served by the connection writer"))
         }
-    }
-}
-
-enum Next {
-    Shutdown,
-    Subscribed(Option<TelemetryReceivers>),
-    Critical(Result<Arc<TelemetryEvent>, broadcast::error::RecvError>),
-    Normal(Result<Arc<TelemetryEvent>, broadcast::error::RecvError>),
-}
-
-/// Next event of a receiver, or never when there is none yet.
-async fn recv_from(
-    rx: Option<&mut broadcast::Receiver<Arc<TelemetryEvent>>>,
-) -> Result<Arc<TelemetryEvent>, broadcast::error::RecvError> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Adds events that are already waiting to the same write, CRITICAL first.
-fn coalesce_events(rx: &mut TelemetryReceivers, min: TelemetryLevel, out: &mut Vec<u8>, settings: &ServerSettings) {
-    let mut frames = 1usize;
-    for (critical, level) in [(true, TelemetryLevel::Critical), (false, min)] {
-        let channel = if critical { &mut rx.critical } else { &mut rx.normal };
-        while frames < settings.outgoing_queue && out.len() < WRITE_BATCH_BYTES {
-            let ev = match channel.try_recv() {
-                Ok(ev) => Ok(ev),
-                Err(broadcast::error::TryRecvError::Lagged(n)) => Err(broadcast::error::RecvError::Lagged(n)),
-                Err(_) => break,
-            };
-            push_event(ev, critical, level, out, settings);
-            frames += 1;
-        }
-    }
-}
-
-fn drain_into(rx: &mut broadcast::Receiver<Arc<TelemetryEvent>>, critical: bool, events: &mut Vec<TelemetryEvent>) {
-    loop {
-        match rx.try_recv() {
-            Ok(ev) => events.push((*ev).clone()),
-            Err(broadcast::error::TryRecvError::Lagged(n)) => events.push(telemetry::lag_notice(n, critical)),
-            Err(_) => break,
-        }
-    }
-}
-
-fn push_event(
-    ev: Result<Arc<TelemetryEvent>, broadcast::error::RecvError>,
-    critical: bool,
-    min: TelemetryLevel,
-    buf: &mut Vec<u8>,
-    settings: &ServerSettings,
-) {
-    let event = match ev {
-        Ok(ev) if ev.level >= min => (*ev).clone(),
-        Ok(_) => return,
-        Err(broadcast::error::RecvError::Lagged(n)) => telemetry::lag_notice(n, critical),
-        // The hub lives as long as the server; nothing to forward.
-        Err(broadcast::error::RecvError::Closed) => return,
-    };
-    push_frame(ServerFrame::Telemetry(event), buf, settings);
-}
-
-/// Encodes a frame; a response too large for the cap becomes an error
-/// response with the same correlation id, never a silent drop.
-fn push_frame(frame: ServerFrame, buf: &mut Vec<u8>, settings: &ServerSettings) {
-    let max = settings.max_response_bytes;
-    if let Err(err) = codec::encode_frame(&frame, max, buf) {
-        tracing::error!(%err, "kasmina.daemon.response_unencodable");
-        if let ServerFrame::Response { correlation_id, .. } = frame {
-            let body = Err(ApiError::new(ApiErrorCode::Internal, format!("response could not be sent: {err}")));
-            let _ = codec::encode_frame(&ServerFrame::Response { correlation_id, body }, max, buf);
-        }
-    }
-}
-
-async fn write_one<W: AsyncWrite + Unpin>(
-    wr: &mut W,
-    frame: &ServerFrame,
-    settings: &ServerSettings,
-) -> Result<(), FrameError> {
-    let mut buf = Vec::new();
-    codec::encode_frame(frame, settings.max_response_bytes, &mut buf)?;
-    match tokio::time::timeout(settings.write_timeout, async {
-        wr.write_all(&buf).await?;
-        wr.flush().await
-    })
-    .await
-    {
-        Ok(res) => Ok(res?),
-        Err(_) => Err(FrameError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))),
     }
 }
