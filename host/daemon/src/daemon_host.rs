@@ -28,8 +28,8 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use kasmina::seeds::STEP_ATTEMPTS;
 use kasmina::seeds::restore::RestoreReport;
+use kasmina::seeds::with_step_attempts;
 use kasmina::{EmbeddedHost, HmacKey, HostBuilder, Settings};
 use kasmina_core::{Clock, SystemClock};
 use kasmina_journal::{DecisionJournal, FsStorage, JournalConfig, RecoveryReport, Storage, decision_journal_config};
@@ -374,17 +374,11 @@ impl KasminaApi for DaemonHost {
         // Kernel waits and gate verdicts happen before the call's turn, so
         // a slow kernel load never holds up other calls; a seed germinated
         // meanwhile sends the report back to wait again, outside the turn.
-        for attempt in 1..=STEP_ATTEMPTS {
+        with_step_attempts(|last_try| {
             let prepared = self.host.prepare_step(&report);
-            let last_try = attempt == STEP_ATTEMPTS;
-            let applied = self
-                .mutate(Some(step), |h| h.apply_step(&report, prepared, last_try))
-                .map_err(JournalRefusal::into_api_error)?;
-            if let Some(directives) = applied? {
-                return Ok(directives);
-            }
-        }
-        Err(ApiError::new(ApiErrorCode::Internal, "the last step attempt did not apply"))
+            self.mutate(Some(step), |h| h.apply_step(&report, prepared, last_try))
+                .map_err(JournalRefusal::into_api_error)?
+        })
     }
     fn seed_states(&self) -> Result<Vec<SeedState>, ApiError> {
         self.host.seed_states()

@@ -28,7 +28,7 @@ use crate::isolation::{IsolationBreakers, IsolationConfig};
 use crate::rollback::RollbackLedger;
 use crate::security::{CommandVerifier, HmacKey, KeyFromSettings, NoncePurger};
 use crate::seeds::{
-    DecisionRecorder, Policies, PreparedCommand, PreparedStep, STEP_ATTEMPTS, SeedManager, SeedManagerParts,
+    DecisionRecorder, Policies, PreparedCommand, PreparedStep, SeedManager, SeedManagerParts, with_step_attempts,
 };
 use crate::settings::{PluginRef, Settings};
 use crate::telemetry::TelemetryHub;
@@ -554,13 +554,7 @@ impl KasminaApi for EmbeddedHost {
     }
 
     fn step_report(&self, report: StepReport) -> Result<Vec<GraftDirective>, ApiError> {
-        for attempt in 1..=STEP_ATTEMPTS {
-            let prepared = self.prepare_step(&report);
-            if let Some(directives) = self.apply_step(&report, prepared, attempt == STEP_ATTEMPTS)? {
-                return Ok(directives);
-            }
-        }
-        Err(ApiError::new(ApiErrorCode::Internal, "the last step attempt did not apply"))
+        with_step_attempts(|last_try| self.apply_step(&report, self.prepare_step(&report), last_try))
     }
 
     fn seed_states(&self) -> Result<Vec<SeedState>, ApiError> {

@@ -54,7 +54,7 @@ use self::checkpoints::{InFlightRollback, PointCtx};
 pub use self::context::SeedContext;
 use self::decisions::{Decision, DecisionQueue, StateGuard};
 pub use self::ops::PreparedCommand;
-pub use self::progress::STEP_ATTEMPTS;
+pub use self::progress::{STEP_ATTEMPTS, with_step_attempts};
 pub use self::step_prepare::PreparedStep;
 use crate::gates::{GateDecision, GateEnvironment, GateService};
 use crate::isolation::IsolationBreakers;

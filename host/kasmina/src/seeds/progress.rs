@@ -32,18 +32,30 @@ use crate::rollback::RollbackReason;
 /// a newly germinated seed's kernel is doing.
 pub const STEP_ATTEMPTS: u32 = 3;
 
+/// Runs `attempt(last_try)` until it applies the step (`Ok(Some)`), at most
+/// [`STEP_ATTEMPTS`] times; the last try always applies. Every caller of
+/// [`SeedManager::apply_step`] goes through this, each with its own way of
+/// preparing and applying (the daemon prepares outside its serialisation).
+pub fn with_step_attempts<T, E>(mut attempt: impl FnMut(bool) -> Result<Option<T>, E>) -> Result<T, E> {
+    for n in 1..STEP_ATTEMPTS {
+        if let Some(done) = attempt(false)? {
+            return Ok(done);
+        }
+        tracing::debug!(attempt = n, "kasmina.step.prepare_again");
+    }
+    match attempt(true)? {
+        Some(done) => Ok(done),
+        // `apply_step` with `last_try` applies whatever is pending.
+        None => unreachable!("the last step attempt always applies"),
+    }
+}
+
 impl SeedManager {
     /// Absorbs one step report and returns the directives for the next step:
     /// [`prepare_step`](Self::prepare_step) (kernel waits, gate verdicts;
     /// no state lock) then [`apply_step`](Self::apply_step).
     pub fn step_report(&self, report: StepReport) -> Result<Vec<GraftDirective>, String> {
-        for attempt in 1..=STEP_ATTEMPTS {
-            let prepared = self.prepare_step(&report);
-            if let Some(directives) = self.apply_step(&report, prepared, attempt == STEP_ATTEMPTS)? {
-                return Ok(directives);
-            }
-        }
-        unreachable!("the last attempt always applies")
+        with_step_attempts(|last_try| self.apply_step(&report, self.prepare_step(&report), last_try))
     }
 
     /// Applies a step report under the state lock. A seed germinated after
