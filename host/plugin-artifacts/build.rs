@@ -21,6 +21,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("kasmina-fixture-wrong-version", "FIXTURE_WRONG_VERSION"),
     ("kasmina-fixture-lying-gate", "FIXTURE_LYING_GATE"),
     ("kasmina-fixture-clock", "FIXTURE_CLOCK"),
+    ("kasmina-fixture-gates-v0-1", "FIXTURE_GATES_V0_1"),
 ];
 
 fn main() {

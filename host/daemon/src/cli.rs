@@ -6,6 +6,7 @@
 //! - `journal inspect|replay` ([`journal`]), `plugin check|info`
 //!   ([`plugin`]), `urza publish|list|verify|show` ([`urza`]): offline
 //!   tools on files;
+//! - `plugin new` ([`plugin_new`]): a plugin crate to start from;
 //! - `keygen`, `settings check` ([`keys`], [`settings`]);
 //! - [`output`]: what every verb shares about writing to a terminal (a
 //!   closed pipe ends quietly, errors with hints, colour rules).
@@ -19,6 +20,7 @@ mod journal;
 mod keys;
 pub mod output;
 mod plugin;
+mod plugin_new;
 mod serve;
 mod settings;
 mod urza;
@@ -61,7 +63,7 @@ enum Command {
     /// Read or replay a decision journal.
     #[command(subcommand)]
     Journal(journal::JournalCommand),
-    /// Check or describe a policy plugin (.wasm component).
+    /// Start, check or describe a policy plugin (.wasm component).
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
     /// Manage an Urza blueprint library.

@@ -279,10 +279,15 @@ mod tests {
             metric_delta: 0.0,
             metric_tolerance: 0.02,
             reset_clean: true,
+            blend: None,
+            ranks: Some(leyline::RankAgreement { world_size: 2, agreed: true }),
         };
         let text = describe_inputs(&inputs);
         assert!(text.lines().all(|l| l.starts_with("             ")), "{text}");
         assert!(text.contains("NaN") && text.contains("kernel_latency_us: inf"), "{text}");
-        assert!(text.contains("reset_clean: true"), "the last field is shown: {text}");
+        assert!(
+            text.contains("reset_clean: true") && text.contains("world_size: 2"),
+            "the last fields are shown: {text}"
+        );
     }
 }

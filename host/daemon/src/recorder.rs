@@ -420,6 +420,7 @@ impl DecisionRecorder for JournalRecorder {
             gate: decision.gate,
             passed: decision.passed,
             reason: decision.reason.clone(),
+            attributes: decision.attributes.clone(),
             inputs: decision.inputs.clone(),
             step: self.step.load(Ordering::Relaxed),
             recorded_at_ms: self.clock.now_ms(),

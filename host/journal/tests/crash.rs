@@ -62,12 +62,15 @@ fn record_for(seq: u64) -> JournalRecord {
         metric_delta: 0.0,
         metric_tolerance: 0.02,
         reset_clean: true,
+        blend: None,
+        ranks: None,
     };
     JournalRecord::GateVerdict {
         seed_id: format!("seed-{}", seq % 5),
         gate: GateId::G2Stability,
         passed: seq.is_multiple_of(3),
         reason: format!("verdict for record {seq}"),
+        attributes: std::collections::BTreeMap::from([("seq".to_owned(), leyline::AttrValue::Int(seq as i64))]),
         inputs,
         step: seq,
         recorded_at_ms: seq * 10,

@@ -145,6 +145,8 @@ fn decide(p: &Pipeline, cmd: AdaptationCommand) -> bool {
         metric_delta: f64::NAN,
         metric_tolerance: 0.02,
         reset_clean: true,
+        blend: None,
+        ranks: None,
     };
     let verdict = p.gates.evaluate(GateId::G0Sanity, &inputs);
     assert!(verdict.passed, "{verdict:?}");

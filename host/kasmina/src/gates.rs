@@ -34,7 +34,7 @@ use kasmina_core::{Clock, TelemetrySink};
 use kasmina_plugin_host::gate::{GateInputs, PerformanceStatus};
 use kasmina_plugin_host::reload::PluginSlot;
 use leyline::prefetch::PrefetchErrorKind;
-use leyline::{Dim, GateId, SeedStage, TelemetryEvent, TelemetryLevel};
+use leyline::{AttrValue, Dim, GateId, RankAgreement, SeedStage, TelemetryEvent, TelemetryLevel};
 
 pub use self::judge::{CandidateJudgement, decide, judge, violated_invariant};
 use self::judge::{enforce_invariants, precheck};
@@ -56,6 +56,8 @@ pub struct GateEnvironment {
     pub latest_metric: Option<f64>,
     /// Whether the isolation breaker is open.
     pub isolation_breaker_open: bool,
+    /// Ranks of the registered trainer job (1 for a single process).
+    pub world_size: u32,
 }
 
 /// A recorded gate decision.
@@ -67,8 +69,9 @@ pub struct GateDecision {
     pub passed: bool,
     /// Reason (empty when passed).
     pub reason: String,
-    /// Explanation attributes.
-    pub attributes: BTreeMap<String, String>,
+    /// Explanation attributes, typed (a plugin of API 0.2.0 may return
+    /// numbers and flags; host checks and API 0.1.0 plugins give text).
+    pub attributes: BTreeMap<String, AttrValue>,
     /// Exactly what the plugin saw (journal, replay).
     pub inputs: GateInputs,
 }
@@ -187,6 +190,13 @@ impl GateService {
         self.shadow.as_ref().is_none_or(|s| s.settle(timeout))
     }
 
+    /// The plugin API versions of the active gate plugin and of the shadow
+    /// candidate, if any (`"0.1.0"` / `"0.2.0"`): either may be an older
+    /// plugin served beside the current interface.
+    pub fn plugin_api_versions(&self) -> (&'static str, Option<&'static str>) {
+        (self.plugin.current().api_version().as_str(), self.shadow.as_ref().map(|s| s.api_version().as_str()))
+    }
+
     /// Whether a shadow candidate is attached.
     pub fn has_shadow(&self) -> bool {
         self.shadow.is_some()
@@ -235,6 +245,9 @@ impl GateService {
             metric_delta,
             metric_tolerance: self.settings.metric_tolerance,
             reset_clean: seed.is_clean(),
+            blend: seed.blend_window.stats(),
+            ranks: (env.world_size > 1)
+                .then(|| RankAgreement { world_size: env.world_size, agreed: seed.rank_divergence.is_none() }),
         }
     }
 
@@ -343,14 +356,14 @@ impl GateService {
         .attr("reason", d.reason.as_str())
         .attr("stage", seed.stage.as_str());
         for (k, v) in &d.attributes {
-            event = event.attr(format!("verdict.{k}"), v.as_str());
+            event = event.attr(format!("verdict.{k}"), v.clone());
         }
         self.sink.emit(event);
     }
 }
 
 /// The host's own checks, which decide before any plugin is asked.
-fn prechecks(gate: GateId, seed: &SeedContext, inputs: &GateInputs) -> Option<(String, BTreeMap<String, String>)> {
+fn prechecks(gate: GateId, seed: &SeedContext, inputs: &GateInputs) -> Option<(String, BTreeMap<String, AttrValue>)> {
     crate::seeds::ranks::precheck(gate, seed).or_else(|| precheck(gate, inputs))
 }
 
@@ -399,7 +412,10 @@ pub fn verdict_level(d: &GateDecision) -> TelemetryLevel {
     if d.passed {
         return TelemetryLevel::Info;
     }
-    let fallback_override = d.attributes.get("invariant").is_some_and(|i| i == "fallback_must_fail_g2_g4");
+    let fallback_override = d
+        .attributes
+        .get("invariant")
+        .is_some_and(|i| matches!(i, AttrValue::Str(s) if s == "fallback_must_fail_g2_g4"));
     if fallback_override || CRITICAL_GATE_REASONS.contains(&d.reason.as_str()) {
         TelemetryLevel::Critical
     } else {
@@ -452,7 +468,7 @@ fn with_cause(seed: &SeedContext, mut d: GateDecision) -> GateDecision {
     };
     if let Some(cause) = cause.filter(|c| *c != d.reason) {
         let plugin_reason = std::mem::replace(&mut d.reason, cause);
-        d.attributes.insert("plugin_reason".to_owned(), plugin_reason);
+        d.attributes.insert("plugin_reason".to_owned(), AttrValue::Str(plugin_reason));
     }
     d
 }

@@ -30,6 +30,7 @@ pub mod schedule;
 
 mod attach;
 mod blend;
+pub mod blend_window;
 mod decisions;
 pub mod ops;
 mod progress;
@@ -340,6 +341,7 @@ impl SeedManager {
             site_shape,
             latest_metric: st.latest_metric,
             isolation_breaker_open: self.isolation.is_tripped(&seed.seed_id),
+            world_size: st.registration.as_ref().map_or(1, |r| r.world_size),
         }
     }
 

@@ -41,8 +41,54 @@ impl PerformanceStatus {
     }
 }
 
+/// A seed's blend over its recent steps (plugin API 0.2.0 `blend-stats`):
+/// the last `steps` step reports that carried blend statistics, at most the
+/// gate loss window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlendStats {
+    /// Step reports covered (at least 1).
+    pub steps: u32,
+    /// Mean of the per-step mean effective α.
+    pub alpha_mean: f64,
+    /// 95th percentile (nearest rank) of the per-step α p95.
+    pub alpha_p95: f64,
+    /// Mean share of samples whose α was clamped (CONFIDENCE; 0 otherwise).
+    pub clamped_fraction: f64,
+    /// Mean confidence gate g (CONFIDENCE only; `None` when no step had one).
+    pub gate_mean: Option<f64>,
+    /// 95th percentile (nearest rank) of the seed's kernel latency, µs.
+    pub kernel_latency_p95_us: f64,
+}
+
+impl BlendStats {
+    fn same_facts(&self, other: &BlendStats) -> bool {
+        let f = |a: f64, b: f64| a.to_bits() == b.to_bits();
+        let BlendStats { steps, alpha_mean, alpha_p95, clamped_fraction, gate_mean, kernel_latency_p95_us } = self;
+        *steps == other.steps
+            && f(*alpha_mean, other.alpha_mean)
+            && f(*alpha_p95, other.alpha_p95)
+            && f(*clamped_fraction, other.clamped_fraction)
+            && match (gate_mean, other.gate_mean) {
+                (Some(a), Some(b)) => f(*a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            }
+            && f(*kernel_latency_p95_us, other.kernel_latency_p95_us)
+    }
+}
+
+/// Whether the ranks of a data-parallel job agreed on one seed (plugin API
+/// 0.2.0 `rank-agreement`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RankAgreement {
+    /// Ranks in the job (2 or more).
+    pub world_size: u32,
+    /// Every rank applied the same stage, α and kernel digest so far.
+    pub agreed: bool,
+}
+
 /// Everything a gate needs (SPEC.md §2), for one seed. See
-/// `wit/gate-policy.wit` for each field's meaning.
+/// `wit/since_v0.2.0/gate-policy.wit` for each field's meaning; a plugin of
+/// API 0.1.0 sees every field but the last two.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GateInputs {
     /// Seed id.
@@ -99,6 +145,10 @@ pub struct GateInputs {
     pub metric_tolerance: f64,
     /// Slot clean (no cache/registry entries left).
     pub reset_clean: bool,
+    /// Recent blend statistics (`None` before the seed's first blended step).
+    pub blend: Option<BlendStats>,
+    /// Rank agreement (`None` for a single-process trainer).
+    pub ranks: Option<RankAgreement>,
 }
 
 impl GateInputs {
@@ -136,6 +186,8 @@ impl GateInputs {
             metric_delta,
             metric_tolerance,
             reset_clean,
+            blend,
+            ranks,
         } = self;
         let f = |a: f64, b: f64| a.to_bits() == b.to_bits();
         *seed_id == other.seed_id
@@ -171,6 +223,11 @@ impl GateInputs {
             && f(*metric_delta, other.metric_delta)
             && f(*metric_tolerance, other.metric_tolerance)
             && *reset_clean == other.reset_clean
+            && match (blend, &other.blend) {
+                (Some(a), Some(b)) => a.same_facts(b),
+                (a, b) => a.is_none() && b.is_none(),
+            }
+            && *ranks == other.ranks
     }
 }
 
@@ -208,6 +265,15 @@ pub(crate) mod tests {
             metric_delta: f64::NAN,
             metric_tolerance: 0.02,
             reset_clean: false,
+            blend: Some(BlendStats {
+                steps: 4,
+                alpha_mean: 0.25,
+                alpha_p95: f64::NAN,
+                clamped_fraction: 0.0,
+                gate_mean: Some(f64::NAN),
+                kernel_latency_p95_us: 120.5,
+            }),
+            ranks: Some(RankAgreement { world_size: 2, agreed: true }),
         }
     }
 
@@ -237,5 +303,13 @@ pub(crate) mod tests {
         let mut c = a.clone();
         c.metric_delta = 0.0;
         assert!(!a.same_facts(&c));
+        let mut d = a.clone();
+        if let Some(blend) = d.blend.as_mut() {
+            blend.gate_mean = None;
+        }
+        assert!(!a.same_facts(&d), "a blend statistic that differs is a different fact");
+        let mut e = a.clone();
+        e.ranks = Some(RankAgreement { world_size: 2, agreed: false });
+        assert!(!a.same_facts(&e));
     }
 }

@@ -7,9 +7,12 @@
 //! would make old journals decode as the wrong record); a breaking change
 //! bumps [`JOURNAL_RECORD_VERSION`], which each segment header carries.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::gate::GateInputs;
+use crate::telemetry::AttrValue;
 use crate::{AdaptationCommand, BreakerState, GateId, Outcome, SeedStage, SeedState};
 
 /// Version of the [`JournalRecord`] payload schema. A journal written with
@@ -18,7 +21,11 @@ use crate::{AdaptationCommand, BreakerState, GateId, Outcome, SeedStage, SeedSta
 /// Version 2: [`JournalRecord::GateVerdict`] stores [`GateInputs`] itself
 /// instead of text pairs; snapshots carry live nonces, in-stage progress and
 /// breaker states; [`JournalRecord::Progress`] records in-stage progress.
-pub const JOURNAL_RECORD_VERSION: u32 = 2;
+///
+/// Version 3: [`GateInputs`] carries the seed's blend statistics and rank
+/// agreement (plugin API 0.2.0); [`JournalRecord::GateVerdict`] stores the
+/// verdict's typed attributes.
+pub const JOURNAL_RECORD_VERSION: u32 = 3;
 
 /// One journaled decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +67,9 @@ pub enum JournalRecord {
         passed: bool,
         /// The plugin's reason.
         reason: String,
+        /// The verdict's attributes, typed as the plugin returned them
+        /// (API 0.2.0), or text (API 0.1.0 and host prechecks).
+        attributes: BTreeMap<String, AttrValue>,
         /// The gate inputs exactly as the plugin saw them (postcard keeps
         /// every float bit for bit, NaN and ±inf included), so `journal
         /// replay` can re-feed them to a candidate plugin.
@@ -221,11 +231,21 @@ mod tests {
         let mut inputs = crate::gate::tests::awkward();
         inputs.metric_delta = -0.5; // NaN != NaN: compare the finite record first
         inputs.parameters.clear();
+        if let Some(blend) = inputs.blend.as_mut() {
+            blend.alpha_p95 = 0.5;
+            blend.gate_mean = Some(0.75);
+        }
         let record = JournalRecord::GateVerdict {
             seed_id: "s1".to_owned(),
             gate: GateId::G2Stability,
             passed: false,
             reason: "loss variance 3.2 > 1.0".to_owned(),
+            attributes: BTreeMap::from([
+                ("variance".to_owned(), AttrValue::Float(3.2)),
+                ("window".to_owned(), AttrValue::Int(8)),
+                ("layer".to_owned(), AttrValue::Str("hidden".to_owned())),
+                ("finite".to_owned(), AttrValue::Bool(false)),
+            ]),
             inputs,
             step: 7,
             recorded_at_ms: 1,
@@ -242,6 +262,7 @@ mod tests {
             gate: GateId::G2Stability,
             passed: false,
             reason: String::new(),
+            attributes: BTreeMap::from([("nan".to_owned(), AttrValue::Float(f64::NAN))]),
             inputs,
             step: 7,
             recorded_at_ms: 1,

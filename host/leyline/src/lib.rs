@@ -55,7 +55,7 @@ pub use blend::{BlendSpec, BlendSpecError, MAX_ALPHA_VEC_LEN};
 pub use blueprint::{BlueprintDescriptor, BlueprintTier, DType, Dim, KernelInterface, ParameterBounds, TensorSpec};
 pub use command::{AdaptationCommand, CommandPayload, CommandType, SeedCommand, SeedOperation};
 pub use enums::{BlendMode, BreakerState, MessagePriority};
-pub use gate::{GateInputs, PerformanceStatus};
+pub use gate::{BlendStats, GateInputs, PerformanceStatus, RankAgreement};
 pub use lifecycle::{GateId, SeedStage, TransitionError};
 pub use outcome::{Outcome, ReasonCode};
 pub use seed::SeedState;

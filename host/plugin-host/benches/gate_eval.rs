@@ -2,7 +2,9 @@
 //! call (`per-call`; pooled slots, the default, and on-demand mappings), on a
 //! reused instance (`reuse`), and the same policy called natively; plus G3
 //! over 128 mesh layers, with a variant that fails on its first rule to
-//! isolate the cost of copying 256 layer names into the guest.
+//! isolate the cost of copying 256 layer names into the guest; and the
+//! API 0.1.0 projection: the same policy built against the frozen 0.1.0
+//! (the `gates-v0_1` fixture) against the 0.2.0 default, both reused.
 //!
 //! Run: `cargo bench -p kasmina-plugin-host --bench gate_eval -- --warm-up-time 1 --measurement-time 3`
 
@@ -55,6 +57,8 @@ fn native_inputs(host: &GateInputs, stage: Stage) -> SdkInputs {
         metric_delta: host.metric_delta,
         metric_tolerance: host.metric_tolerance,
         reset_clean: host.reset_clean,
+        blend: None,
+        ranks: None,
     }
 }
 
@@ -112,6 +116,24 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(reused.evaluate(GateId::G3Interface, black_box(&g3_transfer))))
     });
     group.finish();
+
+    // Plugin API 0.1.0 served beside 0.2.0: one policy, two versions. Goal:
+    // the 0.1.0 call costs at most 10 % more than the native 0.2.0 one.
+    let old_spec = PluginSpec::new(kasmina_plugin_artifacts::FIXTURE_GATES_V0_1, Pin::Unpinned);
+    let reuse = PluginLimits { isolation: Isolation::Reuse, ..PluginLimits::default() };
+    let Ok(v0_1) = GatePlugin::load(&runtime, &old_spec).and_then(|p| p.with_limits(reuse)) else { return };
+    let g3_small = passing_gate_inputs(GateId::G3Interface);
+    assert!(v0_1.evaluate(GateId::G2Stability, &g2).passed && v0_1.evaluate(GateId::G3Interface, &g3).passed);
+    for (name, gate, inputs) in [
+        ("g2", GateId::G2Stability, &g2),
+        ("g3", GateId::G3Interface, &g3_small),
+        ("g3_128_layers", GateId::G3Interface, &g3),
+    ] {
+        let mut group = c.benchmark_group(format!("gate_api_version_{name}"));
+        group.bench_function("v0_2_native", |b| b.iter(|| black_box(reused.evaluate(gate, black_box(inputs)))));
+        group.bench_function("v0_1_projected", |b| b.iter(|| black_box(v0_1.evaluate(gate, black_box(inputs)))));
+        group.finish();
+    }
 }
 
 criterion_group!(benches, bench);

@@ -8,17 +8,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use leyline::BlendMode;
 use leyline::annotations as keys;
 use wasmtime::Store;
-use wasmtime::component::InstancePre;
+use wasmtime::component::{Instance, InstancePre, TypedFunc};
 
-use crate::bindings::annotation::exports::esper::kasmina::annotation_parser as wit;
-use crate::bindings::annotation::{AnnotationPlugin as AnnotationWorldInstance, AnnotationPluginPre};
-use crate::bindings::wit_types;
+use crate::bindings::v0_2::annotation::exports::esper::kasmina::annotation_parser as wit;
 use crate::error::{PluginError, PluginFailure};
 use crate::kind::PluginKind;
 use crate::limits::{OutputCaps, PluginLimits};
-use crate::plugin::{Core, PluginIdentity, World};
+use crate::plugin::{Core, ExportPre, PluginIdentity, World};
 use crate::runtime::{PluginRuntime, PluginSpec};
 use crate::store::StoreState;
+use crate::version::ApiVersion;
 
 pub use wit::ParseErrorCode;
 
@@ -207,19 +206,31 @@ pub(crate) fn validate(
 
 pub(crate) struct AnnotationWorld;
 
+/// `parse` is the same function in API 0.1.0 and 0.2.0, so one typed
+/// signature (checked structurally per instance) serves both.
+type ParseFunc =
+    TypedFunc<(Vec<wit::Annotation>, wit::ParseLimits), (Result<wit::ParsedAnnotations, wit::ParseError>,)>;
+
+pub(crate) struct AnnotationInstance {
+    instance: Instance,
+    parse: ParseFunc,
+}
+
 impl World for AnnotationWorld {
     const KIND: PluginKind = PluginKind::AnnotationParser;
-    type Pre = AnnotationPluginPre<StoreState>;
-    type Instance = AnnotationWorldInstance;
+    type Pre = ExportPre;
+    type Instance = AnnotationInstance;
 
-    fn pre(instance_pre: InstancePre<StoreState>) -> wasmtime::Result<Self::Pre> {
-        AnnotationPluginPre::new(instance_pre)
+    fn pre(instance_pre: InstancePre<StoreState>, version: ApiVersion) -> wasmtime::Result<Self::Pre> {
+        ExportPre::new(instance_pre, Self::KIND, version, "parse")
     }
     fn instantiate(pre: &Self::Pre, store: &mut Store<StoreState>) -> wasmtime::Result<Self::Instance> {
-        pre.instantiate(store)
+        let (instance, index, _) = pre.instantiate(store)?;
+        let parse = instance.get_typed_func(store, index)?;
+        Ok(AnnotationInstance { instance, parse })
     }
-    fn info(instance: &Self::Instance, store: &mut Store<StoreState>) -> wasmtime::Result<wit_types::PluginInfo> {
-        instance.call_info(store)
+    fn component_instance(instance: &Self::Instance) -> &Instance {
+        &instance.instance
     }
 }
 
@@ -264,7 +275,7 @@ impl AnnotationPlugin {
         };
         let caps = self.core.output_caps();
         let outcome = self.core.call_validated(
-            |instance, store| instance.esper_kasmina_annotation_parser().call_parse(store, &list, wit_limits),
+            |instance, store| instance.parse.call(store, (list, wit_limits)).map(|(outcome,)| outcome),
             |raw| validate(raw, annotations, limits, caps),
         );
         match outcome {

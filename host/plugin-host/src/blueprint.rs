@@ -5,19 +5,19 @@ use std::collections::BTreeMap;
 
 use leyline::{BlueprintDescriptor, BlueprintTier};
 use wasmtime::Store;
-use wasmtime::component::InstancePre;
+use wasmtime::component::{Instance, InstancePre, TypedFunc};
 
-use crate::bindings::blueprint::exports::esper::kasmina::blueprint_policy as wit;
-use crate::bindings::blueprint::{BlueprintPlugin as BlueprintWorldInstance, BlueprintPluginPre};
-use crate::bindings::wit_types;
+use crate::bindings::v0_2::blueprint::exports::esper::kasmina::blueprint_policy as wit;
+use crate::bindings::{wit_types, wit_types_v0_1};
 use crate::error::{PluginError, PluginFailure};
 use crate::gate::{bounds_to_wit, parameters_to_wit};
 use crate::kind::PluginKind;
 use crate::limits::PluginLimits;
-use crate::plugin::{Core, PluginIdentity, World};
+use crate::plugin::{Core, ExportPre, PluginIdentity, World};
 use crate::runtime::{PluginRuntime, PluginSpec};
 use crate::store::StoreState;
-use crate::verdict::{self, Verdict};
+use crate::verdict::{self, RawVerdict, Verdict};
+use crate::version::ApiVersion;
 
 /// The situation a blueprint would be admitted into.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,19 +48,38 @@ fn descriptor_to_wit(d: &BlueprintDescriptor) -> wit::BlueprintDescriptor {
 
 pub(crate) struct BlueprintWorld;
 
+type AdmitArgs = (wit::BlueprintDescriptor, Vec<wit_types::Parameter>, wit::AdmissionContext);
+
+/// `admit` typed for the plugin's API version: the arguments are the same
+/// in 0.1.0 and 0.2.0, the verdict's attributes are not.
+enum Admit {
+    V0_1(TypedFunc<AdmitArgs, (wit_types_v0_1::Verdict,)>),
+    V0_2(TypedFunc<AdmitArgs, (wit_types::Verdict,)>),
+}
+
+pub(crate) struct BlueprintInstance {
+    instance: Instance,
+    admit: Admit,
+}
+
 impl World for BlueprintWorld {
     const KIND: PluginKind = PluginKind::BlueprintPolicy;
-    type Pre = BlueprintPluginPre<StoreState>;
-    type Instance = BlueprintWorldInstance;
+    type Pre = ExportPre;
+    type Instance = BlueprintInstance;
 
-    fn pre(instance_pre: InstancePre<StoreState>) -> wasmtime::Result<Self::Pre> {
-        BlueprintPluginPre::new(instance_pre)
+    fn pre(instance_pre: InstancePre<StoreState>, version: ApiVersion) -> wasmtime::Result<Self::Pre> {
+        ExportPre::new(instance_pre, Self::KIND, version, "admit")
     }
     fn instantiate(pre: &Self::Pre, store: &mut Store<StoreState>) -> wasmtime::Result<Self::Instance> {
-        pre.instantiate(store)
+        let (instance, index, version) = pre.instantiate(store)?;
+        let admit = match version {
+            ApiVersion::V0_1 => Admit::V0_1(instance.get_typed_func(store, index)?),
+            ApiVersion::V0_2 => Admit::V0_2(instance.get_typed_func(store, index)?),
+        };
+        Ok(BlueprintInstance { instance, admit })
     }
-    fn info(instance: &Self::Instance, store: &mut Store<StoreState>) -> wasmtime::Result<wit_types::PluginInfo> {
-        instance.call_info(store)
+    fn component_instance(instance: &Self::Instance) -> &Instance {
+        &instance.instance
     }
 }
 
@@ -96,14 +115,11 @@ impl BlueprintPlugin {
             approved: context.approved,
         };
         let caps = self.core.output_caps();
+        let args = (wit_descriptor, wit_requested, wit_context);
         self.core.call_validated(
-            |instance, store| {
-                instance.esper_kasmina_blueprint_policy().call_admit(
-                    store,
-                    &wit_descriptor,
-                    &wit_requested,
-                    &wit_context,
-                )
+            |instance, store| match &instance.admit {
+                Admit::V0_1(admit) => admit.call(store, args).map(|(v,)| RawVerdict::V0_1(v)),
+                Admit::V0_2(admit) => admit.call(store, args).map(|(v,)| RawVerdict::V0_2(v)),
             },
             |raw| verdict::validate(raw, caps),
         )

@@ -29,11 +29,12 @@ use crate::annotation::{AnnotationLimits, AnnotationPlugin};
 use crate::blueprint::BlueprintPlugin;
 use crate::error::PluginError;
 use crate::gate::GatePlugin;
-use crate::inspect::{API_PACKAGE, API_VERSION, refused_import};
+use crate::inspect::{interface_name, refused_import};
 use crate::kind::PluginKind;
 use crate::limits::PluginLimits;
 use crate::plugin::PluginIdentity;
 use crate::runtime::{Pin, PluginRuntime, PluginSpec, RuntimeConfig};
+use crate::version::ApiVersion;
 
 /// Default cost budget per call, in fuel units (wasmtime's count of
 /// executed wasm operations). Measured on the default plugins with
@@ -246,9 +247,15 @@ pub fn check_file_with(runtime: &PluginRuntime, path: &Path, options: &CheckOpti
     };
     let kind = prepared.shape.kind;
     report.push("load", CheckStatus::Pass, format!("compiles as a component (sha256 {})", prepared.sha256));
-    report.push("api-version", CheckStatus::Pass, format!("exports {API_PACKAGE}/{kind}@{API_VERSION}"));
+    let version = prepared.shape.version;
+    let served = if version == ApiVersion::CURRENT {
+        "the current API".to_owned()
+    } else {
+        format!("served beside {}: checked against its own version's inputs", ApiVersion::CURRENT)
+    };
+    report.push("api-version", CheckStatus::Pass, format!("exports {} ({served})", interface_name(kind, version)));
     report.push("declares-kind", CheckStatus::Pass, format!("implements {kind} (world {})", kind.world()));
-    check_imports(&mut report, &prepared.shape.imports);
+    check_imports(&mut report, &prepared.shape.imports, version);
     let spec = PluginSpec { limits: options.limits.clone(), ..PluginSpec::new(path, Pin::Unpinned) };
     let metered = Metered::new(runtime, path, options);
     let loaded = match kind {
@@ -311,8 +318,8 @@ impl Metered {
 }
 
 /// The `imports` check: only `log`/`types` at our version and WASI plumbing.
-pub(crate) fn check_imports(report: &mut ConformanceReport, imports: &[String]) {
-    let refused: Vec<String> = imports.iter().filter_map(|name| refused_import(name)).collect();
+pub(crate) fn check_imports(report: &mut ConformanceReport, imports: &[String], version: ApiVersion) {
+    let refused: Vec<String> = imports.iter().filter_map(|name| refused_import(name, version)).collect();
     if refused.is_empty() {
         report.push("imports", CheckStatus::Pass, format!("{} imports: log and WASI std plumbing only", imports.len()));
     } else {
@@ -334,7 +341,16 @@ impl fmt::Display for PluginSummary {
         writeln!(f, "sha256:      {}", id.sha256)?;
         writeln!(f, "name:        {}", id.info.name)?;
         writeln!(f, "version:     {}", id.info.version)?;
-        writeln!(f, "api-version: {}", id.info.api_version)?;
+        if id.api == ApiVersion::CURRENT {
+            writeln!(f, "api-version: {} (current)", id.api)?;
+        } else {
+            writeln!(
+                f,
+                "api-version: {} (served beside the current {}: its inputs are projected; see wit/README.md)",
+                id.api,
+                ApiVersion::CURRENT
+            )?;
+        }
         writeln!(f, "implements:  {} (world {})", id.info.kind, id.info.kind.world())?;
         writeln!(f, "exports:     {}", id.exports.join(", "))?;
         write!(f, "imports:     {}", id.imports.join(", "))

@@ -106,7 +106,7 @@ pub enum PluginError {
     },
     /// Built against another API version (refused before instantiation).
     #[error(
-        "plugin_version_mismatch: plugin {path} exports {interface}@{plugin_version}, this host serves @{host_version}"
+        "plugin_version_mismatch: plugin {path} exports {interface}@{plugin_version}; this host serves API versions {host_version}: rebuild it against one of them (the SDK targets the newest)"
     )]
     VersionMismatch {
         /// The plugin file.
@@ -115,7 +115,7 @@ pub enum PluginError {
         interface: String,
         /// The version it was built against.
         plugin_version: String,
-        /// The version this host serves.
+        /// The versions this host serves (`0.1.0, 0.2.0`).
         host_version: String,
     },
     /// Implements another kind than the slot it is loaded into.

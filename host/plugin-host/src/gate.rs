@@ -9,20 +9,20 @@ use leyline::{GateId, ParameterBounds, SeedStage};
 // so `kasmina_plugin_host::gate::GateInputs` keeps naming them.
 pub use leyline::gate::{GateInputs, PerformanceStatus};
 use wasmtime::Store;
-use wasmtime::component::{ComponentExportIndex, Instance, InstancePre};
+use wasmtime::component::{Instance, InstancePre};
 
-use crate::bindings::gate::{GatePlugin as GateWorldBindings, GatePluginPre};
 use crate::bindings::wit_types;
 use crate::error::{PluginError, PluginFailure};
-use crate::inspect::{API_PACKAGE, API_VERSION};
 use crate::kind::PluginKind;
 use crate::limits::PluginLimits;
-use crate::plugin::{Core, PluginIdentity, World};
+use crate::plugin::{Core, ExportPre, PluginIdentity, World};
 use crate::runtime::{PluginRuntime, PluginSpec};
 use crate::store::StoreState;
-use crate::verdict::{self, Verdict};
+use crate::verdict::{self, RawVerdict, Verdict};
+use crate::version::ApiVersion;
 
-/// The `gate-inputs` record lowered by reference (no per-call clones).
+/// The `gate-inputs` record lowered by reference (no per-call clones), in
+/// the shape of each served API version.
 mod args;
 
 pub(crate) fn stage_to_wit(stage: SeedStage) -> wit_types::Stage {
@@ -65,42 +65,28 @@ pub(crate) fn bounds_to_wit(bounds: &BTreeMap<String, ParameterBounds>) -> Vec<w
 
 pub(crate) struct GateWorld;
 
-/// The gate world pre-instantiated: the generated bindings (which type-check
-/// every export against the world at load) plus where `evaluate` lives.
-#[derive(Clone)]
-pub(crate) struct GatePre {
-    world: GatePluginPre<StoreState>,
-    evaluate: ComponentExportIndex,
-}
-
-/// One instance: only `evaluate` is looked up (and type-checked) per
-/// instance; `info` is reached through the generated bindings at load.
+/// One instance: `evaluate` typed for the plugin's own API version (and
+/// type-checked against the component when looked up).
 pub(crate) struct GateInstance {
     instance: Instance,
-    evaluate: args::EvaluateFunc,
+    evaluate: args::Evaluate,
 }
 
 impl World for GateWorld {
     const KIND: PluginKind = PluginKind::GatePolicy;
-    type Pre = GatePre;
+    type Pre = ExportPre;
     type Instance = GateInstance;
 
-    fn pre(instance_pre: InstancePre<StoreState>) -> wasmtime::Result<Self::Pre> {
-        let interface = format!("{API_PACKAGE}/{}@{API_VERSION}", PluginKind::GatePolicy.interface());
-        let component = instance_pre.component();
-        let evaluate = component
-            .get_export_index(None, &interface)
-            .and_then(|iface| component.get_export_index(Some(&iface), "evaluate"))
-            .ok_or_else(|| wasmtime::format_err!("no export `{interface}#evaluate`"))?;
-        Ok(GatePre { world: GatePluginPre::new(instance_pre)?, evaluate })
+    fn pre(instance_pre: InstancePre<StoreState>, version: ApiVersion) -> wasmtime::Result<Self::Pre> {
+        ExportPre::new(instance_pre, Self::KIND, version, "evaluate")
     }
     fn instantiate(pre: &Self::Pre, store: &mut Store<StoreState>) -> wasmtime::Result<Self::Instance> {
-        let instance = pre.world.instance_pre().instantiate(&mut *store)?;
-        let evaluate = instance.get_typed_func(&mut *store, pre.evaluate)?;
+        let (instance, index, version) = pre.instantiate(store)?;
+        let evaluate = args::Evaluate::lookup(&instance, store, index, version)?;
         Ok(GateInstance { instance, evaluate })
     }
-    fn info(instance: &Self::Instance, store: &mut Store<StoreState>) -> wasmtime::Result<wit_types::PluginInfo> {
-        GateWorldBindings::new(&mut *store, &instance.instance)?.call_info(store)
+    fn component_instance(instance: &Self::Instance) -> &Instance {
+        &instance.instance
     }
 }
 
@@ -123,11 +109,10 @@ impl GatePlugin {
 
     /// Evaluates `gate`; any plugin failure is returned as such.
     pub fn try_evaluate(&self, gate: GateId, inputs: &GateInputs) -> Result<Verdict, PluginFailure> {
-        let args = args::evaluate_args(gate, inputs);
         let caps = self.core.output_caps();
         self.core.call_validated(
-            |instance, store| instance.evaluate.call(store, args).map(|(verdict,)| verdict),
-            |raw| verdict::validate(raw, caps),
+            |instance, store| instance.evaluate.call(store, gate, inputs),
+            |raw: RawVerdict| verdict::validate(raw, caps),
         )
     }
 
@@ -150,6 +135,11 @@ impl GatePlugin {
     /// File, digest and declared info.
     pub fn identity(&self) -> &PluginIdentity {
         self.core.identity()
+    }
+
+    /// The API version the plugin was built against (and is called through).
+    pub fn api_version(&self) -> ApiVersion {
+        self.core.api_version()
     }
 
     /// Limits in force.

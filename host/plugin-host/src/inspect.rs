@@ -6,7 +6,9 @@
 //! was built against, so it cannot drift from what the code implements (a
 //! custom section could). Reading it needs only the compiled type, so a
 //! mismatched plugin is refused with both versions named and none of its
-//! code ever runs. `info()` is called afterwards and must agree.
+//! code ever runs. The version read here picks the bindings the plugin's
+//! calls go through ([`crate::version`]); `info()` is called afterwards and
+//! must agree.
 
 use std::path::Path;
 
@@ -15,11 +17,13 @@ use wasmtime::component::Component;
 
 use crate::error::PluginError;
 use crate::kind::{ALL_KINDS, PluginKind};
+use crate::version::ApiVersion;
 
 /// The WIT package this host serves.
 pub const API_PACKAGE: &str = "esper:kasmina";
-/// The WIT package version this host serves.
-pub const API_VERSION: &str = "0.1.0";
+/// The WIT package version new plugins should target (the newest served;
+/// [`crate::version::SERVED_VERSIONS`] lists them all).
+pub const API_VERSION: &str = ApiVersion::CURRENT.as_str();
 
 /// Import name prefixes a std-built Rust plugin carries as plumbing (panic
 /// output, process exit, args/env at start-up). They are defined as traps:
@@ -31,6 +35,8 @@ const WASI_PLUMBING: &[&str] = &["wasi:io/", "wasi:cli/"];
 pub struct ComponentShape {
     /// The kind, from its exported interface.
     pub kind: PluginKind,
+    /// The API version, from the same export name.
+    pub version: ApiVersion,
     /// Every import name.
     pub imports: Vec<String>,
     /// Every export name.
@@ -44,8 +50,13 @@ fn our_interface(name: &str) -> Option<(&str, &str)> {
     Some((interface, version))
 }
 
+/// The versioned name of `kind`'s interface: `esper:kasmina/gate-policy@0.2.0`.
+pub fn interface_name(kind: PluginKind, version: ApiVersion) -> String {
+    format!("{API_PACKAGE}/{}@{version}", kind.interface())
+}
+
 /// Reads and checks the component's plugin interface: exactly one of ours,
-/// at [`API_VERSION`].
+/// at a served version.
 pub fn shape(engine: &Engine, component: &Component, path: &Path) -> Result<ComponentShape, PluginError> {
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
@@ -58,26 +69,26 @@ pub fn shape(engine: &Engine, component: &Component, path: &Path) -> Result<Comp
     let [(kind, interface, version)] = declared.as_slice() else {
         return Err(PluginError::NotAPlugin { path: path.to_owned(), exports: exports.join(", ") });
     };
-    if *version != API_VERSION {
+    let Some(version) = ApiVersion::parse(version) else {
         return Err(PluginError::VersionMismatch {
             path: path.to_owned(),
             interface: format!("{API_PACKAGE}/{interface}"),
             plugin_version: (*version).to_owned(),
-            host_version: API_VERSION.to_owned(),
+            host_version: ApiVersion::served_list(),
         });
-    }
+    };
     let kind = *kind;
     debug_assert!(ALL_KINDS.contains(&kind));
-    Ok(ComponentShape { kind, imports, exports })
+    Ok(ComponentShape { kind, version, imports, exports })
 }
 
 /// Why an import is refused, or `None` if it is allowed: our own `log` and
-/// `types` at the served version, and WASI std plumbing.
-pub fn refused_import(name: &str) -> Option<String> {
+/// `types` at the plugin's own API version, and WASI std plumbing.
+pub fn refused_import(name: &str, plugin_version: ApiVersion) -> Option<String> {
     if let Some((interface, version)) = our_interface(name) {
-        return match (interface, version == API_VERSION) {
+        return match (interface, version == plugin_version.as_str()) {
             ("log" | "types", true) => None,
-            (_, false) => Some(format!("{name}: another API version than @{API_VERSION}")),
+            (_, false) => Some(format!("{name}: another API version than the plugin's own @{plugin_version}")),
             _ => Some(format!("{name}: not a host function plugins may import")),
         };
     }

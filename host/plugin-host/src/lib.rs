@@ -11,6 +11,8 @@
 //!   configuration ([`CacheOutcome`], [`CacheStats`]);
 //! - [`inspect`]: the declared kind and API version, read from the
 //!   component's export names **before** instantiation;
+//! - [`version`]: the API versions served side by side ([`ApiVersion`]:
+//!   0.1.0 frozen, 0.2.0 current) and how a 0.1.0 plugin is called;
 //! - `plugin`: the world-independent core — pre-instantiation, the `info()`
 //!   check, isolation modes (`per-call`, `reuse`), deadline, memory cap,
 //!   fuel and the mapping of every failure to a `plugin_*` reason;
@@ -33,6 +35,7 @@ mod plugin;
 mod pool;
 mod store;
 mod verdict;
+pub mod version;
 
 pub mod annotation;
 pub mod blueprint;
@@ -58,4 +61,5 @@ pub use plugin::{PluginIdentity, PluginInfo};
 pub use pool::{DEFAULT_POOLED_INSTANCES, InstanceAllocation};
 pub use reload::{PluginSlot, ReloadError};
 pub use runtime::{EmbeddedComponent, Pin, PluginRuntime, PluginSpec, RuntimeConfig};
-pub use verdict::Verdict;
+pub use verdict::{AttrValue, Verdict};
+pub use version::{ApiVersion, SERVED_VERSIONS};

@@ -9,15 +9,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wasmtime::Store;
-use wasmtime::component::InstancePre;
+use wasmtime::component::{ComponentExportIndex, Instance, InstancePre};
 
 use crate::bindings::wit_types;
 use crate::error::{FailureKind, PluginError, PluginFailure};
-use crate::inspect::API_VERSION;
+use crate::inspect::interface_name;
 use crate::kind::PluginKind;
 use crate::limits::{Isolation, PluginLimits};
 use crate::runtime::{PluginRuntime, PluginSpec};
 use crate::store::StoreState;
+use crate::version::ApiVersion;
 
 /// What a plugin declares about itself (its `info()` export).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,20 +42,68 @@ pub struct PluginIdentity {
     pub sha256: String,
     /// Its declared info.
     pub info: PluginInfo,
+    /// The API version it speaks (from its export names; `info.api_version`
+    /// agrees, or it was refused).
+    pub api: ApiVersion,
     /// Its component imports.
     pub imports: Vec<String>,
     /// Its component exports.
     pub exports: Vec<String>,
 }
 
-/// Binds a generated world to the generic machinery.
+/// Binds one plugin world to the generic machinery, for the API version
+/// the plugin declared.
 pub(crate) trait World: 'static {
     const KIND: PluginKind;
     type Pre: Clone + Send + Sync + 'static;
     type Instance: Send + 'static;
-    fn pre(instance_pre: InstancePre<StoreState>) -> wasmtime::Result<Self::Pre>;
+    fn pre(instance_pre: InstancePre<StoreState>, version: ApiVersion) -> wasmtime::Result<Self::Pre>;
     fn instantiate(pre: &Self::Pre, store: &mut Store<StoreState>) -> wasmtime::Result<Self::Instance>;
-    fn info(instance: &Self::Instance, store: &mut Store<StoreState>) -> wasmtime::Result<wit_types::PluginInfo>;
+    /// The component instance, for the world-level `info` export.
+    fn component_instance(instance: &Self::Instance) -> &Instance;
+}
+
+/// A world pre-instantiated, with where its one policy function lives
+/// (`esper:kasmina/<interface>@<version>#<func>`, looked up once per load)
+/// and the API version the plugin speaks. Each world types the function for
+/// that version per instance, which also type-checks it against the plugin.
+#[derive(Clone)]
+pub(crate) struct ExportPre {
+    instance_pre: InstancePre<StoreState>,
+    func: ComponentExportIndex,
+    version: ApiVersion,
+}
+
+impl ExportPre {
+    pub(crate) fn new(
+        instance_pre: InstancePre<StoreState>,
+        kind: PluginKind,
+        version: ApiVersion,
+        func: &str,
+    ) -> wasmtime::Result<Self> {
+        let interface = interface_name(kind, version);
+        let component = instance_pre.component();
+        let func = component
+            .get_export_index(None, &interface)
+            .and_then(|iface| component.get_export_index(Some(&iface), func))
+            .ok_or_else(|| wasmtime::format_err!("no export `{interface}#{func}`"))?;
+        Ok(ExportPre { instance_pre, func, version })
+    }
+
+    /// A fresh instance, the policy function's index and the API version.
+    pub(crate) fn instantiate(
+        &self,
+        store: &mut Store<StoreState>,
+    ) -> wasmtime::Result<(Instance, ComponentExportIndex, ApiVersion)> {
+        Ok((self.instance_pre.instantiate(store)?, self.func, self.version))
+    }
+}
+
+/// Calls the world-level `info` export. `plugin-info` is the same record in
+/// every served version, so one Rust type reads them all.
+fn call_info(instance: &Instance, store: &mut Store<StoreState>) -> wasmtime::Result<wit_types::PluginInfo> {
+    let info = instance.get_typed_func::<(), (wit_types::PluginInfo,)>(&mut *store, "info")?;
+    info.call(store, ()).map(|(info,)| info)
 }
 
 /// Idle instances kept for `reuse` isolation: one is taken per call and put
@@ -69,6 +118,7 @@ const MAX_IDLE_INSTANCES: usize = 8;
 pub(crate) struct Core<W: World> {
     runtime: PluginRuntime,
     pre: W::Pre,
+    version: ApiVersion,
     identity: Arc<PluginIdentity>,
     label: Arc<str>,
     limits: PluginLimits,
@@ -107,11 +157,13 @@ impl<W: World> Core<W> {
             return Err(PluginError::KindMismatch { path, expected: W::KIND, found: prepared.shape.kind });
         }
         let link = |e: wasmtime::Error| PluginError::Link { path: path.clone(), kind: W::KIND, detail: e.to_string() };
-        let pre = W::pre(prepared.linker.instantiate_pre(&prepared.component).map_err(link)?).map_err(link)?;
+        let version = prepared.shape.version;
+        let pre = W::pre(prepared.linker.instantiate_pre(&prepared.component).map_err(link)?, version).map_err(link)?;
         let label: Arc<str> = Arc::from(path.display().to_string());
         let mut core = Core {
             runtime: runtime.clone(),
             pre,
+            version,
             identity: Arc::new(PluginIdentity {
                 path: path.clone(),
                 sha256: prepared.sha256,
@@ -121,6 +173,7 @@ impl<W: World> Core<W> {
                     api_version: String::new(),
                     kind: W::KIND,
                 },
+                api: version,
                 imports: prepared.shape.imports,
                 exports: prepared.shape.exports,
             }),
@@ -129,8 +182,9 @@ impl<W: World> Core<W> {
             reused: Mutex::new(Vec::new()),
             last_fuel: AtomicU64::new(u64::MAX),
         };
-        let info =
-            core.call_validated(W::info, Ok).map_err(|failure| PluginError::Info { path: path.clone(), failure })?;
+        let info = core
+            .call_validated(|instance, store| call_info(W::component_instance(instance), store), Ok)
+            .map_err(|failure| PluginError::Info { path: path.clone(), failure })?;
         let info = core.check_info(info).map_err(|failure| PluginError::Info { path: path.clone(), failure })?;
         if info.kind != W::KIND {
             return Err(PluginError::KindMismatch { path, expected: W::KIND, found: info.kind });
@@ -153,10 +207,13 @@ impl<W: World> Core<W> {
                 )));
             }
         }
-        if raw.api_version != API_VERSION {
+        if raw.api_version != self.version.as_str() {
             return Err(PluginFailure::new(
                 FailureKind::VersionMismatch,
-                format!("info declares api-version {}, this host serves {API_VERSION}", raw.api_version),
+                format!(
+                    "info declares api-version {}, but the plugin exports the {} interface: rebuild it so both agree",
+                    raw.api_version, self.version
+                ),
             ));
         }
         Ok(PluginInfo {
@@ -178,6 +235,7 @@ impl<W: World> Core<W> {
         Ok(Core {
             runtime: self.runtime.clone(),
             pre: self.pre.clone(),
+            version: self.version,
             identity: Arc::clone(&self.identity),
             label: Arc::clone(&self.label),
             limits,
@@ -200,6 +258,11 @@ impl<W: World> Core<W> {
 
     pub(crate) fn identity(&self) -> &PluginIdentity {
         &self.identity
+    }
+
+    /// The API version the plugin declared (and is called through).
+    pub(crate) fn api_version(&self) -> ApiVersion {
+        self.version
     }
 
     pub(crate) fn limits(&self) -> &PluginLimits {

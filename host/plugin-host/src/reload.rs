@@ -103,7 +103,7 @@ impl<P: Reloadable> PluginSlot<P> {
     fn vet(runtime: &PluginRuntime, spec: &PluginSpec, canary: &CheckOptions) -> Result<P, ReloadError> {
         let plugin = P::load(runtime, spec)?;
         let mut report = ConformanceReport::new(&spec.path);
-        conformance::check_imports(&mut report, &plugin.identity().imports);
+        conformance::check_imports(&mut report, &plugin.identity().imports, plugin.identity().api);
         let canary = CheckOptions { limits: spec.limits.clone(), ..canary.clone() };
         plugin.run_checks(&canary, &mut report);
         report.identity = Some(plugin.identity().clone());

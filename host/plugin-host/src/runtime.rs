@@ -151,7 +151,11 @@ impl PluginRuntime {
         pool::configure(&mut wasm, config.instance_allocation)?;
         let engine = Engine::new(&wasm).map_err(|e| PluginError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
-        crate::bindings::gate::GatePlugin::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
+        // `log` (and `types`) of every served API version: a plugin links
+        // against its own version's names (checked by `inspect`).
+        crate::bindings::v0_2::gate::GatePlugin::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
+            .map_err(|e| PluginError::Engine(e.to_string()))?;
+        crate::bindings::v0_1::GatePlugin::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(|e| PluginError::Engine(e.to_string()))?;
         let cache = ArtifactCache::new(&engine, config.cache_dir.clone())?;
         spawn_epoch_ticker(&engine, config.epoch_tick)?;

@@ -140,3 +140,20 @@ impl wit_log::Host for StoreState {
 }
 
 impl crate::bindings::wit_types::Host for StoreState {}
+
+/// `log` of API 0.1.0: the same function, its level enum from the frozen WIT.
+impl crate::bindings::v0_1::esper::kasmina::log::Host for StoreState {
+    fn log(&mut self, level: crate::bindings::v0_1::esper::kasmina::log::Level, message: String) {
+        use crate::bindings::v0_1::esper::kasmina::log::Level as V01;
+        let level = match level {
+            V01::Trace => Level::Trace,
+            V01::Debug => Level::Debug,
+            V01::Info => Level::Info,
+            V01::Warn => Level::Warn,
+            V01::Error => Level::Error,
+        };
+        wit_log::Host::log(self, level, message);
+    }
+}
+
+impl crate::bindings::wit_types_v0_1::Host for StoreState {}

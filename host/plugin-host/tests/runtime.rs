@@ -23,7 +23,7 @@ fn default_gate_plugin_is_called_through_wit() -> anyhow::Result<()> {
     let (runtime, _dir) = runtime()?;
     let gates = GatePlugin::load(&runtime, &pinned(artifacts::GATES)?)?;
     assert_eq!(gates.identity().info.kind, PluginKind::GatePolicy);
-    assert_eq!(gates.identity().info.api_version, "0.1.0");
+    assert_eq!(gates.identity().info.api_version, "0.2.0");
     let verdict = gates.evaluate(GateId::G2Stability, &passing_gate_inputs(GateId::G2Stability));
     assert!(verdict.passed, "{verdict:?}");
     let mut inputs = passing_gate_inputs(GateId::G2Stability);
@@ -33,7 +33,7 @@ fn default_gate_plugin_is_called_through_wit() -> anyhow::Result<()> {
     inputs.required_layers.push("block9".into());
     let verdict = gates.evaluate(GateId::G3Interface, &inputs);
     assert_eq!(verdict.reason, "mesh_not_covering");
-    assert_eq!(verdict.attributes.get("missing").map(String::as_str), Some("block9"));
+    assert_eq!(verdict.attributes.get("missing").map(ToString::to_string).as_deref(), Some("block9"));
     Ok(())
 }
 

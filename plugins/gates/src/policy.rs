@@ -17,6 +17,9 @@ pub fn evaluate(gate: Gate, inputs: &GateInputs) -> Verdict {
     if let Some(failure) = check_stage_order(gate, inputs) {
         return failure;
     }
+    if let Some(failure) = check_rank_agreement(gate, inputs) {
+        return failure;
+    }
     let failure = match gate {
         Gate::G0Sanity => g0_sanity(inputs),
         Gate::G1GradientHealth => g1_gradient_health(inputs),
@@ -54,6 +57,15 @@ fn check_stage_order(gate: Gate, inputs: &GateInputs) -> Option<Verdict> {
             .with("current_stage", format!("{:?}", inputs.current_stage))
             .with("gate_source_stage", format!("{source:?}"))
     })
+}
+
+/// A data-parallel job whose ranks applied different things to this seed
+/// (API 0.2.0 `ranks`) must not advance it: replicas would diverge. G5 is
+/// exempt: it only cleans the slot for reuse.
+fn check_rank_agreement(gate: Gate, inputs: &GateInputs) -> Option<Verdict> {
+    let ranks = inputs.ranks.as_ref()?;
+    (gate != Gate::G5Reset && !ranks.agreed)
+        .then(|| Verdict::fail("rank_divergence").with("world_size", ranks.world_size))
 }
 
 /// The seed must be running its own verified kernel and nothing else
@@ -133,6 +145,18 @@ fn g3_interface(inputs: &GateInputs) -> Option<Verdict> {
     }
     if !inputs.interface_matches {
         return Some(Verdict::fail("interface_mismatch").with("site", &inputs.site));
+    }
+    // A blend whose effective α is not a number did not blend anything
+    // meaningful, whatever the loss says (API 0.2.0 `blend`).
+    if let Some(blend) = &inputs.blend
+        && !(blend.alpha_mean.is_finite() && blend.alpha_p95.is_finite())
+    {
+        return Some(
+            Verdict::fail("blend_not_finite")
+                .with("alpha_mean", blend.alpha_mean)
+                .with("alpha_p95", blend.alpha_p95)
+                .with("blend_steps", blend.steps),
+        );
     }
     // The mesh must cover the layers of *this* seed's site; an empty
     // requirement cannot be checked and is refused rather than passed.

@@ -39,6 +39,8 @@ fn passing(gate: Gate) -> GateInputs {
         metric_delta: -0.001,
         metric_tolerance: 0.01,
         reset_clean: true,
+        blend: None,
+        ranks: None,
     }
 }
 
@@ -119,7 +121,8 @@ fn g3_checks_mesh_covers_this_sites_layers() {
     inputs.required_layers.push("block9".into());
     let verdict = evaluate(g, &inputs);
     assert_eq!(verdict.reason, "mesh_not_covering");
-    assert!(verdict.attributes.iter().any(|a| a.key == "missing" && a.value == "block9"));
+    assert!(verdict.attributes.iter().any(|a| a.key == "missing"
+        && matches!(&a.value, kasmina_plugin_sdk::types::AttributeValue::Text(t) if t == "block9")));
     // A registered host with a mesh that covers other layers still fails.
     assert_eq!(reason(g, |i| i.available_layers = vec!["block0".into()]), "mesh_not_covering");
 }
@@ -134,9 +137,9 @@ fn g3_names_missing_layers_in_required_order_over_a_large_mesh() {
     inputs.required_layers.extend(["gone3", "gone1", "gone2", "gone0", "gone4"].map(String::from));
     let verdict = evaluate(g, &inputs);
     assert_eq!(verdict.reason, "mesh_not_covering");
-    let attr = |key: &str| verdict.attributes.iter().find(|a| a.key == key).map(|a| a.value.clone());
-    assert_eq!(attr("missing_count").as_deref(), Some("5"));
-    assert_eq!(attr("missing").as_deref(), Some("gone3,gone1,gone2,gone0"));
+    let attr = |key: &str| verdict.attributes.iter().find(|a| a.key == key).map(|a| format!("{:?}", a.value));
+    assert_eq!(attr("missing_count").as_deref(), Some("AttributeValue::Integer(5)"), "a count is typed (API 0.2.0)");
+    assert_eq!(attr("missing").as_deref(), Some("AttributeValue::Text(\"gone3,gone1,gone2,gone0\")"));
 }
 
 #[test]
@@ -173,4 +176,31 @@ fn info_declares_a_gate_policy_at_the_sdk_api_version() {
     let info = crate::DefaultGates::info();
     assert_eq!(info.kind, kasmina_plugin_sdk::types::PluginKind::GatePolicy);
     assert_eq!(info.api_version, kasmina_plugin_sdk::API_VERSION);
+}
+
+#[test]
+fn ranks_that_disagree_fail_every_gate_but_g5() {
+    use kasmina_plugin_sdk::gate::RankAgreement;
+    for gate in [Gate::G0Sanity, Gate::G1GradientHealth, Gate::G2Stability, Gate::G3Interface, Gate::G4SystemImpact] {
+        let agreed = |i: &mut GateInputs| i.ranks = Some(RankAgreement { world_size: 2, agreed: true });
+        assert_eq!(reason(gate, agreed), "", "{gate:?}: agreeing ranks are no reason to fail");
+        let diverged = |i: &mut GateInputs| i.ranks = Some(RankAgreement { world_size: 2, agreed: false });
+        assert_eq!(reason(gate, diverged), "rank_divergence", "{gate:?}");
+    }
+    assert_eq!(reason(Gate::G5Reset, |i| i.ranks = Some(RankAgreement { world_size: 2, agreed: false })), "");
+}
+
+#[test]
+fn g3_refuses_a_blend_whose_alpha_is_not_a_number() {
+    use kasmina_plugin_sdk::gate::BlendStats;
+    let stats = |alpha_mean: f64| BlendStats {
+        steps: 3,
+        alpha_mean,
+        alpha_p95: 0.5,
+        clamped_fraction: 0.0,
+        gate_mean: None,
+        kernel_latency_p95_us: 90.0,
+    };
+    assert_eq!(reason(Gate::G3Interface, |i| i.blend = Some(stats(0.4))), "");
+    assert_eq!(reason(Gate::G3Interface, |i| i.blend = Some(stats(f64::NAN))), "blend_not_finite");
 }

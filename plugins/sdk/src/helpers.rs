@@ -1,11 +1,12 @@
 //! Small helpers that make a plugin short: verdict builders, plugin info and
 //! a logging shim that also works natively.
 
-use crate::types::{Attribute, Level, PluginInfo, PluginKind, Verdict};
+use crate::types::{Attribute, AttributeValue, Level, PluginInfo, PluginKind, Verdict};
 
-/// The WIT API version this SDK was generated from (`esper:kasmina@0.1.0`).
-/// The host refuses plugins built against another version before instantiating them.
-pub const API_VERSION: &str = "0.1.0";
+/// The WIT API version this SDK was generated from (`esper:kasmina@0.2.0`).
+/// The host serves 0.1.0 and 0.2.0 side by side and refuses any other
+/// version before instantiating the plugin.
+pub const API_VERSION: &str = "0.2.0";
 
 /// Builds the [`PluginInfo`] a plugin returns from `info`, with [`API_VERSION`] filled in.
 pub fn plugin_info(name: &str, version: &str, kind: PluginKind) -> PluginInfo {
@@ -32,52 +33,66 @@ impl Verdict {
         Verdict { passed: false, reason: reason.to_owned(), attributes: Vec::new() }
     }
 
-    /// Adds one attribute (builder style).
+    /// Adds one typed attribute (builder style): numbers stay numbers and
+    /// flags stay flags in the host's telemetry and journal.
     pub fn with(mut self, key: &str, value: impl AttrValue) -> Self {
-        self.attributes.push(Attribute { key: key.to_owned(), value: value.render() });
+        self.attributes.push(Attribute { key: key.to_owned(), value: value.to_value() });
         self
     }
 }
 
-/// A value that renders compactly as a verdict attribute. The host caps
-/// attribute values (256 bytes by default): a float like `-1e300` printed
-/// with `{}` is 302 digits, so floats use scientific notation at the extremes.
+/// A value a verdict attribute can carry. Text counts against the host's
+/// attribute value cap (256 bytes by default); numbers and flags do not.
 pub trait AttrValue {
-    /// The attribute text.
-    fn render(&self) -> String;
+    /// The typed attribute value.
+    fn to_value(&self) -> AttributeValue;
 }
 
 impl AttrValue for f64 {
-    fn render(&self) -> String {
-        let magnitude = self.abs();
-        if self.is_finite() && *self != 0.0 && !(1e-6..1e9).contains(&magnitude) {
-            format!("{self:e}")
-        } else {
-            format!("{self}")
-        }
+    fn to_value(&self) -> AttributeValue {
+        AttributeValue::Number(*self)
     }
 }
 
 impl AttrValue for f32 {
-    fn render(&self) -> String {
-        f64::from(*self).render()
+    fn to_value(&self) -> AttributeValue {
+        AttributeValue::Number(f64::from(*self))
     }
 }
 
-macro_rules! display_attr {
+impl AttrValue for bool {
+    fn to_value(&self) -> AttributeValue {
+        AttributeValue::Flag(*self)
+    }
+}
+
+macro_rules! integer_attr {
     ($($t:ty),*) => {$(
         impl AttrValue for $t {
-            fn render(&self) -> String {
-                self.to_string()
+            fn to_value(&self) -> AttributeValue {
+                // Saturating: a count beyond i64 is still "very many".
+                AttributeValue::Integer(i64::try_from(*self).unwrap_or(i64::MAX))
             }
         }
     )*};
 }
-display_attr!(u32, u64, usize, i32, i64, bool, str, String);
+integer_attr!(u32, u64, usize, i32, i64);
+
+impl AttrValue for str {
+    fn to_value(&self) -> AttributeValue {
+        AttributeValue::Text(self.to_owned())
+    }
+}
+
+impl AttrValue for String {
+    fn to_value(&self) -> AttributeValue {
+        AttributeValue::Text(self.clone())
+    }
+}
 
 impl<T: AttrValue + ?Sized> AttrValue for &T {
-    fn render(&self) -> String {
-        (**self).render()
+    fn to_value(&self) -> AttributeValue {
+        (**self).to_value()
     }
 }
 

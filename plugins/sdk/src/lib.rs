@@ -4,8 +4,8 @@
 //! depends on this SDK only. Module map:
 //! - [`gate`], [`annotation`], [`blueprint`]: the `wit-bindgen` bindings of the
 //!   three plugin worlds (`gate-plugin`, `annotation-plugin`,
-//!   `blueprint-plugin`) generated from the workspace's `wit/` folder, the
-//!   single source of the interface;
+//!   `blueprint-plugin`) generated from the workspace's `wit/since_v0.2.0/` folder (API
+//!   0.2.0, the version new plugins target; see `wit/README.md`);
 //! - [`types`]: the shared WIT types (stages, gates, verdicts, plugin info),
 //!   plus [`Verdict`] helpers;
 //! - the traits [`GatePolicy`], [`AnnotationParser`], [`BlueprintPolicy`] and
@@ -33,7 +33,7 @@
 mod bindings {
     pub mod gate {
         wit_bindgen::generate!({
-            path: "../../wit",
+            path: "../../wit/since_v0.2.0",
             world: "gate-plugin",
             pub_export_macro: true,
             export_macro_name: "__export_gate_plugin",
@@ -42,27 +42,27 @@ mod bindings {
     }
     pub mod annotation {
         wit_bindgen::generate!({
-            path: "../../wit",
+            path: "../../wit/since_v0.2.0",
             world: "annotation-plugin",
             pub_export_macro: true,
             export_macro_name: "__export_annotation_plugin",
             default_bindings_module: "kasmina_plugin_sdk::annotation",
             with: {
-                "esper:kasmina/types@0.1.0": crate::bindings::gate::esper::kasmina::types,
-                "esper:kasmina/log@0.1.0": crate::bindings::gate::esper::kasmina::log,
+                "esper:kasmina/types@0.2.0": crate::bindings::gate::esper::kasmina::types,
+                "esper:kasmina/log@0.2.0": crate::bindings::gate::esper::kasmina::log,
             },
         });
     }
     pub mod blueprint {
         wit_bindgen::generate!({
-            path: "../../wit",
+            path: "../../wit/since_v0.2.0",
             world: "blueprint-plugin",
             pub_export_macro: true,
             export_macro_name: "__export_blueprint_plugin",
             default_bindings_module: "kasmina_plugin_sdk::blueprint",
             with: {
-                "esper:kasmina/types@0.1.0": crate::bindings::gate::esper::kasmina::types,
-                "esper:kasmina/log@0.1.0": crate::bindings::gate::esper::kasmina::log,
+                "esper:kasmina/types@0.2.0": crate::bindings::gate::esper::kasmina::types,
+                "esper:kasmina/log@0.2.0": crate::bindings::gate::esper::kasmina::log,
             },
         });
     }
@@ -81,7 +81,7 @@ pub mod types {
 /// The `gate-plugin` world: gate inputs and the generated export glue.
 pub mod gate {
     pub use crate::bindings::gate::exports::esper::kasmina::gate_policy::{
-        GateInputs, Guest as GatePolicyGuest, PerformanceStatus,
+        BlendStats, GateInputs, Guest as GatePolicyGuest, PerformanceStatus, RankAgreement,
     };
     #[doc(hidden)]
     pub use crate::bindings::gate::*;

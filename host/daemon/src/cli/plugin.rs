@@ -1,4 +1,5 @@
-//! `kasmina plugin check` and `kasmina plugin info`: the conformance kit.
+//! `kasmina plugin check` and `kasmina plugin info`: the conformance kit;
+//! `kasmina plugin new`: a plugin crate to start from ([`super::plugin_new`]).
 
 use super::output::outln;
 use std::path::PathBuf;
@@ -9,6 +10,10 @@ use kasmina_plugin_host::conformance::{self, CheckOptions};
 /// Plugin verbs.
 #[derive(Debug, clap::Subcommand)]
 pub enum PluginCommand {
+    /// Write a new plugin crate (Cargo.toml against the SDK, a policy with one documented rule,
+    /// unit tests, build instructions) that builds to a component and passes `plugin check` as written.
+    #[command(after_help = super::plugin_new::AFTER_HELP)]
+    New(super::plugin_new::NewArgs),
     /// Run the conformance checks (load, API version, imports, fuzz, output
     /// caps, determinism, safety invariants, latency); exits non-zero on any failure.
     Check {
@@ -20,6 +25,11 @@ pub enum PluginCommand {
         /// Directory of precompiled plugin artifacts.
         #[arg(long)]
         cache: Option<PathBuf>,
+        /// Wall-clock deadline per plugin call, ms (1..=10000). The default is
+        /// the host's own (10 ms); raise it on a loaded machine, where a call
+        /// can be descheduled past 10 ms. The cost verdict is in fuel either way.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        deadline_ms: Option<u64>,
         /// Print one JSON object (every check, the cost and latency) instead of text.
         #[arg(long)]
         json: bool,
@@ -40,9 +50,13 @@ pub enum PluginCommand {
 /// Runs a plugin verb.
 pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        PluginCommand::Check { file, quick, cache, json } => {
+        PluginCommand::New(args) => super::plugin_new::run(args),
+        PluginCommand::Check { file, quick, cache, deadline_ms, json } => {
             anyhow::ensure!(file.is_file(), "{} is not a file; pass the plugin's .wasm component", file.display());
-            let options = if quick { CheckOptions::smoke() } else { CheckOptions::default() };
+            let mut options = if quick { CheckOptions::smoke() } else { CheckOptions::default() };
+            if let Some(ms) = deadline_ms {
+                options.limits.deadline = std::time::Duration::from_millis(ms);
+            }
             let report = conformance::check_file(&file, &cache.unwrap_or_else(super::plugin_cache_dir), &options);
             if json {
                 let checks: Vec<serde_json::Value> = report
@@ -93,6 +107,8 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
                     "name": id.info.name,
                     "version": id.info.version,
                     "api_version": id.info.api_version,
+                    "api_version_current": id.api == kasmina_plugin_host::ApiVersion::CURRENT,
+                    "served_api_versions": kasmina_plugin_host::SERVED_VERSIONS.map(|v| v.as_str()),
                     "kind": id.info.kind.to_string(),
                     "exports": id.exports,
                     "imports": id.imports,

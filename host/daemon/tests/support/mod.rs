@@ -336,7 +336,17 @@ impl SimTrainer {
                 max_gradient_cosine: 0.01,
                 fallback_used: self.fallback_used,
                 alpha: s.alpha,
-                blend: None,
+                // A RESIDUAL blend reports its scalar α as mean and p95
+                // (what the tensor plane reports), while it blends.
+                blend: (s.stage == SeedStage::Blending).then(|| leyline::api::BlendReport {
+                    mode: leyline::BlendMode::Residual,
+                    alpha_mean: s.alpha,
+                    alpha_p95: s.alpha,
+                    clamped_fraction: 0.0,
+                    sparsity: None,
+                    gate_mean: None,
+                    kernel_us: 2.0,
+                }),
             })
             .collect();
         let report = StepReport {

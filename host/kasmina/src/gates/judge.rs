@@ -12,23 +12,23 @@
 use std::collections::BTreeMap;
 
 use kasmina_plugin_host::gate::{GateInputs, GatePlugin, PerformanceStatus};
-use leyline::GateId;
+use leyline::{AttrValue, GateId};
 
 use super::GateDecision;
 
 /// Stage order, checked by the host before any plugin runs.
-pub(super) fn precheck(gate: GateId, inputs: &GateInputs) -> Option<(String, BTreeMap<String, String>)> {
+pub(super) fn precheck(gate: GateId, inputs: &GateInputs) -> Option<(String, BTreeMap<String, AttrValue>)> {
     let (from, _) = gate.edge();
     let stages = [inputs.current_stage, inputs.expected_stage, inputs.reported_stage];
     if stages.iter().all(|s| *s == from) {
         return None;
     }
     let mut attributes = BTreeMap::new();
-    attributes.insert("gate_source_stage".to_owned(), from.as_str().to_owned());
-    attributes.insert("current_stage".to_owned(), inputs.current_stage.as_str().to_owned());
-    attributes.insert("expected_stage".to_owned(), inputs.expected_stage.as_str().to_owned());
-    attributes.insert("reported_stage".to_owned(), inputs.reported_stage.as_str().to_owned());
-    attributes.insert("checked_by".to_owned(), "host".to_owned());
+    attributes.insert("gate_source_stage".to_owned(), AttrValue::from(from.as_str()));
+    attributes.insert("current_stage".to_owned(), AttrValue::from(inputs.current_stage.as_str()));
+    attributes.insert("expected_stage".to_owned(), AttrValue::from(inputs.expected_stage.as_str()));
+    attributes.insert("reported_stage".to_owned(), AttrValue::from(inputs.reported_stage.as_str()));
+    attributes.insert("checked_by".to_owned(), AttrValue::from("host"));
     Some(("stage_mismatch".to_owned(), attributes))
 }
 
@@ -39,8 +39,8 @@ pub(super) fn enforce_invariants(mut decision: GateDecision) -> GateDecision {
     {
         decision.passed = false;
         decision.reason = "policy_invariant_violated".to_owned();
-        decision.attributes.insert("invariant".to_owned(), broken.to_owned());
-        decision.attributes.insert("plugin_verdict".to_owned(), "passed".to_owned());
+        decision.attributes.insert("invariant".to_owned(), AttrValue::from(broken));
+        decision.attributes.insert("plugin_verdict".to_owned(), AttrValue::from("passed"));
     }
     decision
 }
@@ -184,6 +184,8 @@ mod tests {
             metric_delta: 0.0,
             metric_tolerance: 0.02,
             reset_clean: true,
+            blend: None,
+            ranks: None,
         }
     }
 
@@ -203,7 +205,7 @@ mod tests {
             }
             let (reason, attrs) = precheck(GateId::G2Stability, &i).expect("mismatch caught");
             assert_eq!(reason, "stage_mismatch");
-            assert_eq!(attrs.get("checked_by").map(String::as_str), Some("host"));
+            assert_eq!(attrs.get("checked_by").map(ToString::to_string).as_deref(), Some("host"));
         }
     }
 

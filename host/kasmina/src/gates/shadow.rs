@@ -122,6 +122,11 @@ impl ShadowEvaluator {
         Ok(ShadowEvaluator { queue, shared })
     }
 
+    /// The plugin API version the candidate speaks.
+    pub(super) fn api_version(&self) -> kasmina_plugin_host::ApiVersion {
+        self.shared.candidate.api_version()
+    }
+
     /// Hands one evaluation to the worker without waiting; a full queue
     /// drops it (counted and reported).
     pub(super) fn submit(&self, job: ShadowJob) {
@@ -225,7 +230,7 @@ fn evaluate(shared: &Shared, job: ShadowJob) {
         event = event.attr("shadow_invariant_override", invariant);
     }
     for (k, v) in &judgement.effective.attributes {
-        event = event.attr(format!("shadow.{k}"), v.as_str());
+        event = event.attr(format!("shadow.{k}"), v.clone());
     }
     shared.sink.emit(event);
 }

@@ -7,6 +7,8 @@ use leyline::api::{BlendReport, BlendSpec, SeedStepReport};
 use leyline::journal::SeedProgress;
 use leyline::{BlueprintDescriptor, HealthStatus, SeedStage, SeedState};
 
+use super::blend_window::BlendWindow;
+
 /// Facts about the seed's verified kernel, from the kernel load manager.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KernelFacts {
@@ -63,6 +65,8 @@ pub struct SeedContext {
     pub kernel_latency_us: Option<u64>,
     /// Blend statistics of the last reported step.
     pub last_blend: Option<BlendReport>,
+    /// Blend statistics of the recent blended steps (gate inputs, API 0.2.0).
+    pub blend_window: BlendWindow,
     /// Isolation violations in the current window.
     pub isolation_violations: u32,
     /// Largest host/seed gradient cosine in the window.
@@ -122,6 +126,7 @@ impl SeedContext {
             output_shape_ok: true,
             kernel_latency_us: None,
             last_blend: None,
+            blend_window: BlendWindow::default(),
             isolation_violations: 0,
             max_cosine: 0.0,
             paused: false,
@@ -183,6 +188,9 @@ impl SeedContext {
         self.outputs_finite = report.outputs_finite;
         self.output_shape_ok = report.output_shape_ok;
         self.last_blend = report.blend.clone();
+        if let Some(blend) = &report.blend {
+            self.blend_window.push(blend, report.kernel_latency_us, loss_window);
+        }
         if report.kernel_attached {
             self.kernel_latency_us = Some(report.kernel_latency_us);
         }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use leyline::api::StepReport;
 use leyline::ranks::{MAX_WORLD_SIZE, RankSummary};
-use leyline::{GateId, TelemetryEvent, TelemetryLevel};
+use leyline::{AttrValue, GateId, TelemetryEvent, TelemetryLevel};
 
 use super::SeedContext;
 
@@ -102,13 +102,13 @@ fn divergences(summary: &RankSummary) -> impl Iterator<Item = (&str, String)> {
 /// The host's verdict before any plugin: a seed whose ranks diverged fails
 /// its next gate (G5, which only checks that a reset slot is clean, is
 /// exempt: the slot holds nothing the ranks could disagree on).
-pub fn precheck(gate: GateId, seed: &SeedContext) -> Option<(String, BTreeMap<String, String>)> {
+pub fn precheck(gate: GateId, seed: &SeedContext) -> Option<(String, BTreeMap<String, AttrValue>)> {
     if gate == GateId::G5Reset {
         return None;
     }
     let detail = seed.rank_divergence.as_ref()?;
     let mut attributes = BTreeMap::new();
-    attributes.insert("rank_digests".to_owned(), detail.clone());
-    attributes.insert("checked_by".to_owned(), "host".to_owned());
+    attributes.insert("rank_digests".to_owned(), AttrValue::Str(detail.clone()));
+    attributes.insert("checked_by".to_owned(), AttrValue::from("host"));
     Some((RANK_DIVERGENCE.to_owned(), attributes))
 }

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use leyline::lifecycle::{ALL_GATES, ALL_STAGES};
-use leyline::{BlueprintDescriptor, BlueprintTier, GateId, KernelInterface, ParameterBounds, SeedStage};
+use leyline::{
+    BlendStats, BlueprintDescriptor, BlueprintTier, GateId, KernelInterface, ParameterBounds, RankAgreement, SeedStage,
+};
 
 use crate::annotation::AnnotationLimits;
 use crate::blueprint::AdmissionContext;
@@ -55,6 +57,8 @@ pub fn passing_gate_inputs(gate: GateId) -> GateInputs {
         metric_delta: 0.0,
         metric_tolerance: 0.01,
         reset_clean: true,
+        blend: None,
+        ranks: None,
     }
 }
 
@@ -150,6 +154,21 @@ pub fn gate_case(rng: &mut Rng) -> (GateId, GateInputs) {
     ][rng.below(5)];
     inputs.metric_delta = rng.float();
     inputs.reset_clean = !rng.chance(5);
+    // API 0.2.0 facts (a 0.1.0 plugin never sees them): sometimes absent,
+    // sometimes with non-finite figures.
+    if rng.chance(2) {
+        inputs.blend = Some(BlendStats {
+            steps: 1 + rng.below(64) as u32,
+            alpha_mean: rng.float(),
+            alpha_p95: rng.float(),
+            clamped_fraction: rng.float(),
+            gate_mean: rng.chance(2).then(|| rng.float()),
+            kernel_latency_p95_us: rng.float().abs() * 1000.0,
+        });
+    }
+    if rng.chance(3) {
+        inputs.ranks = Some(RankAgreement { world_size: 2 + rng.below(7) as u32, agreed: !rng.chance(4) });
+    }
     (gate, inputs)
 }
 

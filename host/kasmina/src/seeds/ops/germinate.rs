@@ -67,7 +67,7 @@ impl SeedManager {
             if !verdict.passed {
                 let mut refusal = Refusal::new(ReasonCode::BlueprintRefused, verdict.reason.clone());
                 for (k, v) in verdict.attributes {
-                    refusal = refusal.with(format!("policy.{k}"), v);
+                    refusal = refusal.with(format!("policy.{k}"), v.to_string());
                 }
                 return Err(refusal);
             }
@@ -79,7 +79,7 @@ impl SeedManager {
             let mut refusal =
                 Refusal::new(ReasonCode::GateFailed, decision.reason.clone()).with("gate", GateId::G0Sanity.as_str());
             for (k, v) in decision.attributes {
-                refusal = refusal.with(format!("gate.{k}"), v);
+                refusal = refusal.with(format!("gate.{k}"), v.to_string());
             }
             return Err(refusal);
         }
