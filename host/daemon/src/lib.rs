@@ -39,7 +39,9 @@
 //!   `/metrics`, the live status page at `/`, its JSON and its SSE stream;
 //! - [`status_page`]: what the page shows, fed by telemetry push and a tap
 //!   on step reports, every store bounded;
-//! - [`human`]: local RFC 3339 times for what people read.
+//! - [`human`]: local RFC 3339 times for what people read;
+//! - [`reload_signal`]: SIGHUP → hot reload of the policy plugins named in
+//!   the settings file's `[plugins]` refs, behind the conformance canary.
 
 mod async_frames;
 mod connection;
@@ -49,6 +51,7 @@ pub mod human;
 pub mod journal_tools;
 pub mod metrics;
 pub mod recorder;
+pub mod reload_signal;
 pub mod server;
 pub mod status_page;
 pub mod telemetry;

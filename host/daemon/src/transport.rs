@@ -26,14 +26,16 @@ pub const DEFAULT_OUTGOING_QUEUE: usize = 256;
 /// Default time a client has to send Hello.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time a client has to finish a frame once its first byte arrived:
-/// a peer that starts a frame and stalls (or trickles it) is closed.
-pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// a peer that starts a frame and stalls (or trickles it) is closed
+/// (`daemon.frame_timeout_ms` in the settings file).
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_millis(defaults::FRAME_TIMEOUT_MS);
 /// Default time a connection may stay silent between frames before it is
 /// closed as half-open (a peer gone without a close, e.g. over TCP). Long,
 /// because a trainer may evaluate for minutes between step reports; a
 /// subscribed observer only reads and is never reaped for silence (a dead
-/// one fails the next telemetry write instead).
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// one fails the next telemetry write instead) (`daemon.idle_timeout_s` in
+/// the settings file).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(defaults::IDLE_TIMEOUT_S);
 /// Default time one write may take before the client is dropped as too slow.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -50,7 +50,9 @@ pub enum JournalError {
         detail: String,
     },
     /// A segment was written with another payload schema version.
-    #[error("journal segment {segment} has schema version {found}; this build reads version {expected}")]
+    #[error(
+        "journal segment {segment} has schema version {found}; this build reads version {expected}: move the journal directory aside (read it with the build that wrote it) and start with an empty one"
+    )]
     SchemaMismatch {
         /// Segment file.
         segment: PathBuf,

@@ -8,14 +8,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use kasmina_core::{BreakerConfig, CircuitBreaker, Clock, SystemClock, TelemetrySink};
-use kasmina_default_plugins as defaults;
 use kasmina_kernels::{KernelLoadManager, KernelManagerConfig, UrzaLibrary};
 use kasmina_plugin_host::annotation::AnnotationPlugin;
 use kasmina_plugin_host::blueprint::BlueprintPlugin;
-use kasmina_plugin_host::conformance::CheckOptions;
 use kasmina_plugin_host::gate::GatePlugin;
-use kasmina_plugin_host::reload::{PluginSlot, ReloadError, Reloadable};
-use kasmina_plugin_host::runtime::{Pin, PluginRuntime, PluginSpec, RuntimeConfig};
+use kasmina_plugin_host::reload::{PluginSlot, Reloadable};
+use kasmina_plugin_host::runtime::{PluginRuntime, RuntimeConfig};
 use kasmina_plugin_host::{Isolation, PluginLimits};
 use leyline::api::{
     ApiError, ApiErrorCode, GraftDirective, HostRegistration, HostStatus, KasminaApi, KernelArtifact, StepReport,
@@ -30,9 +28,15 @@ use crate::security::{CommandVerifier, HmacKey, KeyFromSettings, NoncePurger};
 use crate::seeds::{
     DecisionRecorder, Policies, PreparedCommand, PreparedStep, SeedManager, SeedManagerParts, with_step_attempts,
 };
-use crate::settings::{PluginRef, Settings};
+use crate::settings::Settings;
 use crate::telemetry::TelemetryHub;
 use crate::validator::CommandValidator;
+
+mod plugin_load;
+mod plugin_reload;
+use self::plugin_load::{load_slot, pinned};
+pub use self::plugin_reload::{PluginReloadRefused, PluginReloadReport, PolicySlot, SlotReload};
+use self::plugin_reload::{PluginReloader, PolicySlots};
 
 /// Telemetry events an embedded host keeps for `drain_telemetry`; beyond
 /// this the oldest are dropped (and counted) so an undrained host cannot
@@ -160,34 +164,32 @@ impl HostBuilder {
 
         let runtime = plugin_runtime(&settings)?;
         let limits = plugin_limits(&settings)?;
-        let gates: Arc<PluginSlot<GatePlugin>> = Arc::new(load_slot(
-            &runtime,
-            "gate",
-            pinned(&settings.plugins.gates, "kasmina-gates-plugin", defaults::GATES, defaults::GATES_SHA256),
-            &limits,
-        )?);
+        let gates: Arc<PluginSlot<GatePlugin>> =
+            Arc::new(load_slot(&runtime, "gate", pinned(&settings.plugins.gates, PolicySlot::Gates), &limits)?);
         let annotations: Arc<PluginSlot<AnnotationPlugin>> = Arc::new(load_slot(
             &runtime,
             "annotation",
-            pinned(
-                &settings.plugins.annotations,
-                "kasmina-annotations-plugin",
-                defaults::ANNOTATIONS,
-                defaults::ANNOTATIONS_SHA256,
-            ),
+            pinned(&settings.plugins.annotations, PolicySlot::Annotations),
             &limits,
         )?);
         let blueprints: Arc<PluginSlot<BlueprintPlugin>> = Arc::new(load_slot(
             &runtime,
             "blueprint-policy",
-            pinned(
-                &settings.plugins.blueprint_policy,
-                "kasmina-blueprint-policy-plugin",
-                defaults::BLUEPRINT_POLICY,
-                defaults::BLUEPRINT_POLICY_SHA256,
-            ),
+            pinned(&settings.plugins.blueprint_policy, PolicySlot::BlueprintPolicy),
             &limits,
         )?);
+        // Triggered by the caller (the daemon: SIGHUP); holds the settings in force.
+        let reloader = PluginReloader::new(
+            PolicySlots {
+                gates: Arc::clone(&gates),
+                annotations: Arc::clone(&annotations),
+                blueprints: Arc::clone(&blueprints),
+            },
+            limits.clone(),
+            Settings::clone(&settings),
+            Arc::clone(&sink),
+            Arc::clone(&clock),
+        );
 
         let plugins_at_start = vec![
             LoadedPlugin::of("gates", &*gates.current()),
@@ -285,6 +287,7 @@ impl HostBuilder {
             shutdown_timeout: Duration::from_millis(settings.kernels.shutdown_timeout_ms),
             trainer_settings: settings.trainer_settings(),
             plugins_at_start,
+            reloader,
         })
     }
 }
@@ -322,51 +325,6 @@ fn plugin_limits(settings: &Settings) -> Result<PluginLimits, HostError> {
         memory_bytes: usize::try_from(p.memory_bytes).unwrap_or(usize::MAX),
         fuel: (p.fuel > 0).then_some(p.fuel),
         isolation,
-    })
-}
-
-/// Where a plugin comes from: the file the settings pin, or else the
-/// default compiled into the binary (pinned by its build-time SHA-256).
-enum PluginSource<'a> {
-    File(PathBuf, &'a str),
-    Embedded(&'static str, &'static [u8], &'static str),
-}
-
-/// The configured plugin file and its pin, or the default compiled into the
-/// binary, pinned to the digest recorded at build time.
-fn pinned<'a>(
-    configured: &'a Option<PluginRef>,
-    default_name: &'static str,
-    default_bytes: &'static [u8],
-    default_sha256: &'static str,
-) -> PluginSource<'a> {
-    match configured {
-        Some(r) => PluginSource::File(r.path.clone(), r.sha256.as_str()),
-        None => PluginSource::Embedded(default_name, default_bytes, default_sha256),
-    }
-}
-
-/// Loads one pinned plugin; it must pass the conformance smoke canary.
-fn load_slot<P: Reloadable>(
-    runtime: &PluginRuntime,
-    which: &'static str,
-    source: PluginSource<'_>,
-    limits: &PluginLimits,
-) -> Result<PluginSlot<P>, HostError> {
-    let err = |detail: String| HostError::Plugin { which, detail };
-    let spec = match source {
-        PluginSource::File(path, sha256) => PluginSpec::new(path, Pin::sha256(sha256).map_err(|e| err(e.to_string()))?),
-        PluginSource::Embedded(name, bytes, sha256) => {
-            PluginSpec::embedded(name, bytes, Pin::sha256(sha256).map_err(|e| err(e.to_string()))?)
-        }
-    };
-    let spec = PluginSpec { limits: limits.clone(), ..spec };
-    // First load, not a reload: say what failed without "reload refused".
-    PluginSlot::new(runtime, &spec, CheckOptions::smoke()).map_err(|e| match e {
-        ReloadError::Load(load) => err(format!("cannot load {}: {load}", spec.path.display())),
-        ReloadError::CanaryFailed { report } => {
-            err(format!("{} failed its conformance smoke check\n{report}", spec.path.display()))
-        }
     })
 }
 
@@ -413,6 +371,7 @@ pub struct EmbeddedHost {
     /// What registration answers: the trainer-side settings of this host.
     trainer_settings: TrainerSettings,
     plugins_at_start: Vec<LoadedPlugin>,
+    reloader: PluginReloader,
 }
 
 /// One policy plugin as the host loaded it at start (for start reports).
@@ -510,6 +469,23 @@ impl EmbeddedHost {
     /// The policy plugins loaded at start (file or embedded default, digest).
     pub fn plugins_at_start(&self) -> &[LoadedPlugin] {
         &self.plugins_at_start
+    }
+
+    /// Re-reads `settings_file` and hot-reloads each policy plugin whose
+    /// pinned ref under `[plugins]` changed, each behind its conformance
+    /// canary (a refused one keeps the previous plugin serving); `origin`
+    /// names the trigger in telemetry. Nothing else of the file is applied
+    /// (the report and a telemetry event name what needs a restart). A
+    /// file that does not parse, or no file, is refused and changes nothing.
+    /// Reloads run one at a time; every outcome is a `kasmina.plugin.*`
+    /// telemetry event (`reload_started`, `reloaded`, `reload_refused`,
+    /// `reload_restart_required`, `reload_settings_refused`, `reload_finished`).
+    pub fn reload_plugins(
+        &self,
+        settings_file: Option<&std::path::Path>,
+        origin: &str,
+    ) -> Result<PluginReloadReport, PluginReloadRefused> {
+        self.reloader.reload(settings_file, origin)
     }
 
     /// Telemetry events lost since start: dropped by the hub's bounded

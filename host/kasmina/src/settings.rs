@@ -3,8 +3,11 @@
 //! Unknown keys are rejected (`deny_unknown_fields` on every section), every
 //! default is a named constant in [`defaults`], and [`Settings::validate`]
 //! refuses zero caps and out-of-range values with an error naming the key.
-//! Sections are resolved once and passed down; nothing re-reads the file.
+//! Sections are resolved once and passed down; only a hot plugin reload
+//! re-reads the file, and it applies nothing but the `[plugins]` refs
+//! (`host/plugin_reload.rs`).
 
+mod daemon;
 pub mod defaults;
 mod plugins;
 
@@ -12,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use self::daemon::DaemonSettings;
 use self::defaults as d;
 pub use self::plugins::{PluginRef, PluginSettings};
 
@@ -75,6 +79,8 @@ pub struct Settings {
     pub rollback: RollbackSettings,
     /// Knowledge distillation.
     pub distillation: DistillationSettings,
+    /// Connection timeouts of `kasmina serve` (the embedded host ignores them).
+    pub daemon: DaemonSettings,
 }
 
 /// Command envelope settings (SPEC.md §3).
@@ -470,7 +476,7 @@ impl Settings {
         }
         positive("distillation.temperature", k.temperature)?;
         nonzero("distillation.teacher_memory_bytes", k.teacher_memory_bytes)?;
-        Ok(())
+        self.daemon.validate()
     }
 }
 

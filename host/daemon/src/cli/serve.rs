@@ -5,7 +5,9 @@
 //! (plugins, Urza, key) → journal recovered and seed state restored →
 //! listeners. Prints `ready: …` on stdout once it accepts requests. SIGINT
 //! or SIGTERM: stop accepting, answer what was read (bounded by the grace
-//! period), write a final journal snapshot, stop prefetch, exit 0.
+//! period), write a final journal snapshot, stop prefetch, exit 0. SIGHUP:
+//! re-read the settings file and hot-reload the policy plugins whose
+//! `[plugins]` refs changed (`kasmina_daemon::reload_signal`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +20,7 @@ use kasmina_daemon::{DaemonHost, ServerSettings, StartError, StartOptions, UnixS
 
 use super::output::hinted;
 use kasmina_daemon::http::HttpState;
+use kasmina_daemon::reload_signal::{self, ReloadLog};
 use kasmina_daemon::status_page::{LiveFeed, Observed};
 use leyline::api::{KasminaApi, TelemetryListener};
 use tokio::sync::watch;
@@ -74,6 +77,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown_grace: std::time::Duration::from_millis(settings.kernels.shutdown_timeout_ms),
         telemetry_capacity: settings.telemetry.queue_capacity,
         critical_capacity: settings.telemetry.critical_capacity,
+        frame_timeout: std::time::Duration::from_millis(settings.daemon.frame_timeout_ms),
+        idle_timeout: Some(std::time::Duration::from_secs(settings.daemon.idle_timeout_s)),
         ..ServerSettings::default()
     };
     let socket = UnixSocket::bind(&args.socket).map_err(|e| {
@@ -173,11 +178,17 @@ async fn serve(
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    host.subscribe_telemetry(Arc::new(ReloadLog)).context("subscribing the reload log to telemetry")?;
+    let reloads = tokio::spawn(
+        reload_signal::on_sighup(Arc::clone(&host), args.settings.clone())
+            .context("installing the SIGHUP (plugin reload) handler")?,
+    );
     println!("ready: listening on {}", path.display());
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+    reloads.abort();
     eprintln!("kasmina: shutting down");
     let _ = stop_tx.send(true);
     let report = unix.await.context("socket server task failed")??;

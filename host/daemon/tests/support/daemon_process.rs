@@ -50,6 +50,9 @@ pub struct Daemon {
     pub child: Child,
     /// Everything it printed on stderr before `ready` (the start report).
     pub start_report: String,
+    /// Every later stderr line, as it is printed; the channel ends when the
+    /// process has exited and its stderr is read to the end.
+    pub stderr: std::sync::mpsc::Receiver<String>,
 }
 
 impl Daemon {
@@ -98,7 +101,21 @@ impl Daemon {
             }
         }
         assert!(ready.starts_with("ready: listening on"), "daemon did not start: {ready:?}; stderr: {start_report:?}");
-        Daemon { child, start_report: start_report.join("\n") }
+        Daemon { child, start_report: start_report.join("\n"), stderr: rx }
+    }
+
+    /// SIGHUP: re-read the settings file and reload changed plugins.
+    pub fn hangup(&self) {
+        let status = Command::new("kill").arg("-HUP").arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGKILL and wait, then every stderr line printed after the start
+    /// report (all of it: the process is gone and its pipe read to the end).
+    pub fn kill_and_read_stderr(mut self) -> Vec<String> {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.stderr.iter().collect()
     }
 
     /// SIGKILL: no shutdown path runs.

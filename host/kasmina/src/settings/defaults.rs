@@ -96,5 +96,21 @@ pub const BLEND_TEMPERATURE: f64 = 0.1;
 pub const SHADOW_STEPS: u64 = 20;
 /// Steps of probation before FOSSILIZE is accepted.
 pub const PROBATION_STEPS: u64 = 20;
+/// `kasmina serve`: time a client has from a frame's first byte to its last
+/// before the connection is closed (a stalled or trickling sender).
+pub const FRAME_TIMEOUT_MS: u64 = 10_000;
+/// Smallest accepted `daemon.frame_timeout_ms`: a frame of the largest size
+/// must be able to cross a loaded local socket.
+pub const FRAME_TIMEOUT_MS_MIN: u64 = 100;
+/// Largest accepted `daemon.frame_timeout_ms` (5 minutes).
+pub const FRAME_TIMEOUT_MS_MAX: u64 = 300_000;
+/// `kasmina serve`: silence between frames after which a connection that is
+/// not subscribed to telemetry is closed as half-open (30 minutes: a trainer
+/// may evaluate for minutes between step reports).
+pub const IDLE_TIMEOUT_S: u64 = 1_800;
+/// Smallest accepted `daemon.idle_timeout_s`.
+pub const IDLE_TIMEOUT_S_MIN: u64 = 1;
+/// Largest accepted `daemon.idle_timeout_s` (one day).
+pub const IDLE_TIMEOUT_S_MAX: u64 = 86_400;
 /// Largest settings file accepted.
 pub const SETTINGS_FILE_BYTES_CAP: u64 = 1 << 20;
