@@ -247,6 +247,7 @@ pub fn api_error_class(code: WApiErrorCode) -> (&'static str, &'static str) {
         WApiErrorCode::Transport => ("TransportError", "transport"),
         WApiErrorCode::ShuttingDown => ("ShuttingDownError", "shutting_down"),
         WApiErrorCode::Internal => ("InternalError", "internal"),
+        WApiErrorCode::JournalUnavailable => ("JournalUnavailableError", "journal_unavailable"),
     }
 }
 

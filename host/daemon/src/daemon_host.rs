@@ -324,7 +324,7 @@ impl JournalRefusal {
             JournalRefusal::NotApplied(why) => format!("{}: {}", ReasonCode::JournalUnavailable, not_applied(&why)),
             JournalRefusal::Unknown(why) => format!("{}: {}", ReasonCode::JournalUnavailable, unknown(&why)),
         };
-        ApiError::new(ApiErrorCode::Internal, message)
+        ApiError::new(ApiErrorCode::JournalUnavailable, message)
     }
 }
 

@@ -304,6 +304,24 @@ fn render_families(host: &DaemonHost) -> Vec<Family> {
             one(n(&s.progress_records)),
         ));
         out.push(c("kasmina_journal_compactions", "Journal compactions.", None, one(n(&s.compactions))));
+        out.push(c(
+            "kasmina_journal_failures",
+            "Journal write or fsync failures; each refused the call it happened in (journal_unavailable).",
+            None,
+            one(n(&s.failures)),
+        ));
+        out.push(c(
+            "kasmina_journal_recoveries",
+            "Times the journal was reopened after a failure and took calls again.",
+            None,
+            one(n(&s.recoveries)),
+        ));
+        out.push(c(
+            "kasmina_journal_discarded_records",
+            "Records of refused calls cut from the journal when it was reopened.",
+            None,
+            one(n(&s.discarded_records)),
+        ));
         out.push(g(
             "kasmina_journal_healthy",
             "1 while the journal accepts writes.",

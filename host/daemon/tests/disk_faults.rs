@@ -117,6 +117,14 @@ fn small() -> JournalConfig {
     JournalConfig { segment_bytes: 4 * 1024, compact_after_bytes: 12 * 1024, ..decision_journal_config() }
 }
 
+/// The value of an unlabelled sample in a Prometheus text exposition; a
+/// missing sample fails the test (so a check on it cannot pass vacuously).
+fn metric(exposition: &str, name: &str) -> f64 {
+    let line = exposition.lines().find(|l| l.split_whitespace().next() == Some(name));
+    let value = line.and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok());
+    value.unwrap_or_else(|| panic!("no sample {name} in:\n{exposition}"))
+}
+
 /// The script every seam fault goes through.
 fn fault_then_recovery(fault: Fault) {
     let d = SimDaemon::new(small());
@@ -161,8 +169,13 @@ fn fault_then_recovery(fault: Fault) {
         assert!(detail.contains("nothing of this call was applied"), "{fault:?}: {o:?}");
     }
     let err = host.step_report(support::step(1)).unwrap_err();
+    assert_eq!(err.code, leyline::api::ApiErrorCode::JournalUnavailable, "{err:?}");
     assert!(err.message.starts_with("journal_unavailable: "), "{err:?}");
     host.status().unwrap();
+    // An operator sees it in /metrics.
+    let metrics = kasmina_daemon::metrics::render(&host);
+    assert!(metrics.contains("kasmina_journal_healthy 0"), "{fault:?}: {metrics}");
+    assert!(metric(&metrics, "kasmina_journal_failures_total") >= 1.0, "{fault:?}: {metrics}");
     if fault != Fault::FailingSyncs {
         assert_eq!(view(&host), acked, "{fault:?}: nothing refused is visible");
     }
@@ -182,6 +195,11 @@ fn fault_then_recovery(fault: Fault) {
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(load(&stats.recoveries), 1, "{fault:?}");
     assert!(load(&stats.failures) >= 1, "{fault:?}");
+    let metrics = kasmina_daemon::metrics::render(&host);
+    for line in ["kasmina_journal_healthy 1", "kasmina_journal_recoveries_total 1"] {
+        assert!(metrics.contains(line), "{fault:?}: {line} not in {metrics}");
+    }
+    assert!(metrics.contains("kasmina_journal_discarded_records_total"), "{fault:?}: {metrics}");
     drop(host);
 
     // Restart after a power cut: exactly the acknowledged commands.

@@ -342,6 +342,11 @@ pub enum ApiErrorCode {
     ShuttingDown,
     /// A bug on the host side.
     Internal,
+    /// The decision journal cannot be written (disk full, failing writes or
+    /// fsyncs): nothing of the call was applied, or — after a failed fsync —
+    /// its outcome is unknown (see message). The daemon retries the journal
+    /// on later calls and takes them again once it can write.
+    JournalUnavailable,
 }
 
 impl ApiError {

@@ -15,7 +15,9 @@ use crate::{AdaptationCommand, Outcome, SeedState, TelemetryEvent, TelemetryLeve
 /// Protocol version; a client and server must agree exactly.
 /// Version 3: registrations declare `world_size`, step reports may carry a
 /// rank summary (data-parallel ranks).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// Version 4: the `JournalUnavailable` API error code (was `Internal` with a
+/// `journal_unavailable:` message).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// What a client is allowed to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

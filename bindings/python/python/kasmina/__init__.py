@@ -25,6 +25,7 @@ from kasmina._errors import (
     GraftError,
     HmacKeyError,
     InternalError,
+    JournalUnavailableError,
     KasminaError,
     RankError,
     KernelUnavailableError,

@@ -19,6 +19,7 @@ __all__ = [
     "TransportError",
     "ShuttingDownError",
     "InternalError",
+    "JournalUnavailableError",
     "HmacKeyError",
     "BlendSpecError",
     "CommandRejected",
@@ -103,6 +104,16 @@ class InternalError(ApiError):
     """``internal``: a bug on the host side."""
 
     default_code = "internal"
+
+
+class JournalUnavailableError(ApiError):
+    """``journal_unavailable``: the daemon cannot write its decision journal
+    (disk full, failing writes or fsyncs). Nothing of the call was applied,
+    or, after a failed fsync, its outcome is unknown (the message says
+    which). The daemon retries its journal on later calls; retry once it has
+    room."""
+
+    default_code = "journal_unavailable"
 
 
 class HmacKeyError(KasminaError):
