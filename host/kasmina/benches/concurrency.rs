@@ -15,19 +15,41 @@
 //! workers take. Every GERMINATE also queues a prefetch (a cache hit
 //! after the first); the host is built and the slots registered outside
 //! the timed part, and rebuilt when its 4 096 slots are used up.
+//!
+//! Instruction counts (repeatable on a loaded machine): with
+//! `KASMINA_PROFILE=per-call|reuse` set, the binary skips criterion, builds
+//! one seed manager, submits `KASMINA_PROFILE_WARMUP` commands (default 100;
+//! the first loads the kernel) and then `KASMINA_PROFILE_COMMANDS` (default
+//! 1 000) from `KASMINA_PROFILE_THREADS` threads (default 1) inside
+//! `measured`. Valgrind cannot map the address space of the host's default
+//! instance pool (128 slots of ~4 GiB), so this mode assembles the manager
+//! as `HostBuilder::build` does — same parts, same settings, the same kind
+//! of listener as the embedded host's outbox — on a pool of
+//! `KASMINA_PROFILE_POOL` slots (default 8). Under
+//! `valgrind --tool=callgrind --toggle-collect='*concurrency::submit_all*'`
+//! the submitting threads' instructions are isolated; the whole process's
+//! totals for two command counts, differenced, add the background threads
+//! (prefetch workers, purger). The warm-up waits for the kernel load the
+//! first GERMINATE starts and for the prefetches it queued.
+//!
+//! Nothing here reads prefetch results (a trainer's step reports would), so
+//! once the result channel and the in-flight cap (256 each) are full —
+//! after about 512 commands per host — every further GERMINATE's prefetch
+//! is refused (`prefetch_refused`, still accepted): most of what this bench
+//! times, in both modes, is that path.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use kasmina::security::sign_in_place;
-use kasmina::{EmbeddedHost, HmacKey, HostBuilder, Settings};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use kasmina::security::{NoncePurger, sign_in_place};
+use kasmina::{CommandValidator, EmbeddedHost, HmacKey, HostBuilder, SeedManager, Settings, TelemetryHub};
 use kasmina_core::ManualClock;
-use leyline::api::{HostRegistration, KasminaApi, SiteSpec, SlotSpec};
+use leyline::api::{HostRegistration, KasminaApi, SiteSpec, SlotSpec, TelemetryListener};
 use leyline::command::{SeedCommand, SeedOperation};
-use leyline::{AdaptationCommand, CommandPayload, Dim};
+use leyline::{AdaptationCommand, CommandPayload, Dim, Outcome, TelemetryEvent, TelemetryLevel};
 
 const T0: u64 = 1_800_000_000_000;
 const SLOTS: usize = 4_096;
@@ -58,13 +80,16 @@ fn host(env: &Env, isolation: &str) -> EmbeddedHost {
         .urza_dir(&env.urza)
         .build()
         .unwrap();
-    let registration = HostRegistration::new(
+    host.register_host(registration()).unwrap();
+    host
+}
+
+fn registration() -> HostRegistration {
+    HostRegistration::new(
         "run-1",
         vec![SiteSpec { name: "hidden".to_owned(), feature_shape: vec![Dim::Batch, Dim::Fixed(64)] }],
         (0..SLOTS).map(|i| SlotSpec { seed_id: format!("seed-{i}"), site: "hidden".to_owned() }).collect(),
-    );
-    host.register_host(registration).unwrap();
-    host
+    )
 }
 
 fn germinate(n: usize, key: &HmacKey) -> AdaptationCommand {
@@ -106,17 +131,7 @@ fn run(env: &Env, isolation: &str, threads: usize, count: u64) -> Duration {
             .map(|t| (0..batch).filter(|n| n % threads == t).map(|n| germinate(n, &env.key)).collect())
             .collect();
         let started = Instant::now();
-        std::thread::scope(|s| {
-            for commands in per_thread {
-                let host = &host;
-                s.spawn(move || {
-                    for cmd in commands {
-                        let outcome = host.submit_command(cmd).unwrap();
-                        assert!(outcome.accepted, "{outcome:?}");
-                    }
-                });
-            }
-        });
+        measured(&host, per_thread);
         total += started.elapsed();
         host.shutdown();
     }
@@ -137,5 +152,226 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// One submitting thread's commands; what callgrind's `--toggle-collect`
+/// names (see the module docs).
+#[inline(never)]
+fn submit_all<H: Submit>(host: &H, commands: Vec<AdaptationCommand>) {
+    for cmd in commands {
+        let outcome = host.submit(cmd);
+        assert!(outcome.accepted, "{outcome:?}");
+    }
+}
+
+#[inline(never)]
+fn measured<H: Submit>(host: &H, per_thread: Vec<Vec<AdaptationCommand>>) {
+    std::thread::scope(|s| {
+        for commands in per_thread {
+            s.spawn(move || submit_all(host, commands));
+        }
+    });
+}
+
+/// The embedded host's outbox, as far as cost goes: every non-CRITICAL
+/// event cloned into a bounded queue.
+#[derive(Default)]
+struct Outbox(std::sync::Mutex<std::collections::VecDeque<TelemetryEvent>>);
+
+impl TelemetryListener for Outbox {
+    fn event(&self, event: &TelemetryEvent) {
+        if event.level == TelemetryLevel::Critical {
+            return;
+        }
+        let mut events = self.0.lock().unwrap();
+        if events.len() == kasmina::host::OUTBOX_CAPACITY {
+            events.pop_front();
+        }
+        events.push_back(event.clone());
+    }
+}
+
+/// A seed manager assembled as `HostBuilder::build` assembles it, on a
+/// small instance pool (see the module docs).
+struct Manager {
+    manager: SeedManager,
+    _hub: Arc<TelemetryHub>,
+    _purger: std::sync::Mutex<NoncePurger>,
+}
+
+/// Where the commands go: the embedded host (criterion) or the manager
+/// assembled for valgrind (profile mode).
+trait Submit: Sync {
+    fn submit(&self, command: AdaptationCommand) -> Outcome;
+}
+
+impl Submit for EmbeddedHost {
+    fn submit(&self, command: AdaptationCommand) -> Outcome {
+        self.submit_command(command).unwrap()
+    }
+}
+
+impl Submit for Manager {
+    fn submit(&self, command: AdaptationCommand) -> Outcome {
+        self.manager.submit_command(command)
+    }
+}
+
+fn manager(env: &Env, isolation: &str, pool: u32) -> Manager {
+    use kasmina::gates::GateService;
+    use kasmina::isolation::{IsolationBreakers, IsolationConfig};
+    use kasmina::rollback::RollbackSla;
+    use kasmina::security::CommandVerifier;
+    use kasmina::seeds::{Policies, SeedManagerParts};
+    use kasmina_core::{BreakerConfig, CircuitBreaker, Clock, TelemetrySink};
+    use kasmina_kernels::{KernelLoadManager, KernelManagerConfig, UrzaLibrary};
+    use kasmina_plugin_host::conformance::CheckOptions;
+    use kasmina_plugin_host::reload::{PluginSlot, Reloadable};
+    use kasmina_plugin_host::runtime::{Pin, PluginRuntime, PluginSpec, RuntimeConfig};
+    use kasmina_plugin_host::{InstanceAllocation, Isolation, PluginLimits};
+
+    let toml = format!("[plugins]\ndeadline_ms = 250\nisolation = {isolation:?}\n");
+    let settings = Arc::new(Settings::from_toml(&toml).unwrap());
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(T0));
+    let hub = Arc::new(TelemetryHub::from_settings(&settings.telemetry, Arc::clone(&clock)));
+    hub.add_listener(Arc::new(Outbox::default()));
+    let sink: Arc<dyn TelemetrySink> = hub.clone();
+    let verifier =
+        CommandVerifier::from_settings(&settings.security, env.key.clone(), Arc::clone(&clock), Arc::clone(&sink))
+            .unwrap();
+    let purger = NoncePurger::spawn(
+        Arc::clone(verifier.ledger()),
+        Arc::clone(&clock),
+        Arc::clone(&sink),
+        Duration::from_secs(settings.security.nonce_purge_interval_s),
+    )
+    .unwrap();
+    let validator = CommandValidator::new(&settings.annotations, Arc::clone(&clock), Arc::clone(&sink));
+    let mut config = RuntimeConfig::new(&env.cache);
+    config.instance_allocation = InstanceAllocation::Pooled { instances: pool };
+    let runtime = PluginRuntime::new(config).unwrap();
+    let p = &settings.plugins;
+    let limits = PluginLimits {
+        deadline: Duration::from_millis(p.deadline_ms),
+        memory_bytes: usize::try_from(p.memory_bytes).unwrap(),
+        fuel: None,
+        isolation: if isolation == "reuse" { Isolation::Reuse } else { Isolation::PerCall },
+    };
+    fn slot<P: Reloadable>(
+        runtime: &PluginRuntime,
+        name: &str,
+        bytes: &'static [u8],
+        sha: &str,
+        limits: &PluginLimits,
+    ) -> Arc<PluginSlot<P>> {
+        let spec =
+            PluginSpec { limits: limits.clone(), ..PluginSpec::embedded(name, bytes, Pin::sha256(sha).unwrap()) };
+        Arc::new(PluginSlot::new(runtime, &spec, CheckOptions::smoke()).unwrap())
+    }
+    use kasmina_default_plugins as d;
+    let gates = slot(&runtime, "kasmina-gates-plugin", d::GATES, d::GATES_SHA256, &limits);
+    let annotations = slot(&runtime, "kasmina-annotations-plugin", d::ANNOTATIONS, d::ANNOTATIONS_SHA256, &limits);
+    let blueprints =
+        slot(&runtime, "kasmina-blueprint-policy-plugin", d::BLUEPRINT_POLICY, d::BLUEPRINT_POLICY_SHA256, &limits);
+    let b = &settings.breaker;
+    let breaker_config = BreakerConfig {
+        failure_threshold: b.failure_threshold,
+        cooldown_ms: b.cooldown_ms,
+        half_open_successes: b.half_open_successes,
+    };
+    let fetch_breaker = Arc::new(CircuitBreaker::new("fetch", breaker_config, Arc::clone(&clock), Arc::clone(&sink)));
+    let isolation_breakers = Arc::new(IsolationBreakers::new(
+        IsolationConfig {
+            violations_to_trip: settings.isolation.violations_to_trip,
+            window_steps: settings.isolation.window_steps,
+            cooldown_ms: b.cooldown_ms,
+            half_open_successes: b.half_open_successes,
+        },
+        Arc::clone(&clock),
+        Arc::clone(&sink),
+    ));
+    let urza = Arc::new(UrzaLibrary::open_with_clock(&env.urza, Arc::clone(&clock)).unwrap());
+    let k = &settings.kernels;
+    let kernel_config = KernelManagerConfig {
+        cache_max_entries: k.cache_max_entries,
+        cache_max_bytes: k.cache_max_bytes,
+        cache_ttl_ms: k.cache_ttl_s.saturating_mul(1_000),
+        prefetch_timeout_ms: k.prefetch_timeout_ms,
+        prefetch_max_in_flight: 256,
+        shutdown_timeout_ms: k.shutdown_timeout_ms,
+        prewarm_runs: 5,
+        device: tch::Device::Cpu,
+    };
+    let (kernels, prefetch_events) =
+        KernelLoadManager::new(urza, kernel_config, Arc::clone(&fetch_breaker), Arc::clone(&sink), Arc::clone(&clock))
+            .unwrap();
+    let rollback = Arc::new(kasmina::RollbackLedger::new(
+        RollbackSla::from_settings(&settings.rollback),
+        kasmina::host::ROLLBACK_CAPACITY,
+        Arc::clone(&clock),
+        Arc::clone(&sink),
+    ));
+    let gates = GateService::new(gates, settings.gates.clone(), Arc::clone(&sink), Arc::clone(&clock));
+    let manager = SeedManager::new(SeedManagerParts {
+        settings: Arc::clone(&settings),
+        clock,
+        sink,
+        verifier,
+        validator,
+        policies: Policies { annotations, blueprints },
+        gates,
+        kernels: Arc::new(kernels),
+        prefetch_events,
+        rollback,
+        fetch_breaker,
+        isolation: isolation_breakers,
+        recorder: None,
+    });
+    let _critical = hub.subscribe_critical();
+    manager.register_host(registration()).unwrap();
+    Manager { manager, _hub: hub, _purger: std::sync::Mutex::new(purger) }
+}
+
+/// The criterion-free driver for instruction counts (module docs).
+fn profile(isolation: &str) {
+    assert!(matches!(isolation, "per-call" | "reuse"), "KASMINA_PROFILE={isolation}: expected per-call or reuse");
+    let var = |name: &str, default: usize| std::env::var(name).map_or(default, |v| v.parse().expect(name));
+    let warmup = var("KASMINA_PROFILE_WARMUP", 100);
+    let count = var("KASMINA_PROFILE_COMMANDS", 1_000);
+    let threads = var("KASMINA_PROFILE_THREADS", 1).max(1);
+    let pool = u32::try_from(var("KASMINA_PROFILE_POOL", 8)).unwrap();
+    assert!(warmup + count <= SLOTS, "at most {SLOTS} commands per host");
+    let env = env();
+    let host = manager(&env, isolation, pool);
+    for n in 0..warmup {
+        let outcome = host.submit(germinate(n, &env.key));
+        assert!(outcome.accepted, "{outcome:?}");
+    }
+    // The first GERMINATE loads the kernel in the background: wait for it
+    // and for the warm-up's prefetches (cache hits from then on).
+    let kernels = host.manager.kernels();
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while (kernels.cached(kasmina_kernels::fixtures::MLP_ADAPTER_64).is_none() || kernels.prefetches_in_flight() > 0)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let per_thread: Vec<Vec<AdaptationCommand>> = (0..threads)
+        .map(|t| (warmup..warmup + count).filter(|n| n % threads == t).map(|n| germinate(n, &env.key)).collect())
+        .collect();
+    let started = Instant::now();
+    measured(&host, per_thread);
+    let elapsed = started.elapsed();
+    kernels.shutdown();
+    println!("{isolation}: {count} commands on {threads} thread(s) after {warmup} in {elapsed:?}");
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    match std::env::var("KASMINA_PROFILE") {
+        Ok(isolation) => profile(&isolation),
+        Err(_) => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}

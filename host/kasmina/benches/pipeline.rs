@@ -14,6 +14,22 @@
 //! Commands are signed in the (untimed) setup of each batch, as a
 //! controller would; the nonce ledger fills to its 10 000 cap and then
 //! evicts, as in a long run.
+//!
+//! Instruction counts (repeatable on a loaded machine): with
+//! `KASMINA_PROFILE=reuse|per_call` set, the binary skips criterion and
+//! runs `KASMINA_PROFILE_WARMUP` commands (default 10 100: the ledger is
+//! full and evicting, as in the criterion run) and then
+//! `KASMINA_PROFILE_COMMANDS` (default 1 000) inside `measured`, which
+//! callgrind can isolate:
+//!
+//! ```text
+//! KASMINA_PROFILE=per_call valgrind --tool=callgrind --toggle-collect='pipeline::measured' \
+//!     target/release/deps/pipeline-<hash>
+//! callgrind_annotate --inclusive=yes callgrind.out.<pid>
+//! ```
+//!
+//! Total instructions in `measured` ÷ `KASMINA_PROFILE_COMMANDS` is the
+//! cost of one command.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -21,13 +37,13 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use kasmina::security::{CommandVerifier, HmacKey, sign_in_place};
 use kasmina::{CommandValidator, Settings};
 use kasmina_core::{ManualClock, TelemetrySink};
 use kasmina_plugin_host::{
-    AdmissionContext, AnnotationLimits, AnnotationPlugin, BlueprintPlugin, GateInputs, GatePlugin, Isolation,
-    PerformanceStatus, Pin, PluginLimits, PluginRuntime, PluginSpec, RuntimeConfig,
+    AdmissionContext, AnnotationLimits, AnnotationPlugin, BlueprintPlugin, GateInputs, GatePlugin, InstanceAllocation,
+    Isolation, PerformanceStatus, Pin, PluginLimits, PluginRuntime, PluginSpec, RuntimeConfig,
 };
 use leyline::command::{SeedCommand, SeedOperation};
 use leyline::{AdaptationCommand, CommandPayload, GateId, SeedStage, TelemetryEvent};
@@ -54,13 +70,21 @@ fn spec(path: &str, sha: &str, isolation: Isolation) -> PluginSpec {
     PluginSpec { limits, ..PluginSpec::new(path, Pin::sha256(sha).unwrap()) }
 }
 
-fn pipeline(isolation: Isolation, key: &HmacKey, clock: Arc<ManualClock>, cache: &std::path::Path) -> Pipeline {
+fn pipeline(
+    isolation: Isolation,
+    key: &HmacKey,
+    clock: Arc<ManualClock>,
+    cache: &std::path::Path,
+    allocation: InstanceAllocation,
+) -> Pipeline {
     let settings = Settings::default();
     let sink: Arc<dyn TelemetrySink> = Arc::new(Discard);
     let verifier =
         CommandVerifier::from_settings(&settings.security, key.clone(), clock.clone(), sink.clone()).unwrap();
     let validator = CommandValidator::new(&settings.annotations, clock, sink);
-    let runtime = PluginRuntime::new(RuntimeConfig::new(cache)).unwrap();
+    let mut config = RuntimeConfig::new(cache);
+    config.instance_allocation = allocation;
+    let runtime = PluginRuntime::new(config).unwrap();
     use kasmina_plugin_artifacts as a;
     let annotations =
         AnnotationPlugin::load(&runtime, &spec(a::ANNOTATIONS, a::ANNOTATIONS_SHA256, isolation)).unwrap();
@@ -160,7 +184,7 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for (name, isolation) in [("reuse", Isolation::Reuse), ("per_call", Isolation::PerCall)] {
         let clock = Arc::new(ManualClock::new(T0));
-        let p = pipeline(isolation, &key, clock, cache.path());
+        let p = pipeline(isolation, &key, clock, cache.path(), InstanceAllocation::default());
         let mut n = 0u64;
         group.bench_function(name, |b| {
             b.iter_batched(
@@ -176,5 +200,47 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// Runs `commands` through [`decide`]; the function callgrind's
+/// `--toggle-collect` names (see the module docs).
+#[inline(never)]
+fn measured(p: &Pipeline, commands: Vec<AdaptationCommand>) -> usize {
+    commands.into_iter().map(|cmd| usize::from(decide(p, cmd))).sum()
+}
+
+/// The criterion-free driver for instruction counts (module docs).
+fn profile(mode: &str) {
+    let isolation = match mode {
+        "reuse" => Isolation::Reuse,
+        "per_call" | "per-call" => Isolation::PerCall,
+        other => panic!("KASMINA_PROFILE={other}: expected reuse or per_call"),
+    };
+    let var = |name: &str, default: u64| std::env::var(name).map_or(default, |v| v.parse().expect(name));
+    let warmup = var("KASMINA_PROFILE_WARMUP", 10_100);
+    let count = var("KASMINA_PROFILE_COMMANDS", 1_000);
+    let key = HmacKey::from_bytes(&[7u8; 32]).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    // Valgrind cannot map the default pool's address space (128 slots of
+    // ~4 GiB); a smaller pool recycles slots the same way.
+    let pool = u32::try_from(var("KASMINA_PROFILE_POOL", 8)).unwrap();
+    let allocation = InstanceAllocation::Pooled { instances: pool };
+    let p = pipeline(isolation, &key, Arc::new(ManualClock::new(T0)), cache.path(), allocation);
+    for n in 0..warmup {
+        decide(&p, command(n, &key));
+    }
+    let commands: Vec<AdaptationCommand> = (warmup..warmup + count).map(|n| command(n, &key)).collect();
+    let passed = measured(&p, commands);
+    assert_eq!(passed as u64, count);
+    println!("{mode}: {count} commands measured after {warmup}");
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    match std::env::var("KASMINA_PROFILE") {
+        Ok(mode) => profile(&mode),
+        Err(_) => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}

@@ -299,7 +299,15 @@ impl GateService {
         let decision = match prechecks(gate, seed, &inputs) {
             Some((reason, attributes)) => GateDecision { gate, passed: false, reason, attributes, inputs },
             None => match ready.iter().find(|d| d.gate == gate && d.inputs.same_facts(&inputs)) {
-                Some(precomputed) => precomputed.clone(),
+                // The same facts, bit for bit: the fresh inputs stand in for
+                // the precomputed ones, so only the verdict is copied.
+                Some(precomputed) => GateDecision {
+                    gate,
+                    passed: precomputed.passed,
+                    reason: precomputed.reason.clone(),
+                    attributes: precomputed.attributes.clone(),
+                    inputs,
+                },
                 None => {
                     self.stats.calls_under_lock.fetch_add(1, Ordering::Relaxed);
                     self.ask_plugin(gate, seed.stage, inputs)

@@ -14,6 +14,6 @@ pub mod purger;
 pub mod verifier;
 
 pub use key::{HmacKey, KeyError, KeyFromSettings, sign, sign_in_place};
-pub use ledger::{LedgerStats, NonceError, NonceLedger};
+pub use ledger::{LedgerStats, NonceError, NonceLedger, Refused};
 pub use purger::{NoncePurger, PurgerError};
 pub use verifier::{CommandVerifier, VerifiedCommand, VerifierConfig, VerifierError, VerifierStats};

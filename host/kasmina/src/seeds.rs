@@ -39,6 +39,7 @@ mod resync;
 mod step_prepare;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use kasmina_core::{CircuitBreaker, Clock, TelemetrySink};
@@ -138,8 +139,6 @@ struct State {
     /// Plugin verdicts computed outside the lock for the call being
     /// applied; a gate whose inputs match one takes it (see `gate`).
     gate_memo: Vec<GateDecision>,
-    accepted: u64,
-    rejected: u64,
 }
 
 /// The seed manager. Share it in an `Arc`; every method takes `&self`.
@@ -158,6 +157,10 @@ pub struct SeedManager {
     isolation: Arc<IsolationBreakers>,
     recorder: Option<Arc<dyn DecisionRecorder>>,
     decisions: DecisionQueue,
+    /// Commands accepted and rejected since start: counters, so that
+    /// concluding a command does not take the state lock again.
+    accepted: AtomicU64,
+    rejected: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -185,6 +188,8 @@ impl SeedManager {
             isolation: parts.isolation,
             recorder: parts.recorder,
             decisions: DecisionQueue::default(),
+            accepted: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
             state: Mutex::new(State::default()),
         }
     }
@@ -254,8 +259,7 @@ impl SeedManager {
 
     /// Commands accepted and rejected since start.
     pub fn command_counts(&self) -> (u64, u64) {
-        let st = self.read();
-        (st.accepted, st.rejected)
+        (self.accepted.load(Ordering::Relaxed), self.rejected.load(Ordering::Relaxed))
     }
 
     /// Knowledge distillation as the trainer last reported it (None
@@ -328,19 +332,24 @@ impl SeedManager {
     }
 
     fn environment(&self, st: &State, seed: &SeedContext) -> GateEnvironment {
+        self.environment_of(st, &seed.seed_id, &seed.site, seed.blueprint_id.as_deref())
+    }
+
+    /// The host facts for a seed with this id, site and blueprint (what
+    /// [`environment`](Self::environment) reads from the seed).
+    fn environment_of(&self, st: &State, seed_id: &str, site: &str, blueprint_id: Option<&str>) -> GateEnvironment {
         let site_shape = st
             .registration
             .as_ref()
-            .and_then(|r| r.sites.iter().find(|s| s.name == seed.site))
+            .and_then(|r| r.sites.iter().find(|s| s.name == site))
             .map(|s| s.feature_shape.clone());
-        let blueprint_known =
-            seed.blueprint_id.as_deref().is_some_and(|id| !id.is_empty() && self.kernels.urza().entry(id).is_some());
+        let blueprint_known = blueprint_id.is_some_and(|id| !id.is_empty() && self.kernels.urza().contains(id));
         GateEnvironment {
             host_registered: st.registration.is_some(),
             blueprint_known,
             site_shape,
             latest_metric: st.latest_metric,
-            isolation_breaker_open: self.isolation.is_tripped(&seed.seed_id),
+            isolation_breaker_open: self.isolation.is_tripped(seed_id),
             world_size: st.registration.as_ref().map_or(1, |r| r.world_size),
         }
     }

@@ -69,23 +69,35 @@ impl CommandValidator {
     /// Validates one command. Accepted outcomes carry `command_type` (and
     /// `operation` for seed commands); rejections name the `field`.
     pub fn validate(&self, command: &AdaptationCommand) -> Outcome {
-        let command_type = command.command_type();
-        let _span = tracing::debug_span!(
-            "kasmina.command.validate",
-            command_id = %clip(&command.command_id, ATTR_CAP),
-            command_type = command_type.as_str()
-        )
-        .entered();
-        match self.checks(command) {
+        match self.admit(command) {
             Ok(()) => {
-                self.accepted.incr();
-                let outcome = Outcome::accepted().with("command_type", command_type.as_str());
+                let outcome = Outcome::accepted().with("command_type", command.command_type().as_str());
                 match &command.payload {
                     CommandPayload::Seed(seed) => outcome.with("operation", seed.operation.as_str()),
                     _ => outcome,
                 }
             }
-            Err((reason, field, detail)) => self.reject(command, reason, field, detail),
+            Err(rejected) => rejected,
+        }
+    }
+
+    /// [`validate`](Self::validate) for a caller that only goes on when the
+    /// command is accepted (the seed manager): the same checks, counters and
+    /// telemetry, without building the accepted outcome; a rejection is the
+    /// outcome `validate` returns.
+    pub fn admit(&self, command: &AdaptationCommand) -> Result<(), Outcome> {
+        let _span = tracing::debug_span!(
+            "kasmina.command.validate",
+            command_id = %clip(&command.command_id, ATTR_CAP),
+            command_type = command.command_type().as_str()
+        )
+        .entered();
+        match self.checks(command) {
+            Ok(()) => {
+                self.accepted.incr();
+                Ok(())
+            }
+            Err((reason, field, detail)) => Err(self.reject(command, reason, field, detail)),
         }
     }
 

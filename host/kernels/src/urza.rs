@@ -187,6 +187,11 @@ impl UrzaLibrary {
         self.read().get(blueprint_id).cloned()
     }
 
+    /// Whether the catalog lists `blueprint_id` (no copy at all).
+    pub fn contains(&self, blueprint_id: &str) -> bool {
+        self.read().contains_key(blueprint_id)
+    }
+
     /// Runs `f` on the entry under the catalog read lock: the allocation-free
     /// lookup the kernel cache's hit path uses.
     pub(crate) fn with_entry<R>(&self, blueprint_id: &str, f: impl FnOnce(Option<&Arc<CatalogEntry>>) -> R) -> R {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use leyline::BlendMode;
 use leyline::annotations as keys;
 use wasmtime::Store;
-use wasmtime::component::{Instance, InstancePre, TypedFunc};
+use wasmtime::component::{ComponentType, Instance, InstancePre, Lower, TypedFunc};
 
 use crate::bindings::v0_2::annotation::exports::esper::kasmina::annotation_parser as wit;
 use crate::error::{PluginError, PluginFailure};
@@ -206,10 +206,22 @@ pub(crate) fn validate(
 
 pub(crate) struct AnnotationWorld;
 
+/// WIT `annotation`, borrowed from the command's map: the only copy of
+/// its strings is the one into guest memory (the same component type as
+/// the `bindgen!` record, checked by structure when `parse` is looked up).
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct AnnotationArg<'a> {
+    key: &'a str,
+    value: &'a str,
+}
+
 /// `parse` is the same function in API 0.1.0 and 0.2.0, so one typed
-/// signature (checked structurally per instance) serves both.
+/// signature (checked structurally per instance) serves both. `TypedFunc`
+/// is covariant in its parameters, so the `'static` handle accepts
+/// annotations borrowed for any shorter lifetime.
 type ParseFunc =
-    TypedFunc<(Vec<wit::Annotation>, wit::ParseLimits), (Result<wit::ParsedAnnotations, wit::ParseError>,)>;
+    TypedFunc<(Vec<AnnotationArg<'static>>, wit::ParseLimits), (Result<wit::ParsedAnnotations, wit::ParseError>,)>;
 
 pub(crate) struct AnnotationInstance {
     instance: Instance,
@@ -266,8 +278,8 @@ impl AnnotationPlugin {
                 detail: format!("{total} bytes > cap {}", limits.annotation_bytes_cap),
             }));
         }
-        let list: Vec<wit::Annotation> =
-            annotations.iter().map(|(key, value)| wit::Annotation { key: key.clone(), value: value.clone() }).collect();
+        let list: Vec<AnnotationArg<'_>> =
+            annotations.iter().map(|(key, value)| AnnotationArg { key, value }).collect();
         let wit_limits = wit::ParseLimits {
             alpha_vec_cap: limits.alpha_vec_cap,
             mesh_layers_cap: limits.mesh_layers_cap,

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 
 use leyline::{BlueprintDescriptor, BlueprintTier};
 use wasmtime::Store;
-use wasmtime::component::{Instance, InstancePre, TypedFunc};
+use wasmtime::component::{ComponentType, Instance, InstancePre, Lower, TypedFunc};
 
 use crate::bindings::v0_2::blueprint::exports::esper::kasmina::blueprint_policy as wit;
 use crate::bindings::{wit_types, wit_types_v0_1};
 use crate::error::{PluginError, PluginFailure};
-use crate::gate::{bounds_to_wit, parameters_to_wit};
+use crate::gate::{ParameterArg, ParameterBoundArg, bounds_arg, parameters_arg};
 use crate::kind::PluginKind;
 use crate::limits::PluginLimits;
 use crate::plugin::{Core, ExportPre, PluginIdentity, World};
@@ -30,16 +30,46 @@ pub struct AdmissionContext {
     pub approved: bool,
 }
 
-fn descriptor_to_wit(d: &BlueprintDescriptor) -> wit::BlueprintDescriptor {
-    wit::BlueprintDescriptor {
-        blueprint_id: d.blueprint_id.clone(),
-        name: d.name.clone(),
+/// WIT `blueprint-descriptor`, borrowed from the catalog's descriptor: the
+/// only copy of its strings is the one into guest memory (the same
+/// component type as the `bindgen!` record, which wasmtime checks by
+/// structure when `admit` is looked up).
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct DescriptorArg<'a> {
+    #[component(name = "blueprint-id")]
+    blueprint_id: &'a str,
+    name: &'a str,
+    tier: wit::BlueprintTier,
+    #[component(name = "parameter-bounds")]
+    parameter_bounds: Vec<ParameterBoundArg<'a>>,
+    risk: f64,
+    #[component(name = "quarantine-only")]
+    quarantine_only: bool,
+    #[component(name = "approval-required")]
+    approval_required: bool,
+}
+
+/// WIT `admission-context`, borrowed.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct ContextArg<'a> {
+    #[component(name = "training-run-id")]
+    training_run_id: &'a str,
+    quarantine: bool,
+    approved: bool,
+}
+
+fn descriptor_arg(d: &BlueprintDescriptor) -> DescriptorArg<'_> {
+    DescriptorArg {
+        blueprint_id: &d.blueprint_id,
+        name: &d.name,
         tier: match d.tier {
             BlueprintTier::Safe => wit::BlueprintTier::Safe,
             BlueprintTier::Experimental => wit::BlueprintTier::Experimental,
             BlueprintTier::HighRisk => wit::BlueprintTier::HighRisk,
         },
-        parameter_bounds: bounds_to_wit(&d.parameter_bounds),
+        parameter_bounds: bounds_arg(&d.parameter_bounds),
         risk: d.risk,
         quarantine_only: d.quarantine_only,
         approval_required: d.approval_required,
@@ -48,13 +78,16 @@ fn descriptor_to_wit(d: &BlueprintDescriptor) -> wit::BlueprintDescriptor {
 
 pub(crate) struct BlueprintWorld;
 
-type AdmitArgs = (wit::BlueprintDescriptor, Vec<wit_types::Parameter>, wit::AdmissionContext);
+/// `admit`'s arguments, borrowed. `TypedFunc` is covariant in its
+/// parameters, so the `'static` handle stored per instance accepts
+/// arguments of any shorter lifetime.
+type AdmitArgs<'a> = (DescriptorArg<'a>, Vec<ParameterArg<'a>>, ContextArg<'a>);
 
 /// `admit` typed for the plugin's API version: the arguments are the same
 /// in 0.1.0 and 0.2.0, the verdict's attributes are not.
 enum Admit {
-    V0_1(TypedFunc<AdmitArgs, (wit_types_v0_1::Verdict,)>),
-    V0_2(TypedFunc<AdmitArgs, (wit_types::Verdict,)>),
+    V0_1(TypedFunc<AdmitArgs<'static>, (wit_types_v0_1::Verdict,)>),
+    V0_2(TypedFunc<AdmitArgs<'static>, (wit_types::Verdict,)>),
 }
 
 pub(crate) struct BlueprintInstance {
@@ -107,15 +140,13 @@ impl BlueprintPlugin {
         requested: &BTreeMap<String, f64>,
         context: &AdmissionContext,
     ) -> Result<Verdict, PluginFailure> {
-        let wit_descriptor = descriptor_to_wit(descriptor);
-        let wit_requested = parameters_to_wit(requested);
-        let wit_context = wit::AdmissionContext {
-            training_run_id: context.training_run_id.clone(),
+        let wit_context = ContextArg {
+            training_run_id: &context.training_run_id,
             quarantine: context.quarantine,
             approved: context.approved,
         };
         let caps = self.core.output_caps();
-        let args = (wit_descriptor, wit_requested, wit_context);
+        let args = (descriptor_arg(descriptor), parameters_arg(requested), wit_context);
         self.core.call_validated(
             |instance, store| match &instance.admit {
                 Admit::V0_1(admit) => admit.call(store, args).map(|(v,)| RawVerdict::V0_1(v)),

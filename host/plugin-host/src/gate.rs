@@ -2,9 +2,7 @@
 //! control plane fills from real seed state) to the WIT record, and
 //! [`GatePlugin`].
 
-use std::collections::BTreeMap;
-
-use leyline::{GateId, ParameterBounds, SeedStage};
+use leyline::{GateId, SeedStage};
 // The inputs are contract types (the journal stores them too); re-exported
 // so `kasmina_plugin_host::gate::GateInputs` keeps naming them.
 pub use leyline::gate::{GateInputs, PerformanceStatus};
@@ -24,6 +22,8 @@ use crate::version::ApiVersion;
 /// The `gate-inputs` record lowered by reference (no per-call clones), in
 /// the shape of each served API version.
 mod args;
+
+pub(crate) use args::{ParameterArg, ParameterBoundArg, bounds_arg, parameters_arg};
 
 pub(crate) fn stage_to_wit(stage: SeedStage) -> wit_types::Stage {
     use wit_types::Stage as W;
@@ -53,14 +53,6 @@ pub(crate) fn gate_to_wit(gate: GateId) -> wit_types::Gate {
         GateId::G4SystemImpact => W::G4SystemImpact,
         GateId::G5Reset => W::G5Reset,
     }
-}
-
-pub(crate) fn parameters_to_wit(parameters: &BTreeMap<String, f64>) -> Vec<wit_types::Parameter> {
-    parameters.iter().map(|(name, value)| wit_types::Parameter { name: name.clone(), value: *value }).collect()
-}
-
-pub(crate) fn bounds_to_wit(bounds: &BTreeMap<String, ParameterBounds>) -> Vec<wit_types::ParameterBound> {
-    bounds.iter().map(|(name, b)| wit_types::ParameterBound { name: name.clone(), min: b.min, max: b.max }).collect()
 }
 
 pub(crate) struct GateWorld;

@@ -251,7 +251,11 @@ impl<W: World> Core<W> {
 
     /// Records what the call on `store` consumed of the fuel it was armed with.
     fn note_fuel(&self, store: &Store<StoreState>) {
-        if let (Some(armed), Ok(left)) = (self.limits.fuel, store.get_fuel()) {
+        // Only a metering runtime has fuel to read (asking one that does not
+        // builds an error value every call).
+        if let Some(armed) = self.limits.fuel
+            && let Ok(left) = store.get_fuel()
+        {
             self.last_fuel.store(armed.saturating_sub(left), Ordering::Relaxed);
         }
     }

@@ -34,6 +34,15 @@ pub enum NonceError {
     },
 }
 
+/// Why [`NonceLedger::check_and_insert_if`] recorded nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused<E> {
+    /// The ledger refused the id (a replay, or a bad length).
+    Nonce(NonceError),
+    /// The caller's check refused the command.
+    Check(E),
+}
+
 /// What an accepted insert did besides inserting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct InsertReport {
@@ -120,14 +129,37 @@ impl NonceLedger {
     /// Atomically checks `id` and records it until `now_ms + ttl`. A live id
     /// is refused and changes nothing; an expired one is replaced.
     pub fn check_and_insert(&self, id: &str, now_ms: u64) -> Result<InsertReport, NonceError> {
+        self.check_and_insert_if(id, now_ms, || Ok::<(), std::convert::Infallible>(())).map_err(|refused| match refused
+        {
+            Refused::Nonce(err) => err,
+            Refused::Check(never) => match never {},
+        })
+    }
+
+    /// [`check_and_insert`](Self::check_and_insert) with `admit` asked after
+    /// the replay check and before the insert, under the same lock: a live
+    /// id is refused first; then `admit` may refuse, and nothing is
+    /// recorded; only then is the id inserted. The verifier's last checks
+    /// (timestamps) go here, so a command takes the ledger lock once.
+    pub fn check_and_insert_if<E>(
+        &self,
+        id: &str,
+        now_ms: u64,
+        admit: impl FnOnce() -> Result<(), E>,
+    ) -> Result<InsertReport, Refused<E>> {
         if id.is_empty() || id.len() > MAX_NONCE_BYTES {
-            return Err(NonceError::BadLength { len: id.len() });
+            return Err(Refused::Nonce(NonceError::BadLength { len: id.len() }));
         }
         let mut inner = self.lock();
-        if let Some(&(expiry, seq)) = inner.by_id.get(id) {
-            if expiry > now_ms {
-                return Err(NonceError::Replayed { expires_in_ms: expiry - now_ms });
+        let expired = match inner.by_id.get(id) {
+            Some(&(expiry, _)) if expiry > now_ms => {
+                return Err(Refused::Nonce(NonceError::Replayed { expires_in_ms: expiry - now_ms }));
             }
+            Some(&(expiry, seq)) => Some((expiry, seq)),
+            None => None,
+        };
+        admit().map_err(Refused::Check)?;
+        if let Some((expiry, seq)) = expired {
             inner.by_expiry.remove(&(expiry, seq));
             inner.by_id.remove(id);
         }
@@ -209,6 +241,12 @@ impl NonceLedger {
     /// Whether the ledger holds nothing.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Live entries evicted because the ledger was full, cumulative (the
+    /// counter alone, without taking the lock as [`stats`](Self::stats) does).
+    pub fn truncations(&self) -> u64 {
+        self.truncations.load(Ordering::Relaxed)
     }
 
     /// Counters and size now.

@@ -3,9 +3,10 @@
 //!
 //! Check order, each with its reason code: signature present → HMAC valid →
 //! command id present → nonce not replayed → timestamp present → not stale →
-//! not in the future. Every stateless check runs first; the nonce is
-//! recorded last, atomically with its replay check, so a rejected command
-//! changes no state (a stale command does not burn its nonce).
+//! not in the future. The replay check, the timestamp checks and the insert
+//! of the nonce run under one hold of the ledger's lock, the nonce recorded
+//! last, so a rejected command changes no state (a stale command does not
+//! burn its nonce).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use leyline::command::canonical_bytes;
 use leyline::{AdaptationCommand, Metric, Outcome, ReasonCode, TelemetryEvent, TelemetryLevel};
 
 use super::key::HmacKey;
-use super::ledger::{InsertReport, LedgerStats, MAX_NONCE_BYTES, NonceError, NonceLedger};
+use super::ledger::{InsertReport, LedgerStats, MAX_NONCE_BYTES, NonceError, NonceLedger, Refused};
 use crate::settings::SecuritySettings;
 use crate::telemetry::clip;
 use crate::telemetry::counters::{IntervalCounter, ReasonCounters};
@@ -232,32 +233,34 @@ impl CommandVerifier {
             .entered();
         let now = self.clock.now_ms();
         let window = self.freshness_window_ms.load(Ordering::Relaxed);
-        match self.stateless_checks(command, now, window) {
-            Ok(()) => {}
-            Err((reason, detail)) => return Err(self.reject(command, reason, detail, now, window)),
+        if let Err((reason, detail)) = self.envelope_checks(command) {
+            return Err(self.reject(command, reason, detail, now, window));
         }
-        match self.ledger.check_and_insert(&command.command_id, now) {
+        // Replay, then the timestamps, then the insert: one ledger lock.
+        let checked =
+            self.ledger.check_and_insert_if(&command.command_id, now, || self.timestamp_checks(command, now, window));
+        match checked {
             Ok(report) => {
                 self.report_eviction(report, now, window);
                 self.accepted.incr();
                 Ok(now)
             }
-            // Lost a race with an identical command verified concurrently.
-            Err(NonceError::Replayed { expires_in_ms }) => Err(self.reject(
+            Err(Refused::Check((reason, detail))) => Err(self.reject(command, reason, detail, now, window)),
+            Err(Refused::Nonce(NonceError::Replayed { expires_in_ms })) => Err(self.reject(
                 command,
                 ReasonCode::NonceReplayed,
                 format!("command id seen within the nonce TTL; expires in {expires_in_ms} ms"),
                 now,
                 window,
             )),
-            Err(err @ NonceError::BadLength { .. }) => {
+            Err(Refused::Nonce(err @ NonceError::BadLength { .. })) => {
                 Err(self.reject(command, ReasonCode::InvalidField, err.to_string(), now, window))
             }
         }
     }
 
-    /// Everything but recording the nonce; changes nothing.
-    fn stateless_checks(&self, command: &AdaptationCommand, now: u64, window: u64) -> Result<(), (ReasonCode, String)> {
+    /// The signature and the command id; changes nothing.
+    fn envelope_checks(&self, command: &AdaptationCommand) -> Result<(), (ReasonCode, String)> {
         let Some(signature) = command.signature.as_deref().filter(|s| !s.is_empty()) else {
             return Err((ReasonCode::MissingSignature, "command carries no signature".to_owned()));
         };
@@ -276,12 +279,11 @@ impl CommandVerifier {
                 format!("command_id is {} bytes; the cap is {MAX_NONCE_BYTES}", command.command_id.len()),
             ));
         }
-        if let Some(expires_in_ms) = self.ledger.expires_in(&command.command_id, now) {
-            return Err((
-                ReasonCode::NonceReplayed,
-                format!("command id seen within the nonce TTL; expires in {expires_in_ms} ms"),
-            ));
-        }
+        Ok(())
+    }
+
+    /// The timestamp: present, fresh, not ahead of the clock; changes nothing.
+    fn timestamp_checks(&self, command: &AdaptationCommand, now: u64, window: u64) -> Result<(), (ReasonCode, String)> {
         let Some(issued_at) = command.issued_at_ms else {
             return Err((ReasonCode::MissingTimestamp, "issued_at is missing".to_owned()));
         };
@@ -346,7 +348,7 @@ impl CommandVerifier {
             )
             .attr("evicted_age_ms", now.saturating_sub(inserted_at))
             .attr("replay_window_exposed", exposed)
-            .attr("truncations", self.ledger.stats().truncations),
+            .attr("truncations", self.ledger.truncations()),
         );
     }
 

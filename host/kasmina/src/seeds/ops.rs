@@ -35,6 +35,8 @@ mod prepare;
 mod rollback;
 mod seed;
 
+use std::sync::atomic::Ordering;
+
 use leyline::{AdaptationCommand, AttrValue, CommandPayload, Outcome, ReasonCode, TelemetryEvent, TelemetryLevel};
 
 pub use self::prepare::PreparedCommand;
@@ -121,25 +123,26 @@ impl SeedManager {
         let (command, result) = match prepared.0 {
             Prepared::Answered(outcome) => {
                 // Refused by the verifier or validator, which reported it.
-                self.lock().rejected += 1;
+                self.rejected.fetch_add(1, Ordering::Relaxed);
                 return outcome;
             }
             Prepared::Refused(command, refusal) => (command, Err(refusal)),
-            Prepared::Ready(command, pre) => {
+            Prepared::Ready(command, mut pre) => {
                 let span = tracing::info_span!(
                     "kasmina.command.apply",
                     command_id = %command.command_id,
                     seed = %command.target_seed_id,
                 );
                 let _entered = span.enter();
-                let result = self.act(&command, &pre);
+                let result = self.act(&command, &mut pre);
                 (command, result)
             }
         };
         self.conclude(&command, result)
     }
 
-    fn act(&self, command: &AdaptationCommand, pre: &Precomputed) -> OpResult {
+    /// `pre`'s gate verdicts are handed to the gates (moved, not copied).
+    fn act(&self, command: &AdaptationCommand, pre: &mut Precomputed) -> OpResult {
         // While the trainer restores a rollback point, nothing may change
         // the seeds or breakers the restore is about to put back.
         if matches!(
@@ -186,7 +189,7 @@ impl SeedManager {
                     event = event.attr(key, value);
                 }
                 self.sink.emit(event);
-                self.lock().accepted += 1;
+                self.accepted.fetch_add(1, Ordering::Relaxed);
                 if let Some(rec) = &self.recorder {
                     rec.command_accepted(command, &outcome);
                 }
@@ -206,7 +209,7 @@ impl SeedManager {
                     outcome = outcome.with(key.as_str(), value);
                 }
                 self.sink.emit(event);
-                self.lock().rejected += 1;
+                self.rejected.fetch_add(1, Ordering::Relaxed);
                 outcome
             }
         }

@@ -46,20 +46,25 @@ impl HealthTracker {
             TelemetryLevel::Error => Some(1),
             TelemetryLevel::Critical => Some(2),
         };
-        if !self.seeds.contains_key(seed) {
-            if self.seeds.len() >= self.max_seeds {
-                self.untracked += 1;
-                return false;
+        let epoch = self.epoch;
+        let record = |entry: &mut SeedHealth| {
+            if let Some(slot) = slot {
+                entry.last_seen[slot] = Some(epoch);
             }
-            self.seeds.insert(seed.to_owned(), SeedHealth::default());
+            if level == TelemetryLevel::Critical {
+                entry.critical_this_epoch += 1;
+            }
+        };
+        // One lookup for a seed already tracked (every event hashes its id).
+        if let Some(entry) = self.seeds.get_mut(seed) {
+            record(entry);
+            return true;
         }
-        let Some(entry) = self.seeds.get_mut(seed) else { return false };
-        if let Some(slot) = slot {
-            entry.last_seen[slot] = Some(self.epoch);
+        if self.seeds.len() >= self.max_seeds {
+            self.untracked += 1;
+            return false;
         }
-        if level == TelemetryLevel::Critical {
-            entry.critical_this_epoch += 1;
-        }
+        record(self.seeds.entry(seed.to_owned()).or_default());
         true
     }
 

@@ -14,7 +14,9 @@
 //! out. Both share the 0.2.0 enum and parameter types: those are the same
 //! in both versions, and wasmtime checks types by structure.
 
-use leyline::GateId;
+use std::collections::BTreeMap;
+
+use leyline::{GateId, ParameterBounds};
 use wasmtime::Store;
 use wasmtime::component::{ComponentExportIndex, ComponentType, Instance, Lower, TypedFunc};
 
@@ -50,6 +52,16 @@ pub(crate) struct ParameterBoundArg<'a> {
     name: &'a str,
     min: f64,
     max: f64,
+}
+
+/// The host's parameter map as borrowed WIT `parameter`s (one small vector).
+pub(crate) fn parameters_arg(parameters: &BTreeMap<String, f64>) -> Vec<ParameterArg<'_>> {
+    parameters.iter().map(|(name, &value)| ParameterArg { name, value }).collect()
+}
+
+/// The host's bounds map as borrowed WIT `parameter-bound`s.
+pub(crate) fn bounds_arg(bounds: &BTreeMap<String, ParameterBounds>) -> Vec<ParameterBoundArg<'_>> {
+    bounds.iter().map(|(name, b)| ParameterBoundArg { name, min: b.min, max: b.max }).collect()
 }
 
 /// Declares a borrowed `gate-inputs` record: the 0.1.0 fields in WIT
@@ -132,12 +144,8 @@ macro_rules! gate_inputs {
             current_stage: stage_to_wit(inputs.current_stage),
             expected_stage: stage_to_wit(inputs.expected_stage),
             reported_stage: stage_to_wit(inputs.reported_stage),
-            parameters: inputs.parameters.iter().map(|(name, &value)| ParameterArg { name, value }).collect(),
-            parameter_bounds: inputs
-                .parameter_bounds
-                .iter()
-                .map(|(name, b)| ParameterBoundArg { name, min: b.min, max: b.max })
-                .collect(),
+            parameters: parameters_arg(&inputs.parameters),
+            parameter_bounds: bounds_arg(&inputs.parameter_bounds),
             kernel_attached: inputs.kernel_attached,
             kernel_verified: inputs.kernel_verified,
             fallback_used: inputs.fallback_used,

@@ -49,24 +49,28 @@ impl SeedManager {
             .with(keys::BLEND_MODE, blend.mode.as_str())
             .with(keys::BLEND_MODE_SOURCE, mode_source(parsed))
             .with("alpha_clamped", u64::from(parsed.alpha_clamped));
-        let entry = self.kernels.urza().entry(&sc.blueprint_id);
-        stage_germination(seed, sc, parsed, blend, entry.as_ref().map(|e| &e.descriptor));
+        // The catalog's shared entry (no copy); the seed takes its own
+        // copy of the descriptor.
+        let entry = self.kernels.urza().entry_arc(&sc.blueprint_id);
+        stage_germination(seed, sc, parsed, blend, entry.as_deref().map(|e| &e.descriptor));
         if let Some(entry) = &entry {
             // Asked before the lock; asked here only if that was skipped.
+            let asked_now;
             let verdict = match &call.pre.admission {
-                Some(verdict) => verdict.clone(),
+                Some(verdict) => verdict,
                 None => {
                     let context = AdmissionContext {
                         training_run_id: call.run_id.to_owned(),
                         quarantine: false,
                         approved: false,
                     };
-                    self.policies.blueprints.current().admit(&entry.descriptor, &sc.parameters, &context)
+                    asked_now = self.policies.blueprints.current().admit(&entry.descriptor, &sc.parameters, &context);
+                    &asked_now
                 }
             };
             if !verdict.passed {
                 let mut refusal = Refusal::new(ReasonCode::BlueprintRefused, verdict.reason.clone());
-                for (k, v) in verdict.attributes {
+                for (k, v) in &verdict.attributes {
                     refusal = refusal.with(format!("policy.{k}"), v.to_string());
                 }
                 return Err(refusal);

@@ -15,7 +15,8 @@ use crate::seeds::checkpoints::PointCtx;
 use crate::seeds::{SeedContext, SeedManager, State};
 
 impl SeedManager {
-    pub(super) fn pause(&self, command: &AdaptationCommand, pause: PauseCommand, pre: &Precomputed) -> OpResult {
+    pub(super) fn pause(&self, command: &AdaptationCommand, pause: PauseCommand, pre: &mut Precomputed) -> OpResult {
+        let memo = std::mem::take(&mut pre.gates);
         let mut guard = self.lock();
         let st = &mut *guard;
         let Some(current) = st.seeds.get(&command.target_seed_id) else {
@@ -30,7 +31,7 @@ impl SeedManager {
         }
         let mut directives = Vec::new();
         let result = if pause.resume {
-            st.gate_memo = pre.gates.clone();
+            st.gate_memo = memo;
             let result = self.resume(st, &mut seed, &mut directives);
             st.gate_memo.clear();
             result

@@ -63,9 +63,8 @@ impl SeedManager {
             Ok(verified) => verified.into_command(),
             Err(outcome) => return PreparedCommand(Prepared::Answered(outcome)),
         };
-        let validation = self.validator.validate(&command);
-        if !validation.accepted {
-            return PreparedCommand(Prepared::Answered(validation));
+        if let Err(rejected) = self.validator.admit(&command) {
+            return PreparedCommand(Prepared::Answered(rejected));
         }
         if let Some(deadline) = command.execution_deadline_ms
             && self.clock.now_ms() > deadline
@@ -98,26 +97,26 @@ impl SeedManager {
         }
         let parsed = self.parse(command)?;
         let mut pre = Precomputed::default();
-        // One brief read: the seed as it is now, staged as the operation
-        // would stage it, and the host facts its gate would see.
+        // One brief read: a copy of the seed as it is now, and the host
+        // facts its gate would see once staged; the staging itself (which
+        // reads no state) happens after the lock is released.
         let staged = {
             let st = self.read();
             let (Some(registration), Some(seed)) = (&st.registration, st.seeds.get(&command.target_seed_id)) else {
                 pre.parsed = Some(parsed);
                 return Ok(pre);
             };
-            let run_id = registration.training_run_id.clone();
             let Ok(expected) = expected_stage(command, sc.operation, seed.stage) else {
                 pre.parsed = Some(parsed);
                 return Ok(pre);
             };
-            let mut staged = seed.clone();
             let gate = match sc.operation {
                 SeedOperation::Germinate if seed.stage == SeedStage::Dormant => match blend_spec(&parsed) {
                     Ok(blend) => {
-                        let entry = self.kernels.urza().entry(&sc.blueprint_id);
-                        stage_germination(&mut staged, sc, &parsed, blend, entry.as_ref().map(|e| &e.descriptor));
-                        entry.map(|e| (GateId::G0Sanity, Some((e.descriptor, run_id))))
+                        // The catalog's shared entry: only the staged seed
+                        // takes its own copy of the descriptor.
+                        let entry = self.kernels.urza().entry_arc(&sc.blueprint_id);
+                        entry.map(|e| (GateId::G0Sanity, Some((blend, e, registration.training_run_id.clone()))))
                     }
                     Err(_) => None,
                 },
@@ -128,16 +127,29 @@ impl SeedManager {
                 }
                 _ => None,
             };
-            gate.map(|(gate, admission)| {
-                let env = self.environment(&st, &staged);
-                (staged, gate, expected, env, admission)
+            gate.map(|(gate, germination)| {
+                // GERMINATE stages the blueprint it names; nothing else
+                // changes what the environment reads from the seed.
+                let blueprint = match &germination {
+                    Some(_) => Some(sc.blueprint_id.as_str()),
+                    None => seed.blueprint_id.as_deref(),
+                };
+                let env = self.environment_of(&st, &seed.seed_id, &seed.site, blueprint);
+                (seed.clone(), gate, expected, env, germination)
             })
         };
+        let Some((mut staged, gate, expected, env, germination)) = staged else {
+            pre.parsed = Some(parsed);
+            return Ok(pre);
+        };
+        let admission = germination.map(|(blend, entry, run_id)| {
+            stage_germination(&mut staged, sc, &parsed, blend, Some(&entry.descriptor));
+            (entry, run_id)
+        });
         pre.parsed = Some(parsed);
-        let Some((staged, gate, expected, env, admission)) = staged else { return Ok(pre) };
-        if let Some((descriptor, run_id)) = admission {
+        if let Some((entry, run_id)) = admission {
             let context = AdmissionContext { training_run_id: run_id, quarantine: false, approved: false };
-            let verdict = self.policies.blueprints.current().admit(&descriptor, &sc.parameters, &context);
+            let verdict = self.policies.blueprints.current().admit(&entry.descriptor, &sc.parameters, &context);
             let passed = verdict.passed;
             pre.admission = Some(verdict);
             if !passed {

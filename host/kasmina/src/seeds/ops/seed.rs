@@ -23,7 +23,16 @@ pub(super) struct SeedCall<'a> {
 }
 
 impl SeedManager {
-    pub(super) fn seed_command(&self, command: &AdaptationCommand, sc: &SeedCommand, pre: &Precomputed) -> OpResult {
+    pub(super) fn seed_command(
+        &self,
+        command: &AdaptationCommand,
+        sc: &SeedCommand,
+        pre: &mut Precomputed,
+    ) -> OpResult {
+        // The verdicts computed before the lock become the gates' memo
+        // (moved: nothing else reads them).
+        let memo = std::mem::take(&mut pre.gates);
+        let pre = &*pre;
         let mut guard = self.lock();
         let st = &mut *guard;
         let Some(registration) = &st.registration else {
@@ -58,7 +67,7 @@ impl SeedManager {
         let mut seed = current.clone();
         let before = current.stage;
         let mut directives = Vec::new();
-        st.gate_memo = pre.gates.clone();
+        st.gate_memo = memo;
         let result = match sc.operation {
             SeedOperation::Germinate => self.germinate(st, &call, &mut seed),
             SeedOperation::StartTraining => {
@@ -73,12 +82,17 @@ impl SeedManager {
             SeedOperation::Fossilize => self.fossilize(st, &call, &mut seed, &mut directives),
             SeedOperation::Cull | SeedOperation::Cancel => self.cull_command(st, &call, &mut seed, &mut directives),
         };
-        st.gate_memo.clear();
+        let spent_memo = std::mem::take(&mut st.gate_memo);
+        let mut replaced = None;
         // A gate failure while acting changed the stage (culled): keep it.
         if result.is_ok() || seed.stage != before {
-            st.seeds.insert(seed.seed_id.clone(), seed);
+            replaced = st.seeds.insert(seed.seed_id.clone(), seed);
             st.directives.append(&mut directives);
         }
+        // The lock is released before what the command no longer needs (the
+        // memo, the state it replaced) is freed.
+        drop(guard);
+        drop((spent_memo, replaced));
         result
     }
 }
