@@ -95,8 +95,9 @@ fn journal_replay_accepts_a_candidate_of_either_version() {
     drop(host);
     let journal = dir.path().join("journal");
     let cache = support::plugin_cache();
-    for plugin in [artifacts::FIXTURE_GATES_V0_1, artifacts::GATES] {
-        let (code, stdout, stderr) = cli(&[
+    // `journal replay JOURNAL --plugin PLUGIN --fail-on-disagreement`: (exit code, stdout, stderr).
+    let replay = |plugin: &str| {
+        cli(&[
             "journal",
             "replay",
             journal.to_str().unwrap(),
@@ -107,22 +108,14 @@ fn journal_replay_accepts_a_candidate_of_either_version() {
             "--cache",
             cache.to_str().unwrap(),
             "--fail-on-disagreement",
-        ]);
+        ])
+    };
+    for plugin in [artifacts::FIXTURE_GATES_V0_1, artifacts::GATES] {
+        let (code, stdout, stderr) = replay(plugin);
         assert_eq!(code, 0, "{plugin}: {stdout}\n{stderr}");
         assert!(stdout.contains(" 0 disagree"), "{plugin}: {stdout}");
     }
     // Negative control: a candidate that fails every call (it panics) does disagree.
-    let (code, stdout, _) = cli(&[
-        "journal",
-        "replay",
-        journal.to_str().unwrap(),
-        "--plugin",
-        artifacts::FIXTURE_PANIC,
-        "--deadline-ms",
-        "250",
-        "--cache",
-        cache.to_str().unwrap(),
-        "--fail-on-disagreement",
-    ]);
+    let (code, stdout, _) = replay(artifacts::FIXTURE_PANIC);
     assert_eq!(code, 1, "{stdout}");
 }

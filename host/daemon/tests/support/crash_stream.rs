@@ -15,7 +15,7 @@ use leyline::protocol::Role;
 use leyline::{AdaptationCommand, CommandPayload, Dim, ReasonCode, SeedOperation, SeedStage};
 
 use crate::support::daemon_process::DaemonFiles;
-use crate::support::sim_disk::SeedView;
+use crate::support::sim_disk::{SeedView, project};
 use crate::support::{RUN, SimTrainer, command, pause};
 
 /// Seed slots the stream's trainer registers.
@@ -169,19 +169,6 @@ pub fn stream(files: &DaemonFiles, mut plan: Plan, mut trainer: SimTrainer, tx: 
         let _ = tx.send(Event::Acked { states: states.clone(), segments, bytes, accepted, refused });
         call = plan.next(&states);
     }
-}
-
-pub fn project(states: Vec<leyline::SeedState>) -> Vec<SeedView> {
-    states
-        .into_iter()
-        .map(|s| SeedView {
-            seed_id: s.seed_id,
-            stage: s.stage,
-            blueprint_id: s.blueprint_id,
-            paused: s.paused,
-            blend_mode: s.blend_mode,
-        })
-        .collect()
 }
 
 /// Whether `to` is a stage `from` can reach within one call: one edge of

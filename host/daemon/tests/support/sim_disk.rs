@@ -82,8 +82,12 @@ pub struct SeedView {
 }
 
 pub fn view(api: &dyn KasminaApi) -> Vec<SeedView> {
-    api.seed_states()
-        .unwrap()
+    project(api.seed_states().unwrap())
+}
+
+/// What of each seed state must survive a restart.
+pub fn project(states: Vec<leyline::SeedState>) -> Vec<SeedView> {
+    states
         .into_iter()
         .map(|s| SeedView {
             seed_id: s.seed_id,
