@@ -153,6 +153,7 @@ fn kill_9_during_a_hot_plugin_reload_loses_no_acknowledged_call() {
             let context = format!("run {run} ({:?} in flight)", in_flight.as_ref().map(call_label));
             found.push(check_restart(
                 &files,
+                crash_stream::registration(&trainer),
                 &daemon.start_report,
                 &context,
                 &restored,

@@ -261,9 +261,14 @@ pub enum InFlight {
 ///   state the kill kept the client from reading);
 /// - the last acknowledged command, re-sent, is refused `nonce_replayed`;
 /// - a command in flight, re-sent, is `nonce_replayed` exactly when its
-///   effect was restored and accepted exactly when not.
+///   effect was restored and accepted exactly when not. The trainer
+///   registers (`registration`) before the re-send: a restarted daemon
+///   keeps seeds but not the registration, and without one every command
+///   is refused `invalid_stage`, which would hide a lost command.
+#[allow(clippy::too_many_arguments)]
 pub fn check_restart(
     files: &DaemonFiles,
+    registration: HostRegistration,
     start_report: &str,
     context: &str,
     restored: &[SeedView],
@@ -295,6 +300,7 @@ pub fn check_restart(
     }
     match in_flight {
         Some(Call::Command(cmd)) => {
+            client(files, Role::Trainer).register_host(registration).expect("the trainer registers after a restart");
             let again = controller.submit_command(AdaptationCommand::clone(cmd)).unwrap();
             if durable_effect {
                 assert_eq!(
