@@ -27,10 +27,10 @@
 //! of listener as the embedded host's outbox — on a pool of
 //! `KASMINA_PROFILE_POOL` slots (default 8). Under
 //! `valgrind --tool=callgrind --toggle-collect='*concurrency::submit_all*'`
-//! the submitting threads' instructions are isolated; the whole process's
-//! totals for two command counts, differenced, add the background threads
-//! (prefetch workers, purger). The warm-up waits for the kernel load the
-//! first GERMINATE starts and for the prefetches it queued.
+//! the submitting threads' instructions are isolated (whole-process totals
+//! are not a measure: idle rayon workers spin, so they grow with wall
+//! time). The warm-up waits for the kernel load the first GERMINATE starts
+//! and for the prefetches it queued.
 //!
 //! Nothing here reads prefetch results (a trainer's step reports would), so
 //! once the result channel and the in-flight cap (256 each) are full —

@@ -129,11 +129,11 @@ impl NonceLedger {
     /// Atomically checks `id` and records it until `now_ms + ttl`. A live id
     /// is refused and changes nothing; an expired one is replaced.
     pub fn check_and_insert(&self, id: &str, now_ms: u64) -> Result<InsertReport, NonceError> {
-        self.check_and_insert_if(id, now_ms, || Ok::<(), std::convert::Infallible>(())).map_err(|refused| match refused
-        {
-            Refused::Nonce(err) => err,
-            Refused::Check(never) => match never {},
-        })
+        match self.check_and_insert_if(id, now_ms, || Ok::<(), std::convert::Infallible>(())) {
+            Ok(report) => Ok(report),
+            Err(Refused::Nonce(err)) => Err(err),
+            Err(Refused::Check(never)) => match never {},
+        }
     }
 
     /// [`check_and_insert`](Self::check_and_insert) with `admit` asked after
@@ -150,6 +150,8 @@ impl NonceLedger {
         if id.is_empty() || id.len() > MAX_NONCE_BYTES {
             return Err(Refused::Nonce(NonceError::BadLength { len: id.len() }));
         }
+        // Allocated before the lock, which every command takes.
+        let key: Arc<str> = Arc::from(id);
         let mut inner = self.lock();
         let expired = match inner.by_id.get(id) {
             Some(&(expiry, _)) if expiry > now_ms => {
@@ -175,7 +177,6 @@ impl NonceLedger {
         let seq = inner.next_seq;
         inner.next_seq += 1;
         let expiry = now_ms.saturating_add(self.ttl_ms);
-        let key: Arc<str> = Arc::from(id);
         inner.by_expiry.insert((expiry, seq), Arc::clone(&key));
         inner.by_id.insert(key, (expiry, seq));
         drop(inner);

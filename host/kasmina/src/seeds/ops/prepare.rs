@@ -88,60 +88,64 @@ impl SeedManager {
     /// about a staged copy. A seed or registration that is missing is left
     /// for apply to refuse (in the order it always checks).
     fn prepare_seed(&self, command: &AdaptationCommand, sc: &SeedCommand) -> Result<Precomputed, Refusal> {
-        let known = {
-            let st = self.read();
-            st.registration.is_some() && st.seeds.contains_key(&command.target_seed_id)
-        };
-        if !known {
-            return Ok(Precomputed::default());
-        }
-        let parsed = self.parse(command)?;
-        let mut pre = Precomputed::default();
-        // One brief read: a copy of the seed as it is now, and the host
-        // facts its gate would see once staged; the staging itself (which
-        // reads no state) happens after the lock is released.
-        let staged = {
+        // One brief read of the state, before the annotation plugin is
+        // asked: whether the registration and the seed exist and, for an
+        // operation that runs a gate, a copy of the seed with the host facts
+        // its gate would see once staged. Apply checks everything again
+        // against the seed as it is then, and uses a verdict computed here
+        // only if its facts are still exactly the same.
+        let snapshot = {
             let st = self.read();
             let (Some(registration), Some(seed)) = (&st.registration, st.seeds.get(&command.target_seed_id)) else {
-                pre.parsed = Some(parsed);
-                return Ok(pre);
+                return Ok(Precomputed::default());
             };
-            let Ok(expected) = expected_stage(command, sc.operation, seed.stage) else {
-                pre.parsed = Some(parsed);
-                return Ok(pre);
-            };
-            let gate = match sc.operation {
-                SeedOperation::Germinate if seed.stage == SeedStage::Dormant => match blend_spec(&parsed) {
-                    Ok(blend) => {
-                        // The catalog's shared entry: only the staged seed
-                        // takes its own copy of the descriptor.
-                        let entry = self.kernels.urza().entry_arc(&sc.blueprint_id);
-                        entry.map(|e| (GateId::G0Sanity, Some((blend, e, registration.training_run_id.clone()))))
-                    }
-                    Err(_) => None,
-                },
-                SeedOperation::StartTraining => Some((GateId::G1GradientHealth, None)),
-                SeedOperation::StartGrafting => Some((GateId::G2Stability, None)),
-                SeedOperation::Evaluate => {
-                    leyline::lifecycle::ALL_GATES.into_iter().find(|g| g.edge().0 == seed.stage).map(|g| (g, None))
-                }
-                _ => None,
-            };
-            gate.map(|(gate, germination)| {
+            let germinate = sc.operation == SeedOperation::Germinate && seed.stage == SeedStage::Dormant;
+            let gated = germinate
+                || matches!(
+                    sc.operation,
+                    SeedOperation::StartTraining | SeedOperation::StartGrafting | SeedOperation::Evaluate
+                );
+            gated.then(|| {
                 // GERMINATE stages the blueprint it names; nothing else
                 // changes what the environment reads from the seed.
-                let blueprint = match &germination {
-                    Some(_) => Some(sc.blueprint_id.as_str()),
-                    None => seed.blueprint_id.as_deref(),
-                };
+                let blueprint = if germinate { Some(sc.blueprint_id.as_str()) } else { seed.blueprint_id.as_deref() };
                 let env = self.environment_of(&st, &seed.seed_id, &seed.site, blueprint);
-                (seed.clone(), gate, expected, env, germination)
+                (seed.clone(), env, germinate.then(|| registration.training_run_id.clone()))
             })
         };
-        let Some((mut staged, gate, expected, env, germination)) = staged else {
+        let parsed = self.parse(command)?;
+        let mut pre = Precomputed::default();
+        let Some((mut staged, env, run_id)) = snapshot else {
             pre.parsed = Some(parsed);
             return Ok(pre);
         };
+        let Ok(expected) = expected_stage(command, sc.operation, staged.stage) else {
+            pre.parsed = Some(parsed);
+            return Ok(pre);
+        };
+        let gate = match (sc.operation, run_id) {
+            (SeedOperation::Germinate, Some(run_id)) => match blend_spec(&parsed) {
+                // The catalog's shared entry: only the staged seed takes its
+                // own copy of the descriptor.
+                Ok(blend) => self
+                    .kernels
+                    .urza()
+                    .entry_arc(&sc.blueprint_id)
+                    .map(|entry| (GateId::G0Sanity, Some((blend, entry, run_id)))),
+                Err(_) => None,
+            },
+            (SeedOperation::StartTraining, _) => Some((GateId::G1GradientHealth, None)),
+            (SeedOperation::StartGrafting, _) => Some((GateId::G2Stability, None)),
+            (SeedOperation::Evaluate, _) => {
+                leyline::lifecycle::ALL_GATES.into_iter().find(|g| g.edge().0 == staged.stage).map(|g| (g, None))
+            }
+            _ => None,
+        };
+        let Some((gate, germination)) = gate else {
+            pre.parsed = Some(parsed);
+            return Ok(pre);
+        };
+        // Staging reads no state: done with no lock held.
         let admission = germination.map(|(blend, entry, run_id)| {
             stage_germination(&mut staged, sc, &parsed, blend, Some(&entry.descriptor));
             (entry, run_id)
