@@ -46,7 +46,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crash_stream::{Call, Event, InFlight, Plan, call_label, check_restart, client, clone_files, registration, segments, stream};
+use crash_stream::{
+    Call, Event, InFlight, Plan, call_label, check_restart, client, clone_files, registration, segments, stream,
+};
 use leyline::AdaptationCommand;
 use leyline::protocol::Role;
 use rand::{Rng, SeedableRng};
@@ -274,7 +276,10 @@ fn kill_9_inside_the_stream_loses_no_acknowledged_call() {
     assert_eq!(tally.in_state_changing_call + tally.in_read, tally.kills, "every kill landed inside the stream");
     assert!(tally.in_state_changing_call * 2 >= tally.kills, "most kills hit a state-changing call: {tally:?}");
     assert!(tally.in_flight_commands_durable > 0, "the campaign also killed a command after it was durable: {tally:?}");
-    assert!(tally.in_flight_commands_not_durable > 0, "the campaign also killed a command before it was durable: {tally:?}");
+    assert!(
+        tally.in_flight_commands_not_durable > 0,
+        "the campaign also killed a command before it was durable: {tally:?}"
+    );
     assert!(tally.in_rotation > 0 && tally.in_compaction > 0, "kills during rotation and compaction: {tally:?}");
     for stage in ["TRAINING", "BLENDING", "EMBARGOED"] {
         assert!(tally.stages_seen.contains(stage), "the stream moves seeds through their gates: {tally:?}");
