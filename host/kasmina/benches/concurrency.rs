@@ -45,6 +45,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use kasmina::security::{NoncePurger, sign_in_place};
+use kasmina::telemetry::HeldEvents;
 use kasmina::{CommandValidator, EmbeddedHost, HmacKey, HostBuilder, SeedManager, Settings, TelemetryHub};
 use kasmina_core::ManualClock;
 use leyline::api::{HostRegistration, KasminaApi, SiteSpec, SlotSpec, TelemetryListener};
@@ -233,7 +234,8 @@ fn manager(env: &Env, isolation: &str, pool: u32) -> Manager {
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(T0));
     let hub = Arc::new(TelemetryHub::from_settings(&settings.telemetry, Arc::clone(&clock)));
     hub.add_listener(Arc::new(Outbox::default()));
-    let sink: Arc<dyn TelemetrySink> = hub.clone();
+    let held = Arc::new(HeldEvents::new(hub.clone()));
+    let sink: Arc<dyn TelemetrySink> = held.clone();
     let verifier =
         CommandVerifier::from_settings(&settings.security, env.key.clone(), Arc::clone(&clock), Arc::clone(&sink))
             .unwrap();
@@ -313,7 +315,7 @@ fn manager(env: &Env, isolation: &str, pool: u32) -> Manager {
     let manager = SeedManager::new(SeedManagerParts {
         settings: Arc::clone(&settings),
         clock,
-        sink,
+        sink: held,
         verifier,
         validator,
         policies: Policies { annotations, blueprints },

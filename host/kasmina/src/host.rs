@@ -29,7 +29,7 @@ use crate::seeds::{
     DecisionRecorder, Policies, PreparedCommand, PreparedStep, SeedManager, SeedManagerParts, with_step_attempts,
 };
 use crate::settings::Settings;
-use crate::telemetry::TelemetryHub;
+use crate::telemetry::{HeldEvents, TelemetryHub};
 use crate::validator::CommandValidator;
 
 mod plugin_load;
@@ -148,7 +148,10 @@ impl HostBuilder {
         // Listening before anything can emit, so no event is missed.
         let outbox = Arc::new(Outbox::default());
         hub.add_listener(Arc::clone(&outbox) as Arc<dyn TelemetryListener>);
-        let sink: Arc<dyn TelemetrySink> = hub.clone();
+        // Every part emits through one HeldEvents, so what the seed
+        // manager's state lock covers does not include delivering events.
+        let held = Arc::new(HeldEvents::new(hub.clone()));
+        let sink: Arc<dyn TelemetrySink> = held.clone();
         let key = match self.key {
             Some(key) => key,
             None => HmacKey::from_settings(&settings.security)?,
@@ -264,7 +267,7 @@ impl HostBuilder {
         let manager = SeedManager::new(SeedManagerParts {
             settings: Arc::clone(&settings),
             clock: Arc::clone(&clock),
-            sink,
+            sink: held,
             verifier,
             validator,
             policies: Policies { annotations, blueprints },

@@ -42,7 +42,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use kasmina_core::{CircuitBreaker, Clock, TelemetrySink};
+use kasmina_core::{CircuitBreaker, Clock};
 use kasmina_kernels::{KernelLoadManager, PrefetchEvent, PrefetchEvents};
 use kasmina_plugin_host::annotation::AnnotationPlugin;
 use kasmina_plugin_host::blueprint::BlueprintPlugin;
@@ -63,6 +63,7 @@ use crate::isolation::IsolationBreakers;
 use crate::rollback::{RollbackLedger, RollbackReason};
 use crate::security::CommandVerifier;
 use crate::settings::Settings;
+use crate::telemetry::HeldEvents;
 use crate::validator::CommandValidator;
 
 /// Receives every decision the manager makes, in order (the daemon's
@@ -93,8 +94,10 @@ pub struct SeedManagerParts {
     pub settings: Arc<Settings>,
     /// Clock.
     pub clock: Arc<dyn Clock>,
-    /// Telemetry.
-    pub sink: Arc<dyn TelemetrySink>,
+    /// Telemetry: the sink every part emits through, so events emitted
+    /// under the state lock are delivered after it (see
+    /// [`HeldEvents`](crate::telemetry::HeldEvents)).
+    pub sink: Arc<HeldEvents>,
     /// Envelope verification.
     pub verifier: CommandVerifier,
     /// Structural validation.
@@ -145,7 +148,7 @@ struct State {
 pub struct SeedManager {
     settings: Arc<Settings>,
     clock: Arc<dyn Clock>,
-    sink: Arc<dyn TelemetrySink>,
+    sink: Arc<HeldEvents>,
     verifier: CommandVerifier,
     validator: CommandValidator,
     policies: Policies,

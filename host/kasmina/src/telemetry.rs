@@ -4,13 +4,17 @@
 //! - [`hub`]: [`TelemetryHub`] — bounded per-step queue, CRITICAL fast path,
 //!   packets per seed per step plus a global packet, `tracing` output;
 //! - `health` (private): HEALTHY/DEGRADED/UNHEALTHY/CRITICAL from recent events;
-//! - [`counters`]: [`IntervalCounter`] and [`ReasonCounters`], snapshot-and-reset.
+//! - [`counters`]: [`IntervalCounter`] and [`ReasonCounters`], snapshot-and-reset;
+//! - [`held`]: [`HeldEvents`] — events emitted under the seed manager's
+//!   state lock wait for its release, in order.
 
 pub mod counters;
 mod health;
+pub mod held;
 pub mod hub;
 
 pub use counters::{IntervalCounter, ReasonCounters};
+pub use held::HeldEvents;
 pub use hub::{CriticalReceiver, HubConfig, HubStats, TelemetryError, TelemetryHub};
 
 /// `text` cut to at most `max` bytes on a character boundary, with `…`

@@ -17,6 +17,7 @@ use leyline::SeedStage;
 
 use super::{DecisionRecorder, SeedManager, State};
 use crate::gates::GateDecision;
+use crate::telemetry::{HeldEvents, held::Holding};
 
 /// One decision for the recorder.
 #[derive(Debug)]
@@ -56,15 +57,17 @@ impl DecisionQueue {
 }
 
 /// The state lock for a call that may change state: on release, the
-/// decisions it queued are written (see the module docs).
+/// telemetry events emitted meanwhile are delivered and the decisions it
+/// queued are written (see the module docs and [`HeldEvents`]).
 pub(super) struct StateGuard<'a> {
     guard: Option<MutexGuard<'a, State>>,
+    holding: Option<Holding>,
     manager: &'a SeedManager,
 }
 
 impl<'a> StateGuard<'a> {
     pub(super) fn new(guard: MutexGuard<'a, State>, manager: &'a SeedManager) -> Self {
-        StateGuard { guard: Some(guard), manager }
+        StateGuard { guard: Some(guard), holding: Some(HeldEvents::hold()), manager }
     }
 }
 
@@ -85,6 +88,10 @@ impl DerefMut for StateGuard<'_> {
 impl Drop for StateGuard<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());
+        drop(self.holding.take());
+        // Events before decisions: a slow disk delays the journal, not
+        // telemetry (both were emitted in the order applied).
+        self.manager.sink.release();
         self.manager.flush_decisions();
     }
 }
