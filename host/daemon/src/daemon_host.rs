@@ -181,7 +181,9 @@ impl DaemonHost {
     /// Builds the host; with a journal, recovers and restores first.
     pub fn start(options: StartOptions) -> Result<(Self, Option<StartReport>), StartError> {
         let StartOptions { settings, urza_dir, journal_dir, journal_config, journal_storage, key, clock } = options;
-        let mut builder = HostBuilder::new(settings).clock(Arc::clone(&clock));
+        // Connections have their own telemetry queues (subscribe or drain):
+        // nothing drains the embedded host's outbox.
+        let mut builder = HostBuilder::new(settings).clock(Arc::clone(&clock)).without_outbox();
         if let Some(key) = key {
             builder = builder.hmac_key(key);
         }

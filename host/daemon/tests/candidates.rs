@@ -20,7 +20,7 @@ use kasmina_daemon::{DaemonHost, StartOptions, journal_tools};
 use leyline::api::KasminaApi;
 use leyline::{SeedOperation, SeedStage, TelemetryEvent};
 use support::daemon_process::cli;
-use support::{SimTrainer, command, key, registration, stage_of, test_settings, urza};
+use support::{SimTrainer, collect, command, key, registration, stage_of, test_settings, urza};
 
 const INVARIANT: &str = "fallback_must_fail_g2_g4";
 
@@ -129,10 +129,11 @@ fn a_live_shadow_counts_an_unsafe_pass_as_a_disagreement() {
         dir.path(),
         &shadow(kasmina_plugin_artifacts::FIXTURE_LYING_GATE, kasmina_plugin_artifacts::FIXTURE_LYING_GATE_SHA256),
     );
+    let telemetry = collect(&host);
     let mut sim = fallback_fails_g2(&host);
     assert!(host.host().manager().gate_service().settle_shadow(Duration::from_secs(30)));
     sim.step(&host);
-    let events = host.drain_telemetry().unwrap();
+    let events = telemetry.take();
     let disagreements = named(&events, "kasmina.gate.shadow_disagreement");
     assert_eq!(disagreements.len(), 1, "only the G2 pass is unsafe: {disagreements:?}");
     let d = disagreements[0];
@@ -156,6 +157,7 @@ fn a_looping_shadow_never_delays_a_step() {
     options.key = Some(key());
     options.urza_dir = Some(dir.path().join("urza"));
     let (host, _) = DaemonHost::start(options).unwrap();
+    let telemetry = collect(&host);
 
     host.register_host(registration()).unwrap();
     let started = Instant::now();
@@ -180,7 +182,7 @@ fn a_looping_shadow_never_delays_a_step() {
     sim.step(&host);
     let calls = host.host().manager().gate_service().call_stats();
     assert!(calls.shadow_disagreements >= 3, "{calls:?}");
-    let events = host.drain_telemetry().unwrap();
+    let events = telemetry.take();
     let timeouts = named(&events, "kasmina.gate.shadow_disagreement");
     assert!(timeouts.iter().all(|e| attr(e, "shadow_reason") == "plugin_timeout"), "{timeouts:?}");
 }

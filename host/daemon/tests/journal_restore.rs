@@ -13,7 +13,7 @@ use std::path::Path;
 use kasmina_daemon::{DaemonHost, StartOptions, journal_tools};
 use leyline::api::KasminaApi;
 use leyline::{SeedOperation, SeedStage};
-use support::{SimTrainer, command, key, pause, registration, stage_of, test_settings, urza};
+use support::{SimTrainer, collect, command, key, pause, registration, stage_of, test_settings, urza};
 
 fn start(dir: &Path, extra: &str, tweak: impl FnOnce(&mut StartOptions)) -> (DaemonHost, kasmina_daemon::StartReport) {
     let mut options = StartOptions::new(test_settings(extra));
@@ -141,6 +141,7 @@ fn replay_and_shadow_judge_recorded_gates_with_a_stricter_candidate() {
         kasmina_plugin_artifacts::EXAMPLE_CUSTOM_GATE_SHA256
     );
     let (host, _) = start(dir.path(), &shadow, |_| {});
+    let telemetry = collect(&host);
     host.register_host(registration()).unwrap();
     assert!(host.submit_command(command("g0", "hidden-0", SeedOperation::Germinate, true)).unwrap().accepted);
     // Latency 200 µs: inside the 300 µs budget (default gates pass G2), over
@@ -154,7 +155,7 @@ fn replay_and_shadow_judge_recorded_gates_with_a_stricter_candidate() {
     assert!(host.host().manager().gate_service().settle_shadow(std::time::Duration::from_secs(30)));
     sim.step(&host);
     assert_eq!(stage_of(&host, "hidden-0"), SeedStage::Blending, "the shadow never changes a decision");
-    let events = host.drain_telemetry().unwrap();
+    let events = telemetry.take();
     let disagreement =
         events.iter().find(|e| e.name == "kasmina.gate.shadow_disagreement").expect("shadow disagreement emitted");
     assert_eq!(disagreement.attributes.get("gate").map(ToString::to_string).as_deref(), Some("G2"));

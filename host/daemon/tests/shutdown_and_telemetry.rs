@@ -154,3 +154,27 @@ fn a_rejection_reaches_observers_with_no_trainer_connected() {
     };
     assert_eq!(seen.level, TelemetryLevel::Warning, "{seen:?}");
 }
+
+/// The daemon's host keeps no outbox: its connections have their own
+/// queues, and an outbox nothing drained filled to 65 536 events (~70 MiB)
+/// and then counted every later event as dropped. Telemetry still reaches
+/// a subscriber; draining the host itself is refused, naming what to do.
+#[test]
+fn the_daemon_host_pushes_telemetry_and_keeps_no_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    support::urza(dir.path());
+    let mut options = kasmina_daemon::StartOptions::new(support::test_settings(""));
+    options.key = Some(support::key());
+    options.urza_dir = Some(dir.path().join("urza"));
+    let (host, _) = kasmina_daemon::DaemonHost::start(options).unwrap();
+    let telemetry = support::collect(&host);
+    host.register_host(registration()).unwrap();
+    let unsigned = host.submit_command(command("c1", "hidden-0", SeedOperation::Germinate, false)).unwrap();
+    assert!(!unsigned.accepted);
+    let events = telemetry.take();
+    assert!(events.iter().any(|e| e.name == "kasmina.security.command_rejected"), "{events:?}");
+    let err = host.drain_telemetry().unwrap_err();
+    assert_eq!(err.code, ApiErrorCode::BadRequest);
+    assert!(err.message.contains("subscribe_telemetry"), "{err:?}");
+    assert_eq!(host.host().telemetry_dropped(), 0);
+}

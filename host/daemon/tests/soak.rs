@@ -184,8 +184,10 @@ fn eight_clients_mixed_load_lose_nothing_and_a_slow_observer_costs_nothing() {
     let status = daemon.terminate();
     assert!(status.success(), "{status:?}");
 
-    // Bounded: a slow observer and 8 clients do not grow the daemon without bound.
-    assert!(rss_peak < rss_start + 256 * 1024, "peak RSS grew by {} KiB", rss_peak - rss_start);
+    // Bounded: a slow observer and 8 clients do not grow the daemon. Flat at
+    // +14 MiB from 10 000 to 100 000 messages per client; an outbox nothing
+    // drained once added 74 MiB (65 536 copied events) past ~40 000.
+    assert!(rss_peak < rss_start + 48 * 1024, "peak RSS grew by {} KiB", rss_peak - rss_start);
     assert!(p99 < Duration::from_secs(1), "p99 round trip {p99:?}");
 
     // Every acknowledged command is in the journal.

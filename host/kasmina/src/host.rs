@@ -88,6 +88,7 @@ pub struct HostBuilder {
     urza_dir: Option<PathBuf>,
     recorder: Option<Arc<dyn DecisionRecorder>>,
     device: tch::Device,
+    outbox: bool,
 }
 
 impl std::fmt::Debug for HostBuilder {
@@ -106,6 +107,7 @@ impl HostBuilder {
             urza_dir: None,
             recorder: None,
             device: tch::Device::Cpu,
+            outbox: true,
         }
     }
 
@@ -124,6 +126,19 @@ impl HostBuilder {
     /// Serves kernels from this Urza library (overrides `kernels.urza_dir`).
     pub fn urza_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.urza_dir = Some(dir.into());
+        self
+    }
+
+    /// Telemetry only through listeners
+    /// ([`subscribe_telemetry`](KasminaApi::subscribe_telemetry)): no
+    /// outbox and no CRITICAL channel for
+    /// [`drain_telemetry`](KasminaApi::drain_telemetry), which is then
+    /// refused. For a caller that never drains — the daemon, whose
+    /// connections have their own bounded queues — an outbox would only
+    /// fill to its cap (65 536 events, ~70 MiB) and count every later
+    /// event as dropped.
+    pub fn without_outbox(mut self) -> Self {
+        self.outbox = false;
         self
     }
 
@@ -146,8 +161,11 @@ impl HostBuilder {
         let clock = self.clock;
         let hub = Arc::new(TelemetryHub::from_settings(&settings.telemetry, Arc::clone(&clock)));
         // Listening before anything can emit, so no event is missed.
-        let outbox = Arc::new(Outbox::default());
-        hub.add_listener(Arc::clone(&outbox) as Arc<dyn TelemetryListener>);
+        let outbox = self.outbox.then(|| {
+            let outbox = Arc::new(Outbox::default());
+            hub.add_listener(Arc::clone(&outbox) as Arc<dyn TelemetryListener>);
+            outbox
+        });
         // Every part emits through one HeldEvents, so what the seed
         // manager's state lock covers does not include delivering events.
         let held = Arc::new(HeldEvents::new(hub.clone()));
@@ -280,11 +298,11 @@ impl HostBuilder {
             recorder: self.recorder,
         });
         // Subscribed before anything can emit, so no CRITICAL event is missed.
-        let critical = hub.subscribe_critical();
+        let critical = outbox.is_some().then(|| Mutex::new(hub.subscribe_critical()));
         Ok(EmbeddedHost {
             manager: Arc::new(manager),
             hub,
-            critical: Mutex::new(critical),
+            critical,
             outbox,
             purger: Mutex::new(Some(purger)),
             shutdown_timeout: Duration::from_millis(settings.kernels.shutdown_timeout_ms),
@@ -367,8 +385,9 @@ impl TelemetryListener for Outbox {
 pub struct EmbeddedHost {
     manager: Arc<SeedManager>,
     hub: Arc<TelemetryHub>,
-    critical: Mutex<crate::telemetry::CriticalReceiver>,
-    outbox: Arc<Outbox>,
+    /// Both `None` when built [`without_outbox`](HostBuilder::without_outbox).
+    critical: Option<Mutex<crate::telemetry::CriticalReceiver>>,
+    outbox: Option<Arc<Outbox>>,
     purger: Mutex<Option<NoncePurger>>,
     shutdown_timeout: Duration,
     /// What registration answers: the trainer-side settings of this host.
@@ -494,7 +513,7 @@ impl EmbeddedHost {
     /// Telemetry events lost since start: dropped by the hub's bounded
     /// per-step queue or pushed out of the undrained outbox.
     pub fn telemetry_dropped(&self) -> u64 {
-        self.outbox.lock().dropped + self.hub.stats().dropped
+        self.outbox.as_ref().map_or(0, |o| o.lock().dropped) + self.hub.stats().dropped
     }
 }
 
@@ -554,15 +573,22 @@ impl KasminaApi for EmbeddedHost {
     }
 
     fn drain_telemetry(&self) -> Result<Vec<TelemetryEvent>, ApiError> {
+        let (Some(critical), Some(outbox)) = (&self.critical, &self.outbox) else {
+            return Err(ApiError::new(
+                ApiErrorCode::BadRequest,
+                "this host was built without an outbox (HostBuilder::without_outbox): its telemetry is pushed to \
+                 listeners; subscribe with subscribe_telemetry instead of draining",
+            ));
+        };
         let mut events = Vec::new();
         {
             // CRITICAL first: they bypassed the per-step queue.
-            let mut critical = self.critical.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut critical = critical.lock().unwrap_or_else(PoisonError::into_inner);
             while let Some(event) = critical.try_recv() {
                 events.push(event);
             }
         }
-        events.extend(self.outbox.lock().events.drain(..));
+        events.extend(outbox.lock().events.drain(..));
         Ok(events)
     }
 

@@ -52,6 +52,31 @@ latency_budget_us = 300
 deadline_ms = 250
 "#;
 
+/// Every event a host emits after [`collect`] subscribed it: the daemon's
+/// host pushes telemetry to listeners and keeps no outbox to drain.
+#[derive(Default)]
+pub struct Collected(Mutex<Vec<TelemetryEvent>>);
+
+impl TelemetryListener for Collected {
+    fn event(&self, event: &TelemetryEvent) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+impl Collected {
+    /// The events collected since the last call.
+    pub fn take(&self) -> Vec<TelemetryEvent> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// Subscribes a [`Collected`] to `api`.
+pub fn collect(api: &dyn KasminaApi) -> Arc<Collected> {
+    let collected = Arc::new(Collected::default());
+    api.subscribe_telemetry(Arc::clone(&collected) as Arc<dyn TelemetryListener>).unwrap();
+    collected
+}
+
 pub fn key() -> HmacKey {
     HmacKey::from_hex(KEY_HEX).unwrap()
 }
@@ -338,7 +363,7 @@ impl SimTrainer {
                 alpha: s.alpha,
                 // A RESIDUAL blend reports its scalar α as mean and p95
                 // (what the tensor plane reports), while it blends.
-                blend: (s.stage == SeedStage::Blending).then(|| leyline::api::BlendReport {
+                blend: (s.stage == SeedStage::Blending).then_some(leyline::api::BlendReport {
                     mode: leyline::BlendMode::Residual,
                     alpha_mean: s.alpha,
                     alpha_p95: s.alpha,
