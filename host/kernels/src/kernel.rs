@@ -77,6 +77,10 @@ impl LoadedKernel {
         let started = Instant::now();
         let VerifiedArtifact { entry, bytes } = artifact;
         let id = entry.descriptor.blueprint_id.clone();
+        // libtorch reserves what the archive's pickles declare before
+        // reading it: refuse declarations the archive cannot hold.
+        crate::archive_check::check_archive(&bytes)
+            .map_err(|detail| KernelError::LoadFailed { blueprint_id: id.clone(), detail })?;
         let mut module = CModule::load_data_on_device(&mut bytes.as_slice(), device)
             .map_err(|e| KernelError::LoadFailed { blueprint_id: id.clone(), detail: e.to_string() })?;
         module.f_set_eval().map_err(|e| KernelError::LoadFailed { blueprint_id: id.clone(), detail: e.to_string() })?;

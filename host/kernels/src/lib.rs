@@ -8,6 +8,8 @@
 //!   read: one pass, hashed as read, length and SHA-256 checked),
 //!   [`urza::verify`] (re-hash all, quarantine the corrupt); `publish`,
 //!   `list`, `show`, `verify_all` back the `kasmina urza …` CLI verbs;
+//! - [`archive_check`]: what the archive's pickles declare must fit in the
+//!   archive, checked before libtorch reads it (its loader reserves first);
 //! - [`kernel`]: verified bytes → `tch::CModule` (inference, shared) or a
 //!   per-seed `TrainableCModule`, and the prewarm probe that checks the
 //!   declared interface and measures p50/p95 latency (gates G2/G3);
@@ -19,6 +21,7 @@
 //! - [`error`]: [`KernelError`], the one error a caller of the manager sees;
 //! - [`fixtures`]: the committed TorchScript blueprints for tests and demos.
 
+pub mod archive_check;
 pub mod error;
 pub mod fixtures;
 pub mod kernel;
