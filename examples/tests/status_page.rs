@@ -331,6 +331,14 @@ fn status_page_rows_change_stage_live_while_the_demo_runs() {
     }
     let timeline_rows = browser.eval("document.querySelectorAll('#timeline tr').length").as_u64().unwrap_or(0);
     assert!(timeline_rows >= 5, "timeline has {timeline_rows} rows");
+    // The run's task loss: its last value in the header and a drawn line.
+    let points = browser
+        .eval("(document.querySelector('#task-loss-spark polyline')?.getAttribute('points') ?? '').split(' ').length")
+        .as_u64()
+        .unwrap_or(0);
+    assert!(points >= 2, "the task-loss sparkline has {points} points");
+    let shown = browser.eval("document.getElementById('taskloss').textContent");
+    assert!(shown.as_str().and_then(|t| t.parse::<f64>().ok()).is_some(), "task loss shown as {shown}");
 
     let png = browser.screenshot();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");

@@ -1,5 +1,5 @@
-//! The daemon's read-only HTTP side on the metrics address (loopback only),
-//! served by axum (hyper) on the daemon's tokio runtime:
+//! The daemon's read-only HTTP side on the metrics address (loopback unless
+//! `--metrics-public`), served by axum (hyper) on the daemon's tokio runtime:
 //!
 //! - `GET /metrics`: OpenMetrics text ([`crate::metrics`]);
 //! - `GET /`: the live status page ([`crate::status_page::PAGE_HTML`]);

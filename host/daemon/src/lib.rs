@@ -63,5 +63,6 @@ pub use daemon_host::{DaemonHost, StartError, StartOptions, StartReport};
 pub use kasmina_client::FrameError;
 pub use recorder::JournalRecorder;
 pub use server::{
-    ServeError, ServerSettings, ShutdownReport, UnixSocket, bind_tcp, run, serve_bound, serve_unix, shutdown_signal,
+    ServeError, ServerSettings, ShutdownReport, UnixSocket, bind_tcp, bind_tcp_public, run, serve_bound, serve_unix,
+    shutdown_signal,
 };

@@ -230,6 +230,12 @@ pub async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr).await.map_err(io_err("binding", addr))
 }
 
+/// Binds a TCP listener on any address: only for the read-only HTTP side
+/// (`--metrics-public`), never for the control plane.
+pub async fn bind_tcp_public(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr).await.map_err(io_err("binding", addr))
+}
+
 /// Completes on SIGINT or SIGTERM: the shutdown future for the CLI.
 pub async fn shutdown_signal() -> io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};

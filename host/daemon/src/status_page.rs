@@ -24,7 +24,7 @@ use tokio::sync::watch;
 /// The page, served at `/` (no build step, no external assets).
 pub const PAGE_HTML: &str = include_str!("status_page/page.html");
 
-/// Points kept per sparkline (α and loss, per seed).
+/// Points kept per sparkline (the run's task loss; α and loss per seed).
 pub const SERIES_POINTS: usize = 240;
 /// Transitions kept on the timeline.
 pub const TIMELINE_ENTRIES: usize = 200;
@@ -98,6 +98,9 @@ pub struct Snapshot {
     pub seeds: Vec<SeedView>,
     /// Transitions, oldest first.
     pub timeline: Vec<TransitionView>,
+    /// The run's task loss per reported step, oldest first: `[step, loss]`
+    /// (what the trainer reports for the whole model, seeds included).
+    pub task_loss_series: Vec<(u64, f64)>,
     /// Bumped on every change the page shows.
     pub version: u64,
 }
@@ -107,6 +110,7 @@ struct Store {
     verdicts: BTreeMap<String, VecDeque<VerdictView>>,
     alpha: BTreeMap<String, VecDeque<(u64, f64)>>,
     loss: BTreeMap<String, VecDeque<(u64, f64)>>,
+    task_loss: VecDeque<(u64, f64)>,
     timeline: VecDeque<TransitionView>,
 }
 
@@ -153,10 +157,14 @@ impl LiveFeed {
         self.changed.subscribe()
     }
 
-    /// Records a step report's per-seed losses and the α the host decided.
+    /// Records a step report's task loss, per-seed losses and the α the
+    /// host decided.
     pub fn record_step(&self, report: &StepReport, states: &[SeedState]) {
         {
             let mut st = self.store();
+            if report.task_loss.is_finite() {
+                push_bounded(&mut st.task_loss, (report.step, report.task_loss), SERIES_POINTS);
+            }
             for seed in &report.seeds {
                 if let Some(loss) = seed.loss.filter(|l| l.is_finite())
                     && (st.loss.contains_key(&seed.seed_id) || st.loss.len() < MAX_SEEDS)
@@ -193,7 +201,13 @@ impl LiveFeed {
                 }
             })
             .collect();
-        Snapshot { status, seeds, timeline: st.timeline.iter().cloned().collect(), version: *self.changed.borrow() }
+        Snapshot {
+            status,
+            seeds,
+            timeline: st.timeline.iter().cloned().collect(),
+            task_loss_series: st.task_loss.iter().copied().collect(),
+            version: *self.changed.borrow(),
+        }
     }
 }
 
@@ -320,5 +334,40 @@ mod tests {
         assert!(st.timeline.iter().all(|t| t.reason.chars().count() <= MAX_TEXT + 1));
         assert_eq!(st.verdicts["s"].len(), VERDICTS_PER_SEED);
         assert_eq!(st.verdicts["s"][0].level, "CRITICAL");
+    }
+
+    #[test]
+    fn the_run_task_loss_is_kept_bounded_and_non_finite_losses_are_skipped() {
+        let feed = LiveFeed::default();
+        let report = |step: u64, loss: f64| StepReport {
+            step,
+            training_run_id: "run".to_owned(),
+            task_loss: loss,
+            global_metric: None,
+            seeds: Vec::new(),
+            distillation: None,
+            checkpoints: Vec::new(),
+            ranks: None,
+        };
+        feed.record_step(&report(1, f64::NAN), &[]);
+        assert!(feed.store().task_loss.is_empty(), "a NaN loss is not plotted");
+        for step in 1..=(SERIES_POINTS as u64 + 5) {
+            feed.record_step(&report(step, 1.0 / step as f64), &[]);
+        }
+        let status = HostStatus {
+            contract_version: leyline::CONTRACT_VERSION,
+            training_run_id: Some("run".to_owned()),
+            seeds: 0,
+            commands_accepted: 0,
+            commands_rejected: 0,
+            last_step: Some(SERIES_POINTS as u64 + 5),
+        };
+        let snapshot = feed.snapshot(status, Vec::new());
+        assert_eq!(snapshot.task_loss_series.len(), SERIES_POINTS);
+        assert_eq!(snapshot.task_loss_series.first().map(|p| p.0), Some(6), "the oldest points went first");
+        assert_eq!(
+            snapshot.task_loss_series.last(),
+            Some(&(SERIES_POINTS as u64 + 5, 1.0 / (SERIES_POINTS as f64 + 5.0)))
+        );
     }
 }

@@ -236,3 +236,41 @@ fn terminal_manners_journal_inspect_into_a_closed_pipe_exits_quietly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
 }
+
+/// The read-only HTTP side binds beyond loopback only when asked
+/// (`--metrics-public`), with a warning; without the flag such an address
+/// is refused naming it.
+#[test]
+fn the_http_side_binds_beyond_loopback_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = DaemonFiles::create(dir.path());
+    let port = std::net::TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port();
+    let everywhere = format!("0.0.0.0:{port}");
+    let refused = kasmina()
+        .arg("serve")
+        .arg("--settings")
+        .arg(&files.settings)
+        .arg("--socket")
+        .arg(&files.socket)
+        .arg("--urza")
+        .arg(&files.urza)
+        .args(["--metrics", &everywhere])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("--metrics-public"), "{err}");
+
+    let daemon = Daemon::start(&files, &["--metrics", &everywhere, "--metrics-public"]);
+    let body = get(&format!("127.0.0.1:{port}"), "/metrics");
+    assert!(body.starts_with("HTTP/1.1 200") && body.contains("kasmina_commands_total"), "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut warned = daemon.start_report.contains("without authentication");
+    while !warned {
+        match daemon.stderr.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok(line) => warned = line.contains("without authentication"),
+            Err(_) => break,
+        }
+    }
+    assert!(warned, "no warning in {}", daemon.start_report);
+    assert!(daemon.terminate().success());
+}

@@ -49,9 +49,17 @@ pub struct ServeArgs {
     #[arg(long)]
     pub key_file: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics and the live status
-    /// page at http://ADDR/ (read-only; loopback addresses only).
+    /// page at http://ADDR/ (read-only; loopback addresses unless
+    /// --metrics-public).
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
+    /// Allow a non-loopback --metrics address, e.g. 0.0.0.0:9464 for a
+    /// Prometheus server on another machine. The page and metrics are
+    /// read-only but unauthenticated: anyone who can reach the address sees
+    /// seed ids, stages and command counts. The control plane itself
+    /// (--tcp) stays loopback only.
+    #[arg(long, requires = "metrics")]
+    pub metrics_public: bool,
     /// Journal: compact once the journal exceeds this many bytes.
     #[arg(long, default_value_t = kasmina_journal::DEFAULT_COMPACT_AFTER_BYTES)]
     pub journal_compact_bytes: u64,
@@ -158,13 +166,25 @@ async fn serve(
     }
     let metrics = match args.metrics {
         Some(addr) => {
-            let listener = kasmina_daemon::bind_tcp(addr).await.map_err(|e| {
+            let bound = if args.metrics_public {
+                kasmina_daemon::bind_tcp_public(addr).await
+            } else {
+                kasmina_daemon::bind_tcp(addr).await
+            };
+            let listener = bound.map_err(|e| {
                 hinted(
                     format!("cannot serve metrics on {addr}"),
-                    "metrics and the status page are loopback only, e.g. --metrics 127.0.0.1:9464",
+                    "metrics and the status page bind to loopback (e.g. --metrics 127.0.0.1:9464) unless \
+                     --metrics-public is given",
                     e,
                 )
             })?;
+            if args.metrics_public && !addr.ip().is_loopback() {
+                eprintln!(
+                    "kasmina: warning: metrics and the status page are served on {addr} without authentication \
+                     (--metrics-public)"
+                );
+            }
             let addr = listener.local_addr().unwrap_or(addr);
             eprintln!("kasmina: metrics at http://{addr}/metrics, status page at http://{addr}/");
             let state = HttpState::new(Arc::clone(&host), Arc::clone(&feed));
