@@ -153,6 +153,7 @@ mirror_enum! {
         BreakerOpen = "BREAKER_OPEN" / "breaker_open",
         RollbackUnavailable = "ROLLBACK_UNAVAILABLE" / "rollback_unavailable",
         JournalUnavailable = "JOURNAL_UNAVAILABLE" / "journal_unavailable",
+        InvalidMesh = "INVALID_MESH" / "invalid_mesh",
     }
 }
 

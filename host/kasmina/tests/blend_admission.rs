@@ -161,17 +161,21 @@ fn clamped_alpha_values_are_counted_in_the_outcome_and_its_event() {
 }
 
 /// SPEC §4: a `mesh_layers` value that is JSON but not a list of strings is
-/// an error naming the key — never read as a one-name comma list.
+/// refused `invalid_mesh` naming the key — never read as a one-name comma
+/// list; another annotation's malformed value stays `invalid_field`.
 #[test]
 fn mesh_layers_that_are_json_but_not_a_list_of_strings_are_refused() {
     let mut h = harness();
     for value in [r#"{"hidden": 1}"#, r#""hidden""#, "{}"] {
         let outcome = germinate(&mut h, &[(MESH_LAYERS, value)]);
         assert!(!outcome.accepted, "{value}: accepted {outcome:?}");
-        assert_eq!(outcome.reason, Some(ReasonCode::InvalidField), "{value}: {outcome:?}");
+        assert_eq!(outcome.reason, Some(ReasonCode::InvalidMesh), "{value}: {outcome:?}");
         assert_eq!(outcome.attributes.get("key").map(String::as_str), Some(MESH_LAYERS), "{value}: {outcome:?}");
         assert_eq!(h.state("seed-a").stage, SeedStage::Dormant, "{value}");
     }
+    // Negative control: a malformed blend annotation is not a mesh error.
+    let outcome = germinate(&mut h, &[(BLEND_MODE, "AVERAGE")]);
+    assert_eq!(outcome.reason, Some(ReasonCode::InvalidField), "{outcome:?}");
     // The same site as a JSON list or a comma list is accepted.
     assert!(germinate(&mut h, &[(MESH_LAYERS, r#"["hidden"]"#)]).accepted);
 }

@@ -55,6 +55,10 @@ pub enum ReasonCode {
     /// applied. Retry later; the daemon takes commands again once its
     /// journal can be written.
     JournalUnavailable,
+    /// The `mesh_layers` annotation is present but is not a list of layer
+    /// names (a JSON value other than a list of strings, an empty name, too
+    /// many layers): the detail says what was wrong.
+    InvalidMesh,
 }
 
 impl ReasonCode {
@@ -82,6 +86,7 @@ impl ReasonCode {
             BreakerOpen => "breaker_open",
             RollbackUnavailable => "rollback_unavailable",
             JournalUnavailable => "journal_unavailable",
+            InvalidMesh => "invalid_mesh",
         }
     }
 

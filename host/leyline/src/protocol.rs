@@ -17,7 +17,9 @@ use crate::{AdaptationCommand, Outcome, SeedState, TelemetryEvent, TelemetryLeve
 /// rank summary (data-parallel ranks).
 /// Version 4: the `JournalUnavailable` API error code (was `Internal` with a
 /// `journal_unavailable:` message).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// Version 5: the `InvalidMesh` reason code (a malformed `mesh_layers` was
+/// `InvalidField`).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// What a client is allowed to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

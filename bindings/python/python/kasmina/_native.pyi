@@ -70,6 +70,7 @@ class ReasonCode(_WireEnum):
     BREAKER_OPEN: ClassVar[ReasonCode]
     ROLLBACK_UNAVAILABLE: ClassVar[ReasonCode]
     JOURNAL_UNAVAILABLE: ClassVar[ReasonCode]
+    INVALID_MESH: ClassVar[ReasonCode]
     @staticmethod
     def parse(text: str) -> ReasonCode: ...
     @staticmethod

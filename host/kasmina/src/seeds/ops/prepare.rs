@@ -12,6 +12,7 @@
 use kasmina_plugin_host::Verdict;
 use kasmina_plugin_host::annotation::{AnnotationError, ParsedAnnotations};
 use kasmina_plugin_host::blueprint::AdmissionContext;
+use leyline::annotations as keys;
 use leyline::command::SeedCommand;
 use leyline::{AdaptationCommand, CommandPayload, GateId, Outcome, ReasonCode, SeedOperation, SeedStage};
 
@@ -193,7 +194,11 @@ impl SeedManager {
         match self.policies.annotations.current().parse(&command.annotations, &self.annotation_limits()) {
             Ok(parsed) => Ok(parsed),
             Err(AnnotationError::Rejected(err)) => {
-                let mut refusal = Refusal::new(ReasonCode::InvalidField, err.detail.clone());
+                // The parser plugin's interface has no mesh code of its own;
+                // a refusal it names `mesh_layers` is the host's invalid_mesh.
+                let reason =
+                    if err.key == keys::MESH_LAYERS { ReasonCode::InvalidMesh } else { ReasonCode::InvalidField };
+                let mut refusal = Refusal::new(reason, err.detail.clone());
                 if !err.key.is_empty() {
                     refusal = refusal.key(&err.key);
                 }
