@@ -4,73 +4,173 @@
 //! vertical lines in the two upper panels, so a change in a curve can be
 //! read against what the seeds were doing then.
 //!
+//! Over several repeats (`--repeats N`, N > 1) the two upper panels draw each
+//! run's mean over the repeats with a shaded band from the smallest to the
+//! largest value at each step (min–max, not ± sd: with 3 to 5 seeds the
+//! extremes are the honest spread); the transition marks and the α panel
+//! stay those of the first repeat, and a line under the title says so. With
+//! one repeat there is no band and the figure is that run's curves.
+//!
 //! plotters with only its SVG backend: text is written as SVG `<text>` and
 //! laid out with plotters' built-in size estimate (no font files needed).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use plotters::prelude::*;
 
 use super::Outcome;
 use super::hosts::HostKind;
 use super::trainer::RunStats;
 
-/// Width and height in pixels.
+/// Width and height in pixels (one repeat).
 const SIZE: (u32, u32) = (960, 1000);
+/// Height of the title area (one repeat).
+const TITLE: u32 = 70;
+/// Extra height of the title area over several repeats: the line saying
+/// what the lines, the bands and the marks show.
+const NOTE: u32 = 24;
 /// Steps in the moving mean of the training loss (one batch is noisy).
 const LOSS_SMOOTHING: usize = 10;
 /// Colours of the runs: baseline, seeded, static.
 const RUN_COLOURS: [RGBColor; 3] = [RGBColor(90, 90, 90), RGBColor(214, 39, 40), RGBColor(31, 119, 180)];
+/// Opacity of a run's min–max band (filled in the run's colour).
+pub const BAND_OPACITY: f64 = 0.18;
 /// Colours of the seeds, in slot order.
 const SEED_COLOURS: [RGBColor; 4] =
     [RGBColor(148, 103, 189), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(140, 86, 75)];
 
-/// Writes the figure of `outcome` (one repeat) to `path`; `headline` is the
+/// Writes the figure of `outcomes` (the repeats, at least one; the first
+/// gives the transition marks and the α panel) to `path`; `headline` is the
 /// verdict line printed under the title.
-pub fn write_svg(path: &Path, outcome: &Outcome, host: HostKind, headline: &str) -> Result<()> {
-    let svg = render_svg(outcome, host, headline)?;
+pub fn write_svg(path: &Path, outcomes: &[Outcome], host: HostKind, headline: &str) -> Result<()> {
+    let svg = render_svg(outcomes, host, headline)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))
 }
 
-/// The figure as SVG text.
-pub fn render_svg(outcome: &Outcome, host: HostKind, headline: &str) -> Result<String> {
+/// The figure as SVG text: pure, from the runs' curves in memory.
+pub fn render_svg(outcomes: &[Outcome], host: HostKind, headline: &str) -> Result<String> {
+    let first = outcomes.first().context("the figure needs at least one repeat")?;
+    let steps = first.seeded.curve.len() as u64;
+    ensure!(
+        outcomes.iter().all(|o| o.seeded.curve.len() as u64 == steps),
+        "the repeats differ in their number of steps"
+    );
+    let repeats = outcomes.len();
+    let note = if repeats > 1 { NOTE } else { 0 };
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (SIZE.0, SIZE.1 + note)).into_drawing_area();
         root.fill(&WHITE)?;
-        let (title, body) = root.split_vertically(70);
-        let steps = outcome.seeded.curve.len() as u64;
+        let (title, body) = root.split_vertically(TITLE + note);
+        let seeds = if repeats > 1 {
+            format!("random seeds {}", seed_list(outcomes))
+        } else {
+            format!("random seed {}", first.seed)
+        };
         title.draw(&Text::new(
-            format!("Kasmina digits demo: {} host, random seed {}, {steps} steps per run", host.as_str(), outcome.seed),
+            format!("Kasmina digits demo: {} host, {seeds}, {steps} steps per run", host.as_str()),
             (20, 12),
             ("sans-serif", 22).into_font(),
         ))?;
         title.draw(&Text::new(headline.to_owned(), (20, 42), ("sans-serif", 14).into_font()))?;
+        if repeats > 1 {
+            title.draw(&Text::new(band_note(outcomes), (20, 66), ("sans-serif", 14).into_font()))?;
+        }
         let panels = body.split_evenly((3, 1));
-        let runs = runs(outcome);
-        let marks = transitions(outcome);
-        accuracy_panel(&panels[0], &runs, &marks, steps)?;
-        loss_panel(&panels[1], &runs, &marks, steps)?;
-        alpha_panel(&panels[2], outcome, &marks, steps)?;
+        let runs = runs(outcomes);
+        let marks = transitions(first);
+        accuracy_panel(&panels[0], &runs, &marks, steps, repeats)?;
+        loss_panel(&panels[1], &runs, &marks, steps, repeats)?;
+        alpha_panel(&panels[2], first, &marks, steps)?;
         root.present()?;
     }
     Ok(svg)
 }
 
 type Panel<'a, 'b> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+type Chart<'a> = ChartContext<
+    'a,
+    SVGBackend<'a>,
+    Cartesian2d<plotters::coord::types::RangedCoordu64, plotters::coord::types::RangedCoordf64>,
+>;
 
-/// (name, run, colour) of the runs present.
-fn runs(outcome: &Outcome) -> Vec<(&'static str, &RunStats, RGBColor)> {
-    let all = [
-        ("baseline", Some(&outcome.baseline)),
-        ("seeded", Some(&outcome.seeded)),
-        ("static", outcome.static_run.as_ref()),
-    ];
-    all.into_iter().zip(RUN_COLOURS).filter_map(|((name, run), colour)| run.map(|r| (name, r, colour))).collect()
+/// A run over the repeats that have it.
+struct Run<'a> {
+    name: &'static str,
+    colour: RGBColor,
+    repeats: Vec<&'a RunStats>,
+}
+
+impl Run<'_> {
+    /// Whether a band is drawn: more than one repeat to spread over.
+    fn banded(&self) -> bool {
+        self.repeats.len() > 1
+    }
+}
+
+/// The runs present in at least one repeat, in the order baseline, seeded,
+/// static.
+fn runs(outcomes: &[Outcome]) -> Vec<Run<'_>> {
+    let pick: [fn(&Outcome) -> Option<&RunStats>; 3] =
+        [|o| Some(&o.baseline), |o| Some(&o.seeded), |o| o.static_run.as_ref()];
+    ["baseline", "seeded", "static"]
+        .into_iter()
+        .zip(RUN_COLOURS)
+        .zip(pick)
+        .map(|((name, colour), pick)| Run { name, colour, repeats: outcomes.iter().filter_map(pick).collect() })
+        .filter(|r| !r.repeats.is_empty())
+        .collect()
+}
+
+/// `7–11` for consecutive seeds, else `7, 9, 12`.
+fn seed_list(outcomes: &[Outcome]) -> String {
+    let seeds: Vec<u64> = outcomes.iter().map(|o| o.seed).collect();
+    let consecutive = seeds.windows(2).all(|w| w[1] == w[0] + 1);
+    match (seeds.first(), seeds.last()) {
+        (Some(a), Some(b)) if consecutive => format!("{a}–{b}"),
+        _ => seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+    }
+}
+
+/// The line under the title over several repeats.
+fn band_note(outcomes: &[Outcome]) -> String {
+    let n = outcomes.len();
+    let with_static = outcomes.iter().filter(|o| o.static_run.is_some()).count();
+    let statics =
+        if with_static < n { format!(" (static: the {with_static} with a static run)") } else { String::new() };
+    format!(
+        "lines: mean over the {n} random seeds{statics}, shaded: min–max; transition marks and α: first repeat only \
+         (random seed {})",
+        outcomes[0].seed
+    )
+}
+
+/// One run's series over the repeats, per step: (step, mean, min, max).
+type Series = Vec<(u64, f64, f64, f64)>;
+
+/// [`Series`] of `run`: `series` gives one repeat's (step, value) points; a step is averaged
+/// over the repeats that have it.
+fn over_repeats(run: &Run<'_>, series: impl Fn(&RunStats) -> Vec<(u64, f64)>) -> Series {
+    let mut by_step: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+    for r in &run.repeats {
+        for (step, v) in series(r) {
+            by_step.entry(step).or_default().push(v);
+        }
+    }
+    by_step
+        .into_iter()
+        .map(|(step, vs)| {
+            let mean = vs.iter().sum::<f64>() / vs.len() as f64;
+            let lo = vs.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = vs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (step, mean, lo, hi)
+        })
+        .collect()
 }
 
 /// A lifecycle transition: step, seed colour, seed id, new stage.
@@ -106,39 +206,32 @@ fn seed_colour(seeds: &[&str], seed: &str) -> RGBColor {
     SEED_COLOURS[i % SEED_COLOURS.len()]
 }
 
-fn accuracy_panel(
-    area: &Panel<'_, '_>,
-    runs: &[(&str, &RunStats, RGBColor)],
-    marks: &[Mark],
-    steps: u64,
-) -> Result<()> {
-    let points = |r: &RunStats| -> Vec<(u64, f64)> {
-        r.curve.iter().filter_map(|p| p.val_accuracy.map(|v| (p.step, v))).collect()
-    };
-    // The interesting range is the last 90 % of the run; earlier points are clamped to its floor.
-    let floor = runs
+fn accuracy_panel(area: &Panel<'_, '_>, runs: &[Run<'_>], marks: &[Mark], steps: u64, repeats: usize) -> Result<()> {
+    let series: Vec<Series> = runs
         .iter()
-        .flat_map(|(_, r, _)| points(r))
-        .filter(|(s, _)| *s >= steps / 10)
-        .map(|(_, v)| v)
-        .fold(1.0f64, f64::min);
+        .map(|run| over_repeats(run, |r| r.curve.iter().filter_map(|p| p.val_accuracy.map(|v| (p.step, v))).collect()))
+        .collect();
+    // The interesting range is the last 90 % of the run; earlier points are clamped to its floor.
+    let floor =
+        series.iter().flatten().filter(|(s, ..)| *s >= steps / 10).map(|(_, _, lo, _)| *lo).fold(1.0f64, f64::min);
     let lo = ((floor - 0.02) * 50.0).floor() / 50.0;
+    let clamped: Vec<Series> = series
+        .into_iter()
+        .map(|s| s.into_iter().map(|(step, m, a, b)| (step, m.max(lo), a.max(lo), b.max(lo))).collect())
+        .collect();
+    let caption = match repeats {
+        1 => "validation accuracy".to_owned(),
+        n => format!("validation accuracy: mean of {n} random seeds, min–max shaded"),
+    };
     let mut chart = ChartBuilder::on(area)
-        .caption("validation accuracy", ("sans-serif", 16))
+        .caption(caption, ("sans-serif", 16))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(56)
         .build_cartesian_2d(0..steps, lo.max(0.0)..1.0)?;
     chart.configure_mesh().x_desc("step").light_line_style(RGBColor(238, 238, 238)).draw()?;
     draw_marks(&mut chart, marks, lo.max(0.0), 1.0)?;
-    for (name, run, colour) in runs {
-        let colour = *colour;
-        let clamped = points(run).into_iter().map(|(s, v)| (s, v.max(lo)));
-        chart
-            .draw_series(LineSeries::new(clamped, colour.stroke_width(2)))?
-            .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
-    }
+    draw_runs(&mut chart, runs, &clamped)?;
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
@@ -148,8 +241,9 @@ fn accuracy_panel(
     Ok(())
 }
 
-fn loss_panel(area: &Panel<'_, '_>, runs: &[(&str, &RunStats, RGBColor)], marks: &[Mark], steps: u64) -> Result<()> {
-    // log10 of a moving mean: the loss spans orders of magnitude.
+fn loss_panel(area: &Panel<'_, '_>, runs: &[Run<'_>], marks: &[Mark], steps: u64, repeats: usize) -> Result<()> {
+    // A moving mean per repeat (one batch is noisy), then mean, min and max
+    // over the repeats, then log10: the loss spans orders of magnitude.
     let smoothed = |r: &RunStats| -> Vec<(u64, f64)> {
         let losses: Vec<f64> = r.curve.iter().map(|p| p.loss).collect();
         r.curve
@@ -157,34 +251,59 @@ fn loss_panel(area: &Panel<'_, '_>, runs: &[(&str, &RunStats, RGBColor)], marks:
             .enumerate()
             .map(|(i, p)| {
                 let window = &losses[i.saturating_sub(LOSS_SMOOTHING - 1)..=i];
-                (p.step, (window.iter().sum::<f64>() / window.len() as f64).max(1e-6).log10())
+                (p.step, window.iter().sum::<f64>() / window.len() as f64)
             })
             .collect()
     };
-    let all: Vec<(u64, f64)> = runs.iter().flat_map(|(_, r, _)| smoothed(r)).collect();
-    let lo = all.iter().map(|(_, v)| *v).fold(f64::INFINITY, f64::min).floor();
-    let hi = all.iter().map(|(_, v)| *v).fold(f64::NEG_INFINITY, f64::max).ceil().max(lo + 1.0);
+    let log = |v: f64| v.max(1e-6).log10();
+    let series: Vec<Series> = runs
+        .iter()
+        .map(|run| over_repeats(run, smoothed).into_iter().map(|(s, m, a, b)| (s, log(m), log(a), log(b))).collect())
+        .collect();
+    let values = || series.iter().flatten().flat_map(|(_, m, a, b)| [*m, *a, *b]);
+    let lo = values().fold(f64::INFINITY, f64::min).floor();
+    let hi = values().fold(f64::NEG_INFINITY, f64::max).ceil().max(lo + 1.0);
+    let caption = match repeats {
+        1 => format!("training loss (log10, {LOSS_SMOOTHING}-step mean)"),
+        n => format!("training loss (log10, {LOSS_SMOOTHING}-step mean): mean of {n} random seeds, min–max shaded"),
+    };
     let mut chart = ChartBuilder::on(area)
-        .caption(format!("training loss (log10, {LOSS_SMOOTHING}-step mean)"), ("sans-serif", 16))
+        .caption(caption, ("sans-serif", 16))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(56)
         .build_cartesian_2d(0..steps, lo..hi)?;
     chart.configure_mesh().x_desc("step").light_line_style(RGBColor(238, 238, 238)).draw()?;
     draw_marks(&mut chart, marks, lo, hi)?;
-    for (name, run, colour) in runs {
-        let colour = *colour;
-        chart
-            .draw_series(LineSeries::new(smoothed(run), colour.stroke_width(2)))?
-            .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
-    }
+    draw_runs(&mut chart, runs, &series)?;
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE)
         .border_style(BLACK)
         .draw()?;
+    Ok(())
+}
+
+/// Every run's min–max band (over several repeats), then every run's mean
+/// line with its legend entry: bands never hide a line.
+fn draw_runs<'a>(chart: &mut Chart<'a>, runs: &[Run<'_>], series: &[Series]) -> Result<()> {
+    for (run, s) in runs.iter().zip(series).filter(|(run, _)| run.banded()) {
+        // The upper edge left to right, then the lower edge back.
+        let outline: Vec<(u64, f64)> = s
+            .iter()
+            .map(|(step, _, _, hi)| (*step, *hi))
+            .chain(s.iter().rev().map(|(step, _, lo, _)| (*step, *lo)))
+            .collect();
+        chart.draw_series(std::iter::once(Polygon::new(outline, run.colour.mix(BAND_OPACITY).filled())))?;
+    }
+    for (run, s) in runs.iter().zip(series) {
+        let colour = run.colour;
+        chart
+            .draw_series(LineSeries::new(s.iter().map(|(step, mean, ..)| (*step, *mean)), colour.stroke_width(2)))?
+            .label(run.name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+    }
     Ok(())
 }
 
@@ -237,16 +356,7 @@ fn alpha_panel(area: &Panel<'_, '_>, outcome: &Outcome, marks: &[Mark], steps: u
 }
 
 /// Faint vertical lines at every transition, in the seed's colour.
-fn draw_marks<'a>(
-    chart: &mut ChartContext<
-        'a,
-        SVGBackend<'a>,
-        Cartesian2d<plotters::coord::types::RangedCoordu64, plotters::coord::types::RangedCoordf64>,
-    >,
-    marks: &[Mark],
-    lo: f64,
-    hi: f64,
-) -> Result<()> {
+fn draw_marks<'a>(chart: &mut Chart<'a>, marks: &[Mark], lo: f64, hi: f64) -> Result<()> {
     chart.draw_series(marks.iter().map(|m| PathElement::new(vec![(m.step, lo), (m.step, hi)], m.colour.mix(0.35))))?;
     Ok(())
 }

@@ -60,7 +60,8 @@ struct Args {
     /// report mean ± spread. Embedded host only.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=20))]
     repeats: u64,
-    /// Where to write the SVG figure (the first repeat's curves).
+    /// Where to write the SVG figure (with --repeats, the mean curves with a
+    /// min–max band; transition marks and α from the first repeat).
     #[arg(long, default_value = "target/digits-demo.svg")]
     figure: PathBuf,
     /// Device: `cpu`, `cuda` or `auto` (CUDA when available).
@@ -170,7 +171,7 @@ fn main() -> Result<()> {
     let aggregate = Aggregate::of(&outcomes);
     print!("{}", demo::report::render_aggregate(&aggregate));
     let first = &outcomes[0];
-    figure::write_svg(&args.figure, first, host, &aggregate.seeded_vs_baseline.text)?;
+    figure::write_svg(&args.figure, &outcomes, host, &aggregate.seeded_vs_baseline.text)?;
     println!("\nfigure: {}", args.figure.display());
     if let Some(dir) = args.summary.parent() {
         std::fs::create_dir_all(dir)?;

@@ -2,7 +2,8 @@
 //! numbers come from the runs (each summary number is checked against the
 //! per-step curve it summarises, and two random seeds give different
 //! numbers), the aggregate is the mean of the repeats, the SVG figure is
-//! well-formed XML naming every run and seed, and the seeded run makes the
+//! well-formed XML naming every run and seed, with a min–max band per run
+//! over several repeats and none for one, and the seeded run makes the
 //! same decisions embedded and beside a real daemon.
 
 // Tests: a failed expectation should panic with its message.
@@ -10,11 +11,12 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use common::{Daemon, decisions, settings};
 use kasmina_examples::demo::stats::Aggregate;
-use kasmina_examples::demo::trainer::{self, Control, RunStats};
+use kasmina_examples::demo::trainer::{self, Control, CurvePoint, RunStats};
 use kasmina_examples::demo::{self, Apis, Controller, HostKind, Outcome, Plan, TrainConfig, figure, setup};
 use kasmina_examples::digits;
 use leyline::SeedStage;
@@ -120,18 +122,14 @@ fn summary_numbers_come_from_the_runs_and_the_figure_names_every_run() {
     assert_eq!(agg.static_run.as_ref().map(|s| s.parameters), Some(a.seeded.parameters()));
     assert_eq!(agg.verdict().len(), 3);
 
-    // The figure: well-formed SVG whose text names every run and every seed.
+    // The figure over both repeats: well-formed SVG whose text names every
+    // run and every seed, with a band per run in each of the two upper panels.
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("figure.svg");
-    figure::write_svg(&path, &a, HostKind::Conv, &agg.seeded_vs_baseline.text).expect("figure");
+    let both = [a.clone(), b.clone()];
+    figure::write_svg(&path, &both, HostKind::Conv, &agg.seeded_vs_baseline.text).expect("figure");
     let svg = std::fs::read_to_string(&path).expect("read figure");
-    let doc = roxmltree::Document::parse(&svg).expect("the figure is well-formed XML");
-    assert_eq!(doc.root_element().tag_name().name(), "svg");
-    let text: Vec<String> = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("text"))
-        .filter_map(|n| n.text().map(|t| t.trim().to_owned()))
-        .collect();
+    let text = svg_text(&svg);
     for name in ["baseline", "seeded", "static"] {
         assert!(text.iter().any(|t| t == name), "legend entry {name} missing: {text:?}");
     }
@@ -141,6 +139,115 @@ fn summary_numbers_come_from_the_runs_and_the_figure_names_every_run() {
     assert!(text.iter().any(|t| t == "F"), "a FOSSILIZED marker: {text:?}");
     assert!(text.iter().any(|t| t == "C"), "a CULLED marker: {text:?}");
     assert!(text.contains(&agg.seeded_vs_baseline.text), "the verdict heads the figure");
+    for (run, fill) in RUN_FILLS {
+        assert_eq!(bands(&svg, fill).len(), 2, "{run}: one band in each upper panel over 2 repeats");
+    }
+    assert!(text.iter().any(|t| t.contains("first repeat only")), "the marks' source is stated: {text:?}");
+    // Negative control: one repeat draws no band.
+    let one = figure::render_svg(&both[..1], HostKind::Conv, "one repeat").expect("figure");
+    for (run, fill) in RUN_FILLS {
+        assert!(bands(&one, fill).is_empty(), "{run}: a band with one repeat");
+    }
+}
+
+/// The fill colours of the runs' bands (figure.rs `RUN_COLOURS`).
+const RUN_FILLS: [(&str, &str); 3] = [("baseline", "#5A5A5A"), ("seeded", "#D62728"), ("static", "#1F77B4")];
+
+/// The figure's text elements, trimmed.
+fn svg_text(svg: &str) -> Vec<String> {
+    let doc = roxmltree::Document::parse(svg).expect("the figure is well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    doc.descendants().filter(|n| n.has_tag_name("text")).filter_map(|n| n.text().map(|t| t.trim().to_owned())).collect()
+}
+
+/// The filled polygons of `fill` at the bands' opacity: per band, its
+/// outline as (x, y) pixels.
+fn bands(svg: &str, fill: &str) -> Vec<Vec<(f64, f64)>> {
+    let doc = roxmltree::Document::parse(svg).expect("the figure is well-formed XML");
+    doc.descendants()
+        .filter(|n| n.has_tag_name("polygon") && n.attribute("fill") == Some(fill))
+        .filter(|n| n.attribute("opacity").and_then(|o| o.parse::<f64>().ok()) == Some(figure::BAND_OPACITY))
+        .map(|n| {
+            let points = n.attribute("points").expect("points");
+            points
+                .split_whitespace()
+                .map(|xy| {
+                    let (x, y) = xy.split_once(',').expect("x,y");
+                    (x.parse().expect("x"), y.parse().expect("y"))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A synthetic run: validation every 5 steps, accuracy and loss moved by
+/// `offset`; no training.
+fn synthetic_run(steps: u64, offset: f64) -> RunStats {
+    let curve = (1..=steps)
+        .map(|step| CurvePoint {
+            step,
+            loss: (2.0 / step as f64 + offset * 0.1).max(1e-3),
+            val_accuracy: (step % 5 == 0).then(|| (0.5 + 0.4 * step as f64 / steps as f64 + offset * 0.02).min(1.0)),
+            alpha: BTreeMap::new(),
+        })
+        .collect();
+    RunStats {
+        test_accuracy: 0.9,
+        val_accuracy: 0.9,
+        final_loss: 0.1,
+        host_parameters: 100,
+        parameters_added: 0,
+        ms_per_step: 1.0,
+        fossils: Vec::new(),
+        curve,
+    }
+}
+
+fn synthetic_outcome(seed: u64, offset: f64, with_static: bool) -> Outcome {
+    Outcome {
+        seed,
+        baseline: synthetic_run(60, offset),
+        seeded: synthetic_run(60, offset + 0.5),
+        static_run: with_static.then(|| synthetic_run(60, offset + 1.0)),
+        timeline: Vec::new(),
+        seeds: Vec::new(),
+    }
+}
+
+#[test]
+fn figure_shades_the_spread_over_repeats_and_not_for_one() {
+    let three: Vec<Outcome> = (0..3).map(|i| synthetic_outcome(7 + i, i as f64, true)).collect();
+    let svg = figure::render_svg(&three, HostKind::Linear, "headline").expect("figure");
+    let text = svg_text(&svg);
+    assert!(text.iter().any(|t| t.contains("random seeds 7–9")), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("min–max") && t.contains("first repeat only")), "{text:?}");
+    for (run, fill) in RUN_FILLS {
+        let found = bands(&svg, fill);
+        assert_eq!(found.len(), 2, "{run}: a band in the accuracy and the loss panel");
+        // Accuracy: 12 validation steps, loss: 60 steps; each band goes out
+        // along the top and back along the bottom, and has a height.
+        let mut sizes: Vec<usize> = found.iter().map(Vec::len).collect();
+        sizes.sort_unstable();
+        assert_eq!(sizes, [24, 120], "{run}");
+        for band in &found {
+            let (lo, hi) = band.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), p| (l.min(p.1), h.max(p.1)));
+            assert!(hi - lo > 1.0, "{run}: a flat band {band:?}");
+        }
+    }
+    // Negative control: one repeat, the same curves, no band and no note.
+    let one = figure::render_svg(&three[..1], HostKind::Linear, "headline").expect("figure");
+    for (run, fill) in RUN_FILLS {
+        assert!(bands(&one, fill).is_empty(), "{run}: a band with one repeat");
+    }
+    assert!(!one.contains("<polygon"), "no filled polygon at all with one repeat");
+    assert!(!svg_text(&one).iter().any(|t| t.contains("min–max")));
+    // A run present in one repeat only (static, when the others' fossils
+    // cannot be rebuilt) is a line without a band.
+    let mixed = [synthetic_outcome(7, 0.0, true), synthetic_outcome(8, 1.0, false)];
+    let svg = figure::render_svg(&mixed, HostKind::Linear, "headline").expect("figure");
+    assert_eq!(bands(&svg, RUN_FILLS[1].1).len(), 2, "seeded: banded over 2 repeats");
+    assert!(bands(&svg, RUN_FILLS[2].1).is_empty(), "static: one repeat, no band");
+    assert!(svg_text(&svg).iter().any(|t| t == "static"), "static still has its line");
 }
 
 fn seeded_decisions(apis: Apis<'_>, key: kasmina::HmacKey) -> (Vec<demo::TimelineEntry>, i64) {
