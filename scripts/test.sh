@@ -49,7 +49,8 @@ fi
 export KASMINA_CHROMIUM
 # --- end status page browser ---
 echo "[test] cargo test --workspace (first run compiles libtorch bindings and wasmtime: several minutes)" >&2
-cargo test --workspace --locked "$@"
+# --no-fail-fast: one run reports every failing test binary, not only the first.
+cargo test --workspace --locked --no-fail-fast "$@"
 # --- fuzz smoke: coverage-guided libFuzzer runs of the light targets (fuzz/, scripts/fuzz.sh) ---
 # Each target replays its seed corpus and regression inputs (fuzz/corpus, fuzz/regressions),
 # then fuzzes for KASMINA_FUZZ_SMOKE_SECONDS (default 5) seconds; a crash, hang or an

@@ -246,14 +246,8 @@ fn the_http_side_binds_beyond_loopback_only_when_asked() {
     let files = DaemonFiles::create(dir.path());
     let port = std::net::TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port();
     let everywhere = format!("0.0.0.0:{port}");
-    let refused = kasmina()
-        .arg("serve")
-        .arg("--settings")
-        .arg(&files.settings)
-        .arg("--socket")
-        .arg(&files.socket)
-        .arg("--urza")
-        .arg(&files.urza)
+    let refused = files
+        .serve_command(std::path::Path::new(env!("CARGO_BIN_EXE_kasmina")))
         .args(["--metrics", &everywhere])
         .output()
         .unwrap();

@@ -15,6 +15,22 @@ pub struct DaemonFiles {
 }
 
 impl DaemonFiles {
+    /// `kasmina serve` (the binary at `binary`) over these files.
+    pub fn serve_command(&self, binary: &Path) -> Command {
+        let mut command = Command::new(binary);
+        command
+            .arg("serve")
+            .arg("--settings")
+            .arg(&self.settings)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--urza")
+            .arg(&self.urza)
+            .arg("--journal")
+            .arg(&self.journal);
+        command
+    }
+
     /// Raises the plugin deadline in the settings file: for tests that
     /// start the daemon dozens of times on two shared cores, where the
     /// start-up canary must not time out for the machine's sake.
@@ -63,16 +79,8 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with the binary at `binary` (a copy elsewhere).
     pub fn start_binary(binary: &Path, files: &DaemonFiles, extra: &[&str]) -> Daemon {
-        let mut child = Command::new(binary)
-            .arg("serve")
-            .arg("--settings")
-            .arg(&files.settings)
-            .arg("--socket")
-            .arg(&files.socket)
-            .arg("--urza")
-            .arg(&files.urza)
-            .arg("--journal")
-            .arg(&files.journal)
+        let mut child = files
+            .serve_command(binary)
             .args(extra)
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
