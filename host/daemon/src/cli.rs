@@ -21,6 +21,7 @@ mod keys;
 pub mod output;
 mod plugin;
 mod plugin_new;
+mod plugin_reload;
 mod serve;
 mod settings;
 mod urza;
@@ -63,7 +64,7 @@ enum Command {
     /// Read or replay a decision journal.
     #[command(subcommand)]
     Journal(journal::JournalCommand),
-    /// Start, check or describe a policy plugin (.wasm component).
+    /// Start, check or describe a policy plugin (.wasm component), or reload a running daemon's.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
     /// Manage an Urza blueprint library.

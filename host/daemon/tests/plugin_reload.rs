@@ -406,3 +406,41 @@ fn plugin_faults_under_load_are_refused_while_the_previous_plugin_keeps_serving(
         started.elapsed()
     );
 }
+
+/// `kasmina plugin reload`, as an operator runs it: it finds the daemon
+/// behind the socket, triggers the reload and reports its outcome in text,
+/// JSON Lines and the exit status (0 reloaded, 1 refused). Negative
+/// control: a fault fixture is refused, exit 1, naming the canary's reason.
+#[test]
+fn the_reload_verb_reports_the_outcome_in_its_exit_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = DaemonFiles::create(dir.path()).with_patient_plugins();
+    let base = std::fs::read_to_string(&files.settings).unwrap();
+    let daemon = Daemon::start(&files, &[]);
+    let socket = files.socket.to_str().unwrap();
+
+    write_settings(&files, &base, Some((artifacts::FIXTURE_PANIC, artifacts::FIXTURE_PANIC_SHA256)));
+    let (code, out, err) = support::daemon_process::cli(&["plugin", "reload", "--socket", socket]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("sent SIGHUP") && out.contains("reload refused") && out.contains("plugin_trap"), "{out}");
+    assert!(out.contains("0 reloaded, 1 refused"), "{out}");
+
+    write_settings(&files, &base, Some((artifacts::FIXTURE_GATES_V0_1, artifacts::FIXTURE_GATES_V0_1_SHA256)));
+    let (code, out, err) = support::daemon_process::cli(&["plugin", "reload", "--socket", socket, "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let names: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"))["name"].to_string()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        ["\"kasmina.plugin.reload_started\"", "\"kasmina.plugin.reloaded\"", "\"kasmina.plugin.reload_finished\""],
+        "{out}"
+    );
+    assert!(daemon.terminate().success());
+    // No daemon behind the socket: an error that says what to do.
+    let (code, _, err) = support::daemon_process::cli(&["plugin", "reload", "--socket", socket]);
+    assert!(code != 0 && err.contains("is `kasmina serve --socket"), "{err}");
+}

@@ -1,5 +1,7 @@
 //! `kasmina plugin check` and `kasmina plugin info`: the conformance kit;
-//! `kasmina plugin new`: a plugin crate to start from ([`super::plugin_new`]).
+//! `kasmina plugin new`: a plugin crate to start from ([`super::plugin_new`]);
+//! `kasmina plugin reload`: hot reload of a running daemon
+//! ([`super::plugin_reload`]).
 
 use super::output::outln;
 use std::path::PathBuf;
@@ -14,6 +16,11 @@ pub enum PluginCommand {
     /// unit tests, build instructions) that builds to a component and passes `plugin check` as written.
     #[command(after_help = super::plugin_new::AFTER_HELP)]
     New(super::plugin_new::NewArgs),
+    /// Make a running `kasmina serve` re-read its settings file and hot-swap the policy plugins
+    /// that changed (each behind its canary; a refused one leaves the previous serving); prints
+    /// the outcome. Exit 0: all reloaded, 1: something refused, 2: no outcome in time.
+    #[command(after_help = super::plugin_reload::AFTER_HELP)]
+    Reload(super::plugin_reload::ReloadArgs),
     /// Run the conformance checks (load, API version, imports, fuzz, output
     /// caps, determinism, safety invariants, latency); exits non-zero on any failure.
     Check {
@@ -51,6 +58,7 @@ pub enum PluginCommand {
 pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PluginCommand::New(args) => super::plugin_new::run(args),
+        PluginCommand::Reload(args) => super::plugin_reload::run(args),
         PluginCommand::Check { file, quick, cache, deadline_ms, json } => {
             anyhow::ensure!(file.is_file(), "{} is not a file; pass the plugin's .wasm component", file.display());
             let mut options = if quick { CheckOptions::smoke() } else { CheckOptions::default() };
