@@ -218,12 +218,12 @@ impl Submit for Manager {
 
 fn manager(env: &Env, isolation: &str, pool: u32) -> Manager {
     use kasmina::gates::GateService;
-    use kasmina::isolation::{IsolationBreakers, IsolationConfig};
+    use kasmina::isolation::IsolationBreakers;
     use kasmina::rollback::RollbackSla;
     use kasmina::security::CommandVerifier;
     use kasmina::seeds::{Policies, SeedManagerParts};
-    use kasmina_core::{BreakerConfig, CircuitBreaker, Clock, TelemetrySink};
-    use kasmina_kernels::{KernelLoadManager, KernelManagerConfig, UrzaLibrary};
+    use kasmina_core::{CircuitBreaker, Clock, TelemetrySink};
+    use kasmina_kernels::{KernelLoadManager, UrzaLibrary};
     use kasmina_plugin_host::conformance::CheckOptions;
     use kasmina_plugin_host::reload::{PluginSlot, Reloadable};
     use kasmina_plugin_host::runtime::{Pin, PluginRuntime, PluginSpec, RuntimeConfig};
@@ -273,35 +273,12 @@ fn manager(env: &Env, isolation: &str, pool: u32) -> Manager {
     let annotations = slot(&runtime, "kasmina-annotations-plugin", d::ANNOTATIONS, d::ANNOTATIONS_SHA256, &limits);
     let blueprints =
         slot(&runtime, "kasmina-blueprint-policy-plugin", d::BLUEPRINT_POLICY, d::BLUEPRINT_POLICY_SHA256, &limits);
-    let b = &settings.breaker;
-    let breaker_config = BreakerConfig {
-        failure_threshold: b.failure_threshold,
-        cooldown_ms: b.cooldown_ms,
-        half_open_successes: b.half_open_successes,
-    };
-    let fetch_breaker = Arc::new(CircuitBreaker::new("fetch", breaker_config, Arc::clone(&clock), Arc::clone(&sink)));
-    let isolation_breakers = Arc::new(IsolationBreakers::new(
-        IsolationConfig {
-            violations_to_trip: settings.isolation.violations_to_trip,
-            window_steps: settings.isolation.window_steps,
-            cooldown_ms: b.cooldown_ms,
-            half_open_successes: b.half_open_successes,
-        },
-        Arc::clone(&clock),
-        Arc::clone(&sink),
-    ));
+    let fetch_breaker =
+        Arc::new(CircuitBreaker::new("fetch", settings.breaker_config(), Arc::clone(&clock), Arc::clone(&sink)));
+    let isolation_breakers =
+        Arc::new(IsolationBreakers::new(settings.isolation_config(), Arc::clone(&clock), Arc::clone(&sink)));
     let urza = Arc::new(UrzaLibrary::open_with_clock(&env.urza, Arc::clone(&clock)).unwrap());
-    let k = &settings.kernels;
-    let kernel_config = KernelManagerConfig {
-        cache_max_entries: k.cache_max_entries,
-        cache_max_bytes: k.cache_max_bytes,
-        cache_ttl_ms: k.cache_ttl_s.saturating_mul(1_000),
-        prefetch_timeout_ms: k.prefetch_timeout_ms,
-        prefetch_max_in_flight: 256,
-        shutdown_timeout_ms: k.shutdown_timeout_ms,
-        prewarm_runs: 5,
-        device: tch::Device::Cpu,
-    };
+    let kernel_config = settings.kernel_manager_config(tch::Device::Cpu);
     let (kernels, prefetch_events) =
         KernelLoadManager::new(urza, kernel_config, Arc::clone(&fetch_breaker), Arc::clone(&sink), Arc::clone(&clock))
             .unwrap();

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use kasmina_core::{BreakerConfig, CircuitBreaker, Clock, SystemClock, TelemetrySink};
-use kasmina_kernels::{KernelLoadManager, KernelManagerConfig, UrzaLibrary};
+use kasmina_core::{CircuitBreaker, Clock, SystemClock, TelemetrySink};
+use kasmina_kernels::{KernelLoadManager, UrzaLibrary};
 use kasmina_plugin_host::annotation::AnnotationPlugin;
 use kasmina_plugin_host::blueprint::BlueprintPlugin;
 use kasmina_plugin_host::gate::GatePlugin;
@@ -22,7 +22,7 @@ use leyline::api::{
 use leyline::{AdaptationCommand, Outcome, SeedState, TelemetryEvent, TelemetryLevel};
 
 use crate::gates::GateService;
-use crate::isolation::{IsolationBreakers, IsolationConfig};
+use crate::isolation::IsolationBreakers;
 use crate::rollback::RollbackLedger;
 use crate::security::{CommandVerifier, HmacKey, KeyFromSettings, NoncePurger};
 use crate::seeds::{
@@ -218,41 +218,16 @@ impl HostBuilder {
             LoadedPlugin::of("blueprint-policy", &*blueprints.current()),
         ];
 
-        let b = &settings.breaker;
-        let breaker_config = BreakerConfig {
-            failure_threshold: b.failure_threshold,
-            cooldown_ms: b.cooldown_ms,
-            half_open_successes: b.half_open_successes,
-        };
         let fetch_breaker =
-            Arc::new(CircuitBreaker::new("fetch", breaker_config, Arc::clone(&clock), Arc::clone(&sink)));
-        let isolation = Arc::new(IsolationBreakers::new(
-            IsolationConfig {
-                violations_to_trip: settings.isolation.violations_to_trip,
-                window_steps: settings.isolation.window_steps,
-                cooldown_ms: b.cooldown_ms,
-                half_open_successes: b.half_open_successes,
-            },
-            Arc::clone(&clock),
-            Arc::clone(&sink),
-        ));
+            Arc::new(CircuitBreaker::new("fetch", settings.breaker_config(), Arc::clone(&clock), Arc::clone(&sink)));
+        let isolation =
+            Arc::new(IsolationBreakers::new(settings.isolation_config(), Arc::clone(&clock), Arc::clone(&sink)));
 
         let urza_dir = self.urza_dir.or_else(|| settings.kernels.urza_dir.clone()).ok_or(HostError::NoUrza)?;
         let urza = Arc::new(UrzaLibrary::open_with_clock(&urza_dir, Arc::clone(&clock))?);
-        let k = &settings.kernels;
-        let kernel_config = KernelManagerConfig {
-            cache_max_entries: k.cache_max_entries,
-            cache_max_bytes: k.cache_max_bytes,
-            cache_ttl_ms: k.cache_ttl_s.saturating_mul(1_000),
-            prefetch_timeout_ms: k.prefetch_timeout_ms,
-            prefetch_max_in_flight: 256,
-            shutdown_timeout_ms: k.shutdown_timeout_ms,
-            prewarm_runs: 5,
-            device: self.device,
-        };
         let (kernels, prefetch_events) = KernelLoadManager::new(
             urza,
-            kernel_config,
+            settings.kernel_manager_config(self.device),
             Arc::clone(&fetch_breaker),
             Arc::clone(&sink),
             Arc::clone(&clock),
