@@ -59,7 +59,7 @@ pub use limits::{
 };
 pub use plugin::{PluginIdentity, PluginInfo};
 pub use pool::{DEFAULT_POOLED_INSTANCES, InstanceAllocation};
-pub use reload::{PluginSlot, ReloadError};
+pub use reload::{PluginSlot, ReloadError, Vetted};
 pub use runtime::{EmbeddedComponent, Pin, PluginRuntime, PluginSpec, RuntimeConfig};
 pub use verdict::{AttrValue, Verdict};
 pub use version::{ApiVersion, SERVED_VERSIONS};

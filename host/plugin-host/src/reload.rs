@@ -1,7 +1,9 @@
 //! Hot reload: a [`PluginSlot`] serves one plugin; a new file replaces it
 //! only after passing the conformance smoke set (the canary). On any
 //! failure the old plugin keeps serving and the refusal is returned with
-//! the full report.
+//! the full report. [`PluginSlot::vet`] and [`PluginSlot::install`] split
+//! the two halves, so a caller can vet several slots' plugins and install
+//! all of them or none.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -88,10 +90,30 @@ impl<P: Reloadable> std::fmt::Debug for PluginSlot<P> {
     }
 }
 
+/// A plugin that loaded under its pin and passed a slot's canary, not yet
+/// serving ([`PluginSlot::vet`]); dropping it installs nothing.
+pub struct Vetted<P: Reloadable> {
+    plugin: P,
+    path: std::path::PathBuf,
+}
+
+impl<P: Reloadable> Vetted<P> {
+    /// The vetted plugin's identity.
+    pub fn identity(&self) -> &PluginIdentity {
+        self.plugin.identity()
+    }
+}
+
+impl<P: Reloadable> std::fmt::Debug for Vetted<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vetted").field("plugin", self.plugin.identity()).field("path", &self.path).finish()
+    }
+}
+
 impl<P: Reloadable> PluginSlot<P> {
     /// Loads the first plugin; it must pass the canary too.
     pub fn new(runtime: &PluginRuntime, spec: &PluginSpec, canary: CheckOptions) -> Result<Self, ReloadError> {
-        let plugin = Self::vet(runtime, spec, &canary)?;
+        let plugin = Self::load_and_check(runtime, spec, &canary)?;
         Ok(PluginSlot {
             runtime: runtime.clone(),
             canary,
@@ -100,7 +122,7 @@ impl<P: Reloadable> PluginSlot<P> {
         })
     }
 
-    fn vet(runtime: &PluginRuntime, spec: &PluginSpec, canary: &CheckOptions) -> Result<P, ReloadError> {
+    fn load_and_check(runtime: &PluginRuntime, spec: &PluginSpec, canary: &CheckOptions) -> Result<P, ReloadError> {
         let plugin = P::load(runtime, spec)?;
         let mut report = ConformanceReport::new(&spec.path);
         conformance::check_imports(&mut report, &plugin.identity().imports, plugin.identity().api);
@@ -118,19 +140,31 @@ impl<P: Reloadable> PluginSlot<P> {
     /// Replaces the plugin with `spec` if it passes the canary; otherwise
     /// keeps the old one and returns why.
     pub fn reload(&self, spec: &PluginSpec) -> Result<Arc<P>, ReloadError> {
-        match Self::vet(&self.runtime, spec, &self.canary) {
-            Ok(plugin) => {
-                let plugin = Arc::new(plugin);
-                *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::clone(&plugin);
-                tracing::info!(path = %spec.path.display(), sha256 = %plugin.identity().sha256, "kasmina.plugin.reloaded");
-                Ok(plugin)
-            }
+        let vetted = self.vet(spec)?;
+        Ok(self.install(vetted))
+    }
+
+    /// Loads `spec` and runs this slot's canary on it without installing
+    /// it: the first half of [`reload`](Self::reload). A refusal is counted
+    /// in [`refused_reloads`](Self::refused_reloads).
+    pub fn vet(&self, spec: &PluginSpec) -> Result<Vetted<P>, ReloadError> {
+        match Self::load_and_check(&self.runtime, spec, &self.canary) {
+            Ok(plugin) => Ok(Vetted { plugin, path: spec.path.clone() }),
             Err(error) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(path = %spec.path.display(), %error, "kasmina.plugin.reload_refused");
                 Err(error)
             }
         }
+    }
+
+    /// Makes a vetted plugin the one serving: the second half of
+    /// [`reload`](Self::reload). Calls already running finish on the old one.
+    pub fn install(&self, vetted: Vetted<P>) -> Arc<P> {
+        let plugin = Arc::new(vetted.plugin);
+        *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::clone(&plugin);
+        tracing::info!(path = %vetted.path.display(), sha256 = %plugin.identity().sha256, "kasmina.plugin.reloaded");
+        plugin
     }
 
     /// Reloads refused so far.

@@ -5,10 +5,13 @@
 //! changes. Otherwise each of the three policy slots whose pinned ref
 //! (`[plugins.gates]`, `[plugins.annotations]`, `[plugins.blueprint_policy]`:
 //! path and sha256; a removed section means the embedded default) differs
-//! from the one serving is reloaded through its [`PluginSlot`], which swaps
-//! only after the new plugin passes the conformance canary; a refused slot
-//! keeps its previous plugin. Slots are independent: one refused does not
-//! undo another accepted. Nothing else of the file is applied; every other
+//! from the one serving is vetted by its [`PluginSlot`]: the new plugin
+//! must load under its pin and pass the conformance canary. A reload is all
+//! or nothing: only when every changed slot's plugin passes are they all
+//! installed; if one is refused, none is, and every changed slot keeps its
+//! previous plugin (plugins changed together, such as a parser and the
+//! gates that read its keys, never serve half-swapped). Nothing else of the
+//! file is applied; every other
 //! key that differs from what the host runs with is named in a
 //! `kasmina.plugin.reload_restart_required` event.
 //!
@@ -17,7 +20,8 @@
 //!
 //! Every outcome is telemetry (`kasmina.plugin.*`): `reload_started`, then
 //! per changed slot `reloaded` (INFO) or `reload_refused` (ERROR, with the
-//! canary's reason), then `reload_finished`; a refused file is
+//! canary's reason, or naming the slot whose refusal kept a vetted plugin
+//! out), then `reload_finished`; a refused file is
 //! `reload_settings_refused` (ERROR).
 
 use std::path::{Path, PathBuf};
@@ -28,7 +32,7 @@ use kasmina_plugin_host::PluginLimits;
 use kasmina_plugin_host::annotation::AnnotationPlugin;
 use kasmina_plugin_host::blueprint::BlueprintPlugin;
 use kasmina_plugin_host::gate::GatePlugin;
-use kasmina_plugin_host::reload::{PluginSlot, ReloadError, Reloadable};
+use kasmina_plugin_host::reload::{PluginSlot, ReloadError, Reloadable, Vetted};
 use leyline::{TelemetryEvent, TelemetryLevel};
 
 use super::plugin_load::{PluginSource, default_plugin, plugin_spec};
@@ -193,12 +197,28 @@ impl PluginReloader {
                 |e| e.attr("origin", origin).attr("keys", keys.as_str()),
             );
         }
+        // Every changed slot is vetted first; installed only if all passed.
+        let vetted: Vec<(SlotReload, Option<Candidate>)> =
+            changed.iter().map(|&slot| self.vet_slot(slot, slot.configured(&settings.plugins))).collect();
+        let refused_slots: Vec<&str> =
+            vetted.iter().filter(|(s, _)| s.refused.is_some()).map(|(s, _)| s.slot.as_str()).collect();
+        let kept_out = (!refused_slots.is_empty()).then(|| {
+            format!(
+                "vetted but not installed: a reload is all or nothing and the {} plugin of this reload was refused; \
+                 fix that one and trigger the reload again",
+                refused_slots.join(" and ")
+            )
+        });
         let mut report = PluginReloadReport { slots: Vec::new(), restart_required };
-        for slot in changed {
-            let configured = slot.configured(&settings.plugins).clone();
-            let outcome = self.reload_slot(slot, &configured);
-            if outcome.refused.is_none() {
-                *slot.configured_mut(&mut in_force.plugins) = configured;
+        for (mut outcome, candidate) in vetted {
+            match (&kept_out, candidate) {
+                (None, Some(candidate)) => {
+                    self.install(candidate);
+                    let slot = outcome.slot;
+                    *slot.configured_mut(&mut in_force.plugins) = slot.configured(&settings.plugins).clone();
+                }
+                (Some(why), Some(_dropped)) => outcome.refused = Some(why.clone()),
+                (_, None) => {}
             }
             self.emit_slot(&outcome, origin);
             report.slots.push(outcome);
@@ -214,7 +234,9 @@ impl PluginReloader {
         Ok(report)
     }
 
-    fn reload_slot(&self, slot: PolicySlot, configured: &Option<PluginRef>) -> SlotReload {
+    /// Loads and canaries `slot`'s configured plugin without installing it:
+    /// the outcome so far and, when it passed, the plugin to install.
+    fn vet_slot(&self, slot: PolicySlot, configured: &Option<PluginRef>) -> (SlotReload, Option<Candidate>) {
         let source = match configured {
             Some(r) => PluginSource::File(r.path.clone(), r.sha256.as_str()),
             None => default_plugin(slot),
@@ -225,15 +247,28 @@ impl PluginReloader {
                 (PathBuf::from(format!("<embedded {name}>")), (*sha256).to_owned())
             }
         };
-        let (old_sha256, result) = match plugin_spec(source, &self.limits) {
-            Err(e) => (self.serving(slot), Err(format!("cannot load {}: {e}", path.display()))),
+        let old_sha256 = self.serving(slot);
+        let result = match plugin_spec(source, &self.limits) {
+            Err(e) => Err(format!("cannot load {}: {e}", path.display())),
             Ok(spec) => match slot {
-                PolicySlot::Gates => swap(&self.slots.gates, &spec),
-                PolicySlot::Annotations => swap(&self.slots.annotations, &spec),
-                PolicySlot::BlueprintPolicy => swap(&self.slots.blueprints, &spec),
+                PolicySlot::Gates => vet(&self.slots.gates, &spec).map(Candidate::Gates),
+                PolicySlot::Annotations => vet(&self.slots.annotations, &spec).map(Candidate::Annotations),
+                PolicySlot::BlueprintPolicy => vet(&self.slots.blueprints, &spec).map(Candidate::Blueprints),
             },
         };
-        SlotReload { slot, source: path, old_sha256, new_sha256, refused: result.err() }
+        let (refused, candidate) = match result {
+            Ok(candidate) => (None, Some(candidate)),
+            Err(why) => (Some(why), None),
+        };
+        (SlotReload { slot, source: path, old_sha256, new_sha256, refused }, candidate)
+    }
+
+    fn install(&self, candidate: Candidate) {
+        match candidate {
+            Candidate::Gates(p) => drop(self.slots.gates.install(p)),
+            Candidate::Annotations(p) => drop(self.slots.annotations.install(p)),
+            Candidate::Blueprints(p) => drop(self.slots.blueprints.install(p)),
+        }
     }
 
     fn serving(&self, slot: PolicySlot) -> String {
@@ -292,17 +327,22 @@ impl PluginReloader {
     }
 }
 
-/// Reloads `slot` with `spec`: (the sha256 serving before, the outcome).
-fn swap<P: Reloadable>(slot: &PluginSlot<P>, spec: &kasmina_plugin_host::PluginSpec) -> (String, Result<(), String>) {
-    let before = slot.current().identity().sha256.clone();
-    let result = slot.reload(spec).map(|_| ()).map_err(|e| match e {
+/// A plugin that passed its slot's canary, waiting for the others.
+enum Candidate {
+    Gates(Vetted<GatePlugin>),
+    Annotations(Vetted<AnnotationPlugin>),
+    Blueprints(Vetted<BlueprintPlugin>),
+}
+
+/// Vets `spec` for `slot`: the plugin, or why it was refused.
+fn vet<P: Reloadable>(slot: &PluginSlot<P>, spec: &kasmina_plugin_host::PluginSpec) -> Result<Vetted<P>, String> {
+    slot.vet(spec).map_err(|e| match e {
         ReloadError::Load(load) => format!("cannot load: {load}"),
         ReloadError::CanaryFailed { report } => {
             let failed: Vec<String> = report.failures().map(|c| format!("{}: {}", c.name, c.detail)).collect();
             format!("canary failed: {}", failed.join("; "))
         }
-    });
-    (before, result)
+    })
 }
 
 fn short(sha256: &str) -> &str {
