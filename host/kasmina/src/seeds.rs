@@ -31,6 +31,7 @@ pub mod schedule;
 mod attach;
 mod blend;
 pub mod blend_window;
+mod breakers;
 mod decisions;
 pub mod ops;
 mod progress;
@@ -291,6 +292,11 @@ impl SeedManager {
             .into_iter()
             .map(|(command_id, expires_at_ms)| leyline::journal::LiveNonce { command_id, expires_at_ms })
             .collect()
+    }
+
+    /// The gate service (shadow counters and plugin latency for metrics).
+    pub fn gate_service(&self) -> &GateService {
+        &self.gates
     }
 
     /// The command verifier (freshness window is adjustable at run time).

@@ -24,12 +24,10 @@
 //! judges it and a RESUME defers its gate re-check until then.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use kasmina_core::CircuitBreaker;
 use kasmina_plugin_host::annotation::ParsedAnnotations;
 use leyline::api::BlendSpec;
-use leyline::journal::{BreakerSnapshot, JournalRecord, ProgressState, replay_start};
+use leyline::journal::{JournalRecord, ProgressState, replay_start};
 use leyline::prefetch::PrefetchRequest;
 use leyline::{
     AdaptationCommand, BlendMode, CommandPayload, HealthStatus, Outcome, SeedOperation, SeedStage, SeedState,
@@ -37,7 +35,6 @@ use leyline::{
 
 use super::context::KernelFacts;
 use super::{SeedContext, SeedManager, State};
-use crate::gates::GateService;
 
 /// Why the journal could not be replayed. Each names the record (index in
 /// the slice handed to [`SeedManager::restore`]) so an operator can look
@@ -259,38 +256,6 @@ impl SeedManager {
         st.seeds = seeds;
         tracing::info!(?report, "kasmina.seeds.restored");
         Ok(report)
-    }
-
-    /// The gate service (shadow counters and plugin latency for metrics).
-    pub fn gate_service(&self) -> &GateService {
-        &self.gates
-    }
-
-    /// The fetch breaker, then every seed's isolation breaker (state for
-    /// metrics).
-    pub fn breakers(&self) -> Vec<Arc<CircuitBreaker>> {
-        let mut all = vec![Arc::clone(&self.fetch_breaker)];
-        all.extend(self.isolation.all());
-        all
-    }
-
-    /// Snapshots of every breaker (journal, rollback points).
-    pub(super) fn breaker_snapshots(&self) -> Vec<BreakerSnapshot> {
-        let mut all = vec![self.fetch_breaker.snapshot()];
-        all.extend(self.isolation.snapshots());
-        all
-    }
-
-    /// Puts one recorded breaker back, by name. A snapshot of the global
-    /// isolation breaker older journals wrote matches nothing now (breakers
-    /// are per seed): it is skipped with a warning, never applied to every
-    /// seed.
-    pub(super) fn restore_breaker(&self, snapshot: &BreakerSnapshot) -> bool {
-        let restored = self.fetch_breaker.restore(snapshot) || self.isolation.restore(snapshot);
-        if !restored {
-            tracing::warn!(breaker = %snapshot.name, "kasmina.breaker.snapshot_skipped");
-        }
-        restored
     }
 
     /// Re-parses an accepted GERMINATE; `None` for any other command.
