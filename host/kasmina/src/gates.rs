@@ -319,6 +319,17 @@ impl GateService {
         decision
     }
 
+    /// A verdict computed before the lock ([`precompute`](Self::precompute))
+    /// for a seed and host facts the caller found exactly unchanged since:
+    /// taken as it is, inputs and all, instead of rebuilding the inputs to
+    /// compare them (what [`evaluate_with`](Self::evaluate_with) does when
+    /// it cannot know). Emitted like any verdict.
+    pub fn accept_precomputed(&self, seed: &SeedContext, decision: GateDecision) -> GateDecision {
+        let decision = with_cause(seed, decision);
+        self.emit(seed, &decision);
+        decision
+    }
+
     /// One call of the active plugin (timed), the host's invariants
     /// enforced on its answer, and the shadow candidate handed the same.
     fn ask_plugin(&self, gate: GateId, stage: SeedStage, inputs: GateInputs) -> GateDecision {

@@ -408,6 +408,17 @@ impl SeedManager {
     fn gate(&self, st: &State, seed: &SeedContext, gate: GateId, expected: SeedStage) -> GateDecision {
         let env = self.environment(st, seed);
         let decision = self.gates.evaluate_with(gate, seed, expected, &env, &st.gate_memo);
+        self.record_gate(seed, decision)
+    }
+
+    /// [`gate`](Self::gate) with a verdict computed before the lock on this
+    /// exact seed and these host facts (the caller checked both).
+    fn gate_precomputed(&self, seed: &SeedContext, verdict: GateDecision) -> GateDecision {
+        let decision = self.gates.accept_precomputed(seed, verdict);
+        self.record_gate(seed, decision)
+    }
+
+    fn record_gate(&self, seed: &SeedContext, decision: GateDecision) -> GateDecision {
         if self.recorder.is_some() {
             self.decisions.push(Decision::Gate { seed_id: seed.seed_id.clone(), decision: Box::new(decision.clone()) });
         }

@@ -11,6 +11,7 @@ mod harness;
 
 use harness::harness;
 use kasmina_kernels::fixtures::MLP_ADAPTER_64;
+use leyline::api::KasminaApi;
 use leyline::command::{CommandPayload, PauseCommand};
 use leyline::{SeedOperation, SeedStage};
 
@@ -79,4 +80,31 @@ fn a_kernel_that_never_comes_is_waited_for_once_per_step() {
     assert!(took < std::time::Duration::from_millis(1_000), "the step waited {took:?}: more than once");
     // Unblock the loader thread so the host shuts down promptly.
     let _ = std::fs::OpenOptions::new().write(true).open(&artifact);
+}
+
+/// A GERMINATE staged before the lock is applied as staged (with its G0
+/// verdict) only when the seed and the host facts are unchanged. Here the
+/// trainer re-registers as a 2-rank job between prepare and apply: G0's
+/// inputs now carry the ranks, so the staged verdict no longer stands and
+/// the plugin is asked again under the lock (taking the staged one anyway
+/// would leave the count unchanged). Control: the same command with nothing
+/// in between is applied with no plugin call under the lock.
+#[test]
+fn a_germination_staged_before_a_change_of_host_facts_is_judged_again() {
+    let mut h = harness();
+    let control = h.seed_op("seed-b", SeedOperation::Germinate, MLP_ADAPTER_64, &[]);
+    let prepared = h.host.prepare_command(control);
+    let (_, before) = calls(&h);
+    assert!(h.host.apply_command(prepared).accepted, "control: nothing changed");
+    assert_eq!(calls(&h).1, before, "control: the staged verdict was not taken");
+
+    let cmd = h.seed_op("seed-a", SeedOperation::Germinate, MLP_ADAPTER_64, &[]);
+    let prepared = h.host.prepare_command(cmd);
+    let mut two_ranks = harness::registration(Vec::new(), Vec::new());
+    two_ranks.world_size = 2;
+    h.host.register_host(two_ranks).expect("re-register");
+    let (_, before) = calls(&h);
+    let outcome = h.host.apply_command(prepared);
+    assert!(outcome.accepted, "{outcome:?}");
+    assert_eq!(calls(&h).1, before + 1, "a verdict staged for a 1-rank job was applied to a 2-rank one");
 }

@@ -19,7 +19,7 @@ pub struct KernelFacts {
 }
 
 /// One seed slot's control-plane state.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SeedContext {
     /// Seed id.
     pub seed_id: String,

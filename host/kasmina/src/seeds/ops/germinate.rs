@@ -12,6 +12,7 @@ use leyline::{BlueprintDescriptor, GateId, ReasonCode, SeedStage};
 
 use super::seed::SeedCall;
 use super::{Accepted, OpResult, Refusal};
+use crate::gates::GateDecision;
 use crate::seeds::blend::{blend_spec, mode_source};
 use crate::seeds::{SeedContext, SeedManager, State};
 
@@ -33,7 +34,15 @@ pub(super) fn stage_germination(
 }
 
 impl SeedManager {
-    pub(super) fn germinate(&self, st: &State, call: &SeedCall<'_>, seed: &mut SeedContext) -> OpResult {
+    /// `prestaged`: `seed` is already staged for this command (see
+    /// `StagedGermination`), with the G0 verdict computed on it if one was.
+    pub(super) fn germinate(
+        &self,
+        st: &State,
+        call: &SeedCall<'_>,
+        seed: &mut SeedContext,
+        prestaged: Option<Option<GateDecision>>,
+    ) -> OpResult {
         let (command, sc, parsed) = (call.command, call.sc, call.parsed);
         if seed.stage != SeedStage::Dormant {
             let mut detail = format!("GERMINATE needs a DORMANT seed; {} is {}", seed.seed_id, seed.stage);
@@ -52,7 +61,13 @@ impl SeedManager {
         // The catalog's shared entry (no copy); the seed takes its own
         // copy of the descriptor.
         let entry = self.kernels.urza().entry_arc(&sc.blueprint_id);
-        stage_germination(seed, sc, parsed, blend, entry.as_deref().map(|e| &e.descriptor));
+        let g0 = match prestaged {
+            Some(g0) => g0,
+            None => {
+                stage_germination(seed, sc, parsed, blend, entry.as_deref().map(|e| &e.descriptor));
+                None
+            }
+        };
         if let Some(entry) = &entry {
             // Asked before the lock; asked here only if that was skipped.
             let asked_now;
@@ -78,7 +93,10 @@ impl SeedManager {
         }
         // G0 guards DORMANT → GERMINATED; a failure leaves the slot dormant
         // (the table has no DORMANT → CULLED edge).
-        let decision = self.gate(st, seed, GateId::G0Sanity, call.expected);
+        let decision = match g0 {
+            Some(verdict) => self.gate_precomputed(seed, verdict),
+            None => self.gate(st, seed, GateId::G0Sanity, call.expected),
+        };
         if !decision.passed {
             let mut refusal =
                 Refusal::new(ReasonCode::GateFailed, decision.reason.clone()).with("gate", GateId::G0Sanity.as_str());

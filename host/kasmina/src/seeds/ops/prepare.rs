@@ -9,6 +9,9 @@
 //! the facts the gate sees are still exactly the same when the command is
 //! applied.
 
+use std::sync::Arc;
+
+use kasmina_kernels::CatalogEntry;
 use kasmina_plugin_host::Verdict;
 use kasmina_plugin_host::annotation::{AnnotationError, ParsedAnnotations};
 use kasmina_plugin_host::blueprint::AdmissionContext;
@@ -20,7 +23,7 @@ use super::super::{SeedContext, SeedManager};
 use super::Refusal;
 use super::germinate::stage_germination;
 use super::seed::expected_stage;
-use crate::gates::GateDecision;
+use crate::gates::{GateDecision, GateEnvironment};
 use crate::seeds::blend::blend_spec;
 
 /// A command ready to apply: verified, validated, and with its plugin
@@ -47,6 +50,35 @@ pub(super) struct Precomputed {
     pub(super) admission: Option<Verdict>,
     /// Gate verdicts for the staged seed.
     pub(super) gates: Vec<GateDecision>,
+    /// GERMINATE: the seed as read and as staged, with what staging and G0
+    /// read besides it.
+    pub(super) germination: Option<Box<StagedGermination>>,
+}
+
+/// A GERMINATE staged before the lock. Apply takes `staged` (and the G0
+/// verdict computed on it) instead of staging again and rebuilding the
+/// gate's inputs only when the seed equals `read` field for field, the host
+/// facts equal `env` and the catalog still serves the same `entry`: then
+/// staging under the lock would produce exactly `staged`.
+#[derive(Debug)]
+pub(super) struct StagedGermination {
+    pub(super) read: SeedContext,
+    pub(super) env: GateEnvironment,
+    pub(super) entry: Arc<CatalogEntry>,
+    pub(super) staged: SeedContext,
+}
+
+impl StagedGermination {
+    /// Whether `current` is the seed this was staged from, with the same
+    /// facts around it (see the type's docs).
+    pub(super) fn still_matches(
+        &self,
+        current: &SeedContext,
+        env: &GateEnvironment,
+        entry: Option<&Arc<CatalogEntry>>,
+    ) -> bool {
+        entry.is_some_and(|e| Arc::ptr_eq(e, &self.entry)) && self.env == *env && self.read == *current
+    }
 }
 
 impl SeedManager {
@@ -148,11 +180,13 @@ impl SeedManager {
         };
         // Staging reads no state: done with no lock held.
         let admission = germination.map(|(blend, entry, run_id)| {
+            let read = staged.clone();
             stage_germination(&mut staged, sc, &parsed, blend, Some(&entry.descriptor));
-            (entry, run_id)
+            (read, entry, run_id)
         });
         pre.parsed = Some(parsed);
-        if let Some((entry, run_id)) = admission {
+        let mut read_and_entry = None;
+        if let Some((read, entry, run_id)) = admission {
             let context = AdmissionContext { training_run_id: run_id, quarantine: false, approved: false };
             let verdict = self.policies.blueprints.current().admit(&entry.descriptor, &sc.parameters, &context);
             let passed = verdict.passed;
@@ -160,10 +194,14 @@ impl SeedManager {
             if !passed {
                 return Ok(pre);
             }
+            read_and_entry = Some((read, entry));
         }
         let (from, _) = gate.edge();
         if staged.stage == from {
             pre.gates.extend(self.gates.precompute(gate, &staged, expected, &env));
+        }
+        if let Some((read, entry)) = read_and_entry {
+            pre.germination = Some(Box::new(StagedGermination { read, env, entry, staged }));
         }
         Ok(pre)
     }

@@ -31,7 +31,8 @@ impl SeedManager {
     ) -> OpResult {
         // The verdicts computed before the lock become the gates' memo
         // (moved: nothing else reads them).
-        let memo = std::mem::take(&mut pre.gates);
+        let mut memo = std::mem::take(&mut pre.gates);
+        let staged = pre.germination.take();
         let pre = &*pre;
         let mut guard = self.lock();
         let st = &mut *guard;
@@ -63,13 +64,28 @@ impl SeedManager {
         let expected = expected_stage(command, sc.operation, current.stage)
             .map_err(|detail| Refusal::new(ReasonCode::InvalidField, detail))?;
         let call = SeedCall { command, sc, parsed, run_id: &run_id, expected, pre };
-        // Work on a copy: nothing is written back unless the command acts.
-        let mut seed = current.clone();
         let before = current.stage;
+        // A GERMINATE staged before the lock on this very seed, with the
+        // same host facts and catalog entry, is taken as staged, with its G0
+        // verdict: staging again would produce the same seed.
+        let prestaged = staged.filter(|s| {
+            sc.operation == SeedOperation::Germinate && {
+                let env = self.environment_of(st, &current.seed_id, &current.site, Some(sc.blueprint_id.as_str()));
+                s.still_matches(current, &env, self.kernels.urza().entry_arc(&sc.blueprint_id).as_ref())
+            }
+        });
+        // Work on a copy: nothing is written back unless the command acts.
+        let (mut seed, g0) = match prestaged {
+            Some(s) => {
+                let g0 = memo.iter().position(|d| d.gate == GateId::G0Sanity).map(|i| memo.swap_remove(i));
+                (s.staged, Some(g0))
+            }
+            None => (current.clone(), None),
+        };
         let mut directives = Vec::new();
         st.gate_memo = memo;
         let result = match sc.operation {
-            SeedOperation::Germinate => self.germinate(st, &call, &mut seed),
+            SeedOperation::Germinate => self.germinate(st, &call, &mut seed, g0),
             SeedOperation::StartTraining => {
                 self.advance_now(st, &call, &mut seed, &mut directives, GateId::G1GradientHealth)
             }
