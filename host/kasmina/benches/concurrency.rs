@@ -30,7 +30,9 @@
 //! the submitting threads' instructions are isolated (whole-process totals
 //! are not a measure: idle rayon workers spin, so they grow with wall
 //! time). The warm-up waits for the kernel load the first GERMINATE starts
-//! and for the prefetches it queued.
+//! and for the prefetches it queued. The mode also prints how often the
+//! submitting threads slept (a contended lock: voluntary context switches)
+//! or were descheduled, from `/proc/thread-self/status`.
 //!
 //! Nothing here reads prefetch results (a trainer's step reports would), so
 //! once the result channel and the in-flight cap (256 each) are full —
@@ -41,6 +43,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
@@ -161,13 +164,27 @@ fn submit_all<H: Submit>(host: &H, commands: Vec<AdaptationCommand>) {
         let outcome = host.submit(cmd);
         assert!(outcome.accepted, "{outcome:?}");
     }
+    // How often this thread slept on a lock (voluntary switches) or was
+    // descheduled (involuntary): the profile mode prints the totals.
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap_or_default();
+    let count = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0)
+    };
+    SWITCHES[0].fetch_add(count("voluntary_ctxt_switches:"), Ordering::Relaxed);
+    SWITCHES[1].fetch_add(count("nonvoluntary_ctxt_switches:"), Ordering::Relaxed);
 }
+
+/// Submitting threads' context switches: [slept, descheduled].
+static SWITCHES: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
 #[inline(never)]
 fn measured<H: Submit>(host: &H, per_thread: Vec<Vec<AdaptationCommand>>) {
     std::thread::scope(|s| {
         for commands in per_thread {
-            s.spawn(move || submit_all(host, commands));
+            // Named, so that a profiler (`perf report --comm submitter`) can
+            // select these threads alone.
+            let submitter = std::thread::Builder::new().name("submitter".to_owned());
+            submitter.spawn_scoped(s, move || submit_all(host, commands)).unwrap();
         }
     });
 }
@@ -341,6 +358,8 @@ fn profile(isolation: &str) {
     let elapsed = started.elapsed();
     kernels.shutdown();
     println!("{isolation}: {count} commands on {threads} thread(s) after {warmup} in {elapsed:?}");
+    let [slept, descheduled] = [&SWITCHES[0], &SWITCHES[1]].map(|c| c.load(Ordering::Relaxed));
+    println!("submitting threads: slept {slept} times (a contended lock), descheduled {descheduled} times");
 }
 
 criterion_group!(benches, bench);
