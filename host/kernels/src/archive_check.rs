@@ -26,8 +26,19 @@ pub const MAX_INFLATION: u64 = 64;
 /// Refuses an archive a pickle of which declares more than it holds (see
 /// the module docs); `Ok` says nothing else about the archive.
 pub fn check_archive(bytes: &[u8]) -> Result<(), String> {
+    let entries = check_directory(bytes)?;
     let mut archive =
         zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| format!("not a TorchScript archive (a zip file): {e}"))?;
+    if archive.len() as u64 != entries {
+        return Err(format!(
+            "the archive's directory lists {entries} records but {} could be read: \
+             refused, as libtorch might read records this check cannot see",
+            archive.len()
+        ));
+    }
+    if !archive.file_names().any(|n| n.ends_with("/data.pkl") || n == "data.pkl") {
+        return Err("no data.pkl record: not a TorchScript archive".to_owned());
+    }
     let bound = (bytes.len() as u64).saturating_mul(MAX_INFLATION);
     for index in 0..archive.len() {
         let mut record = archive.by_index(index).map_err(|e| format!("archive record {index}: {e}"))?;
@@ -48,6 +59,58 @@ pub fn check_archive(bytes: &[u8]) -> Result<(), String> {
         check_pickle(&pickle).map_err(|why| format!("record {name}: {why}"))?;
     }
     Ok(())
+}
+
+const EOCD: &[u8; 4] = b"PK\x05\x06";
+const ZIP64_LOCATOR: &[u8; 4] = b"PK\x06\x07";
+const ZIP64_EOCD: &[u8; 4] = b"PK\x06\x06";
+
+fn field(bytes: &[u8], at: usize, len: usize) -> Result<u64, String> {
+    bytes
+        .get(at..at + len)
+        .map(little_endian)
+        .ok_or_else(|| format!("the archive's directory records are cut off at byte {at}"))
+}
+
+/// The number of records the archive's end records declare, read the way
+/// libtorch's zip reader reads them: a second fuzz finding was an archive
+/// whose classic end record had been zeroed (0 records, which the zip crate
+/// believed, so nothing was checked) while its ZIP64 end record still
+/// listed every record (which libtorch believed, reading a pickle that
+/// declared 3 GiB). So the archive must end exactly with its end record (no
+/// comment, no trailing bytes, as TorchScript's writer leaves it), and a
+/// ZIP64 end record, when present, must agree with the classic one.
+fn check_directory(bytes: &[u8]) -> Result<u64, String> {
+    let eocd = bytes.len().checked_sub(22).filter(|&at| &bytes[at..at + 4] == EOCD).ok_or_else(|| {
+        "not a TorchScript archive: it does not end with a zip end-of-central-directory record \
+         (a comment or trailing bytes, which TorchScript's writer never leaves)"
+            .to_owned()
+    })?;
+    let (entries, dir_size, dir_offset) =
+        (field(bytes, eocd + 10, 2)?, field(bytes, eocd + 12, 4)?, field(bytes, eocd + 16, 4)?);
+    let Some(locator) = eocd.checked_sub(20).filter(|&at| &bytes[at..at + 4] == ZIP64_LOCATOR) else {
+        return Ok(entries);
+    };
+    let record = usize::try_from(field(bytes, locator + 8, 8)?).map_err(|_| "ZIP64 end record offset".to_owned())?;
+    if bytes.get(record..record + 4) != Some(ZIP64_EOCD.as_slice()) {
+        return Err(format!("the ZIP64 locator points at byte {record}, which is not a ZIP64 end record"));
+    }
+    let (entries64, dir_size64, dir_offset64) =
+        (field(bytes, record + 32, 8)?, field(bytes, record + 40, 8)?, field(bytes, record + 48, 8)?);
+    // A classic field at its maximum defers to the ZIP64 one; any other
+    // value must be the same number.
+    let agree = |classic: u64, max: u64, zip64: u64| classic == zip64 || classic == max;
+    if !(agree(entries, 0xffff, entries64)
+        && agree(dir_size, 0xffff_ffff, dir_size64)
+        && agree(dir_offset, 0xffff_ffff, dir_offset64))
+    {
+        return Err(format!(
+            "the archive's two end records disagree (classic: {entries} records, directory {dir_size} bytes at \
+             {dir_offset}; ZIP64: {entries64} records, {dir_size64} bytes at {dir_offset64}): readers would see \
+             different archives"
+        ));
+    }
+    Ok(entries64)
 }
 
 /// What follows an opcode.
@@ -191,9 +254,36 @@ mod tests {
     }
 
     fn finding() -> Vec<u8> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fuzz/regressions/torchscript/oom-2GiB-from-one-mutated-fixture.pt");
+        regression("oom-2GiB-from-one-mutated-fixture.pt")
+    }
+
+    fn regression(name: &str) -> Vec<u8> {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/torchscript").join(name);
         std::fs::read(path).unwrap()
+    }
+
+    /// The second finding: the classic end record zeroed (the zip crate saw
+    /// no records at all) while the ZIP64 one, which libtorch reads, listed
+    /// a pickle declaring 3 GiB. Each of its two defects is refused alone,
+    /// and the fixture passes (negative control).
+    #[test]
+    fn end_records_that_disagree_or_trailing_bytes_are_refused() {
+        let found = regression("oom-2GiB-second-finding.pt");
+        let why = check_archive(&found).unwrap_err();
+        assert!(why.contains("end-of-central-directory"), "{why}");
+        let original = fixture("mlp_adapter.pt");
+        let eocd = original.len() - 22;
+        // Only the classic record zeroed: the records disagree.
+        let mut zeroed = original.clone();
+        zeroed[eocd + 4..].fill(0);
+        let why = check_archive(&zeroed).unwrap_err();
+        assert!(why.contains("disagree") && why.contains("classic: 0 records"), "{why}");
+        // Only trailing bytes.
+        let mut trailing = original.clone();
+        trailing.extend_from_slice(b"trailing");
+        assert!(check_archive(&trailing).unwrap_err().contains("trailing bytes"));
+        check_archive(&original).unwrap();
     }
 
     #[test]
