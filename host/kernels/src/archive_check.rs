@@ -13,9 +13,11 @@
 //! memory bounded by the archive's own size (a record cannot decompress to
 //! more than [`MAX_INFLATION`] times the artifact).
 //!
-//! What it does not bound: tensor shapes in the pickles are checked by
-//! libtorch against the storage records (read by their real size), and the
-//! prewarm forward runs the artifact's own code.
+//! Every storage a `data.pkl` or `constants.pkl` rebuilds a tensor from
+//! must be a record holding at least the elements it declares: libtorch
+//! trusts the declared count and read past a shortened record (a fuzz
+//! finding: a SIGSEGV). What it does not bound: the prewarm forward runs
+//! the artifact's own code.
 
 use std::io::{Cursor, Read};
 
@@ -40,6 +42,7 @@ pub fn check_archive(bytes: &[u8]) -> Result<(), String> {
         return Err("no data.pkl record: not a TorchScript archive".to_owned());
     }
     let bound = (bytes.len() as u64).saturating_mul(MAX_INFLATION);
+    let mut storages = Vec::new();
     for index in 0..archive.len() {
         let mut record = archive.by_index(index).map_err(|e| format!("archive record {index}: {e}"))?;
         let name = record.name().to_owned();
@@ -57,6 +60,29 @@ pub fn check_archive(bytes: &[u8]) -> Result<(), String> {
         // `size()` was bounded above; `take` holds even if it lied.
         (&mut record).take(bound).read_to_end(&mut pickle).map_err(|e| format!("record {name} is corrupt: {e}"))?;
         check_pickle(&pickle).map_err(|why| format!("record {name}: {why}"))?;
+        // The tensors a pickle rebuilds: their storage records must hold them.
+        let dir = match name.rsplit_once('/') {
+            Some((prefix, "data.pkl")) => Some(format!("{prefix}/data/")),
+            Some((prefix, "constants.pkl")) => Some(format!("{prefix}/constants/")),
+            _ => None,
+        };
+        if let Some(dir) = dir {
+            for storage in crate::archive_storage::storages(&pickle).map_err(|why| format!("record {name}: {why}"))? {
+                storages.push((name.clone(), format!("{dir}{}", storage.key), storage));
+            }
+        }
+    }
+    for (pickle, record, storage) in storages {
+        let size = archive.by_name(&record).map(|r| r.size()).map_err(|_| {
+            format!("record {pickle} rebuilds a tensor from storage {record}, which the archive does not have")
+        })?;
+        if size < storage.bytes {
+            return Err(format!(
+                "record {pickle} rebuilds a tensor from storage {record} of {} × {} ({} bytes), but that record \
+                 holds {size} bytes: libtorch would read past it",
+                storage.numel, storage.kind, storage.bytes
+            ));
+        }
     }
     Ok(())
 }
@@ -116,7 +142,7 @@ fn check_directory(bytes: &[u8]) -> Result<u64, String> {
 }
 
 /// What follows an opcode.
-enum Arg {
+pub(crate) enum Arg {
     None,
     Fixed(usize),
     /// A little-endian length of this many bytes, then that many bytes.
@@ -130,7 +156,7 @@ enum Arg {
 }
 
 /// Every opcode of pickle protocols 0–5 and what follows it.
-fn arg_of(op: u8) -> Option<Arg> {
+pub(crate) fn arg_of(op: u8) -> Option<Arg> {
     Some(match op {
         // MARK EMPTY_TUPLE EMPTY_LIST EMPTY_DICT POP POP_MARK DUP NONE BINPERSID
         // REDUCE APPEND BUILD DICT APPENDS LIST OBJ SETITEM TUPLE SETITEMS
@@ -168,7 +194,7 @@ fn arg_of(op: u8) -> Option<Arg> {
     })
 }
 
-fn little_endian(bytes: &[u8]) -> u64 {
+pub(crate) fn little_endian(bytes: &[u8]) -> u64 {
     bytes.iter().rev().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
 }
 
@@ -369,6 +395,24 @@ mod tests {
             other => panic!("expected LoadFailed, got {:?}", other.map(|k| k.sha256().to_owned())),
         }
         load(bottleneck_with(|_| {})).expect("the rewritten fixture loads");
+    }
+
+    /// The third finding: `data/3` (fc2's bias, 32 floats) listed with size
+    /// 0, which made libtorch read past the record (SIGSEGV). Negative
+    /// control: the fixture's four storages are found and fit.
+    #[test]
+    fn a_storage_record_shorter_than_its_tensor_is_refused() {
+        let why = check_archive(&regression("segv-storage-record-emptied.pt")).unwrap_err();
+        assert!(why.contains("mlp_adapter/data/3") && why.contains("holds 0 bytes"), "{why}");
+        let original = fixture("mlp_adapter.pt");
+        let mut archive = zip::ZipArchive::new(Cursor::new(original.as_slice())).unwrap();
+        let mut pickle = Vec::new();
+        archive.by_name("mlp_adapter/data.pkl").unwrap().read_to_end(&mut pickle).unwrap();
+        let found = crate::archive_storage::storages(&pickle).unwrap();
+        let numel: Vec<(String, u64)> = found.into_iter().map(|s| (s.key, s.numel)).collect();
+        let expected = [("0", 1024), ("1", 32), ("2", 1024), ("3", 32)].map(|(k, n)| (k.to_owned(), n));
+        assert_eq!(numel, expected);
+        check_archive(&original).unwrap();
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! - [`fixtures`]: the committed TorchScript blueprints for tests and demos.
 
 pub mod archive_check;
+pub mod archive_storage;
 pub mod error;
 pub mod fixtures;
 pub mod kernel;
