@@ -76,6 +76,16 @@ pub struct GateDecision {
     pub inputs: GateInputs,
 }
 
+/// A verdict computed and finished before the state lock, with the event
+/// that reports it ([`GateService::finish_precomputed`]).
+#[derive(Debug)]
+pub struct FinishedVerdict {
+    /// The decision, its cause named.
+    pub decision: GateDecision,
+    /// Its `kasmina.gate.verdict` event, to emit when it is taken.
+    pub event: TelemetryEvent,
+}
+
 /// Upper bounds (µs) of the plugin-call latency histogram buckets; the
 /// last, implicit bucket is +Inf. Spans the 10 ms default deadline.
 pub const PLUGIN_LATENCY_BUCKETS_US: [u64; 10] = [10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
@@ -319,15 +329,17 @@ impl GateService {
         decision
     }
 
-    /// A verdict computed before the lock ([`precompute`](Self::precompute))
-    /// for a seed and host facts the caller found exactly unchanged since:
-    /// taken as it is, inputs and all, instead of rebuilding the inputs to
+    /// A verdict computed before the lock ([`precompute`](Self::precompute)),
+    /// finished on the seed it was computed for — the cause named, its
+    /// telemetry event built — also before the lock. The caller emits the
+    /// event only if it finds the seed and host facts exactly unchanged
+    /// when it applies the command, instead of rebuilding the inputs to
     /// compare them (what [`evaluate_with`](Self::evaluate_with) does when
-    /// it cannot know). Emitted like any verdict.
-    pub fn accept_precomputed(&self, seed: &SeedContext, decision: GateDecision) -> GateDecision {
+    /// it cannot know). The event carries the time the verdict was reached.
+    pub fn finish_precomputed(&self, seed: &SeedContext, decision: GateDecision) -> FinishedVerdict {
         let decision = with_cause(seed, decision);
-        self.emit(seed, &decision);
-        decision
+        let event = self.event(seed, &decision);
+        FinishedVerdict { decision, event }
     }
 
     /// One call of the active plugin (timed), the host's invariants
@@ -356,6 +368,10 @@ impl GateService {
     }
 
     fn emit(&self, seed: &SeedContext, d: &GateDecision) {
+        self.sink.emit(self.event(seed, d));
+    }
+
+    fn event(&self, seed: &SeedContext, d: &GateDecision) -> TelemetryEvent {
         let level = verdict_level(d);
         let verdict = if d.passed { "passed" } else { "failed" };
         let mut event = TelemetryEvent::new(
@@ -377,7 +393,7 @@ impl GateService {
         for (k, v) in &d.attributes {
             event = event.attr(format!("verdict.{k}"), v.clone());
         }
-        self.sink.emit(event);
+        event
     }
 }
 

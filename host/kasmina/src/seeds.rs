@@ -59,7 +59,7 @@ use self::decisions::{Decision, DecisionQueue, StateGuard};
 pub use self::ops::PreparedCommand;
 pub use self::progress::{STEP_ATTEMPTS, with_step_attempts};
 pub use self::step_prepare::PreparedStep;
-use crate::gates::{GateDecision, GateEnvironment, GateService};
+use crate::gates::{FinishedVerdict, GateDecision, GateEnvironment, GateService};
 use crate::isolation::IsolationBreakers;
 use crate::rollback::{RollbackLedger, RollbackReason};
 use crate::security::CommandVerifier;
@@ -413,9 +413,11 @@ impl SeedManager {
 
     /// [`gate`](Self::gate) with a verdict computed before the lock on this
     /// exact seed and these host facts (the caller checked both).
-    fn gate_precomputed(&self, seed: &SeedContext, verdict: GateDecision) -> GateDecision {
-        let decision = self.gates.accept_precomputed(seed, verdict);
-        self.record_gate(seed, decision)
+    /// A verdict finished before the lock (see
+    /// [`GateService::finish_precomputed`]) taken as it is.
+    fn gate_precomputed(&self, seed: &SeedContext, finished: FinishedVerdict) -> GateDecision {
+        self.sink.emit(finished.event);
+        self.record_gate(seed, finished.decision)
     }
 
     fn record_gate(&self, seed: &SeedContext, decision: GateDecision) -> GateDecision {

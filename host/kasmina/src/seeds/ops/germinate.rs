@@ -2,6 +2,7 @@
 //! with the contract's rules, admission (plugin) and G0 (plugin) decide,
 //! then the seed is GERMINATED and its kernel prefetched.
 
+use kasmina_kernels::CatalogEntry;
 use kasmina_plugin_host::annotation::ParsedAnnotations;
 use kasmina_plugin_host::blueprint::AdmissionContext;
 use leyline::annotations as keys;
@@ -12,7 +13,7 @@ use leyline::{BlueprintDescriptor, GateId, ReasonCode, SeedStage};
 
 use super::seed::SeedCall;
 use super::{Accepted, OpResult, Refusal};
-use crate::gates::GateDecision;
+use crate::gates::FinishedVerdict;
 use crate::seeds::blend::{blend_spec, mode_source};
 use crate::seeds::{SeedContext, SeedManager, State};
 
@@ -33,15 +34,29 @@ pub(super) fn stage_germination(
     seed.descriptor = descriptor.cloned();
 }
 
+/// Whether the seed `germinate` is handed still needs staging.
+#[derive(Debug)]
+// Lives on the stack for one call: a box would be one more allocation
+// under the state lock.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Staging {
+    /// It is the seed as stored: stage it now and ask G0 about it.
+    Now,
+    /// It was staged before the lock for this very command (see
+    /// `StagedGermination`), with the G0 verdict finished on it if one was.
+    Done { g0: Option<FinishedVerdict> },
+}
+
 impl SeedManager {
-    /// `prestaged`: `seed` is already staged for this command (see
-    /// `StagedGermination`), with the G0 verdict computed on it if one was.
+    /// `entry`: the catalog's entry for the command's blueprint, if it has
+    /// one (looked up once by the caller).
     pub(super) fn germinate(
         &self,
         st: &State,
         call: &SeedCall<'_>,
         seed: &mut SeedContext,
-        prestaged: Option<Option<GateDecision>>,
+        entry: Option<&CatalogEntry>,
+        staging: Staging,
     ) -> OpResult {
         let (command, sc, parsed) = (call.command, call.sc, call.parsed);
         if seed.stage != SeedStage::Dormant {
@@ -58,17 +73,15 @@ impl SeedManager {
             .with(keys::BLEND_MODE, blend.mode.as_str())
             .with(keys::BLEND_MODE_SOURCE, mode_source(parsed))
             .with("alpha_clamped", u64::from(parsed.alpha_clamped));
-        // The catalog's shared entry (no copy); the seed takes its own
-        // copy of the descriptor.
-        let entry = self.kernels.urza().entry_arc(&sc.blueprint_id);
-        let g0 = match prestaged {
-            Some(g0) => g0,
-            None => {
-                stage_germination(seed, sc, parsed, blend, entry.as_deref().map(|e| &e.descriptor));
+        // The seed takes its own copy of the descriptor.
+        let g0 = match staging {
+            Staging::Done { g0 } => g0,
+            Staging::Now => {
+                stage_germination(seed, sc, parsed, blend, entry.map(|e| &e.descriptor));
                 None
             }
         };
-        if let Some(entry) = &entry {
+        if let Some(entry) = entry {
             // Asked before the lock; asked here only if that was skipped.
             let asked_now;
             let verdict = match &call.pre.admission {

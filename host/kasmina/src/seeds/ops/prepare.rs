@@ -23,7 +23,7 @@ use super::super::{SeedContext, SeedManager};
 use super::Refusal;
 use super::germinate::stage_germination;
 use super::seed::expected_stage;
-use crate::gates::{GateDecision, GateEnvironment};
+use crate::gates::{FinishedVerdict, GateDecision, GateEnvironment};
 use crate::seeds::blend::blend_spec;
 
 /// A command ready to apply: verified, validated, and with its plugin
@@ -56,7 +56,7 @@ pub(super) struct Precomputed {
 }
 
 /// A GERMINATE staged before the lock. Apply takes `staged` (and the G0
-/// verdict computed on it) instead of staging again and rebuilding the
+/// verdict finished on it) instead of staging again and rebuilding the
 /// gate's inputs only when the seed equals `read` field for field, the host
 /// facts equal `env` and the catalog still serves the same `entry`: then
 /// staging under the lock would produce exactly `staged`.
@@ -66,6 +66,8 @@ pub(super) struct StagedGermination {
     pub(super) env: GateEnvironment,
     pub(super) entry: Arc<CatalogEntry>,
     pub(super) staged: SeedContext,
+    /// G0's verdict on `staged` with its event, if the plugin was asked.
+    pub(super) g0: Option<FinishedVerdict>,
 }
 
 impl StagedGermination {
@@ -201,7 +203,11 @@ impl SeedManager {
             pre.gates.extend(self.gates.precompute(gate, &staged, expected, &env));
         }
         if let Some((read, entry)) = read_and_entry {
-            pre.germination = Some(Box::new(StagedGermination { read, env, entry, staged }));
+            // Finished here, event and all: apply emits it as it is if it
+            // takes the staged seed, and asks G0 again if it does not.
+            let g0 = pre.gates.iter().position(|d| d.gate == GateId::G0Sanity);
+            let g0 = g0.map(|i| self.gates.finish_precomputed(&staged, pre.gates.swap_remove(i)));
+            pre.germination = Some(Box::new(StagedGermination { read, env, entry, staged, g0 }));
         }
         Ok(pre)
     }

@@ -7,6 +7,7 @@ use leyline::annotations as keys;
 use leyline::command::SeedCommand;
 use leyline::{AdaptationCommand, GateId, ReasonCode, SeedOperation, SeedStage};
 
+use super::germinate::Staging;
 use super::prepare::Precomputed;
 use super::{EXPECTED_STAGE, OpResult, Refusal};
 use crate::seeds::SeedManager;
@@ -31,7 +32,7 @@ impl SeedManager {
     ) -> OpResult {
         // The verdicts computed before the lock become the gates' memo
         // (moved: nothing else reads them).
-        let mut memo = std::mem::take(&mut pre.gates);
+        let memo = std::mem::take(&mut pre.gates);
         let staged = pre.germination.take();
         let pre = &*pre;
         let mut guard = self.lock();
@@ -68,24 +69,30 @@ impl SeedManager {
         // A GERMINATE staged before the lock on this very seed, with the
         // same host facts and catalog entry, is taken as staged, with its G0
         // verdict: staging again would produce the same seed.
+        // The catalog entry is looked up once, for that check and for
+        // `germinate`.
+        let entry = match sc.operation {
+            SeedOperation::Germinate => self.kernels.urza().entry_arc(&sc.blueprint_id),
+            _ => None,
+        };
         let prestaged = staged.filter(|s| {
             sc.operation == SeedOperation::Germinate && {
                 let env = self.environment_of(st, &current.seed_id, &current.site, Some(sc.blueprint_id.as_str()));
-                s.still_matches(current, &env, self.kernels.urza().entry_arc(&sc.blueprint_id).as_ref())
+                s.still_matches(current, &env, entry.as_ref())
             }
         });
         // Work on a copy: nothing is written back unless the command acts.
-        let (mut seed, g0) = match prestaged {
+        let (mut seed, staging) = match prestaged {
             Some(s) => {
-                let g0 = memo.iter().position(|d| d.gate == GateId::G0Sanity).map(|i| memo.swap_remove(i));
-                (s.staged, Some(g0))
+                let s = *s;
+                (s.staged, Staging::Done { g0: s.g0 })
             }
-            None => (current.clone(), None),
+            None => (current.clone(), Staging::Now),
         };
         let mut directives = Vec::new();
         st.gate_memo = memo;
         let result = match sc.operation {
-            SeedOperation::Germinate => self.germinate(st, &call, &mut seed, g0),
+            SeedOperation::Germinate => self.germinate(st, &call, &mut seed, entry.as_deref(), staging),
             SeedOperation::StartTraining => {
                 self.advance_now(st, &call, &mut seed, &mut directives, GateId::G1GradientHealth)
             }
