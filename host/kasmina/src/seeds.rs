@@ -50,7 +50,7 @@ use kasmina_plugin_host::blueprint::BlueprintPlugin;
 use kasmina_plugin_host::reload::PluginSlot;
 use leyline::api::{CheckpointAction, GraftDirective, HostRegistration};
 use leyline::journal::ProgressState;
-use leyline::{AdaptationCommand, GateId, Outcome, SeedStage, SeedState, TelemetryEvent, TelemetryLevel};
+use leyline::{AdaptationCommand, AttrValue, GateId, Outcome, SeedStage, SeedState, TelemetryEvent, TelemetryLevel};
 
 pub use self::checkpoints::RollbackCapture;
 use self::checkpoints::{InFlightRollback, PointCtx};
@@ -365,6 +365,20 @@ impl SeedManager {
 
     /// Applies `seed.stage → to` through the one transition table.
     fn transition(&self, seed: &mut SeedContext, to: SeedStage, step: Option<u64>, reason: &str) -> bool {
+        self.transition_with(seed, to, step, reason, None)
+    }
+
+    /// [`transition`](Self::transition), emitting `prebuilt` — this very
+    /// edge's event, built before the state lock by
+    /// [`transition_event`](Self::transition_event) — with its step set.
+    fn transition_with(
+        &self,
+        seed: &mut SeedContext,
+        to: SeedStage,
+        step: Option<u64>,
+        reason: &str,
+        prebuilt: Option<TelemetryEvent>,
+    ) -> bool {
         let from = seed.stage;
         if let Err(err) = from.check_transition(to) {
             self.sink.emit(
@@ -379,19 +393,20 @@ impl SeedManager {
             return false;
         }
         seed.enter(to);
-        self.sink.emit(
-            TelemetryEvent::new(
-                "kasmina.seed.transition",
-                TelemetryLevel::Info,
-                format!("{} {from} -> {to}: {reason}", seed.seed_id),
-                self.clock.now_ms(),
-            )
-            .seed(seed.seed_id.as_str())
-            .attr("from", from.as_str())
-            .attr("to", to.as_str())
-            .attr("reason", reason)
-            .attr("step", step.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX))),
-        );
+        let event = match prebuilt {
+            Some(mut event) => {
+                // The step is the one thing read under the lock.
+                match event.attributes.get_mut("step") {
+                    Some(value) => *value = step_attr(step),
+                    None => {
+                        event.attributes.insert("step".to_owned(), step_attr(step));
+                    }
+                }
+                event
+            }
+            None => self.transition_event(&seed.seed_id, from, to, step, reason),
+        };
+        self.sink.emit(event);
         if self.recorder.is_some() {
             self.decisions.push(Decision::Transition {
                 seed_id: seed.seed_id.clone(),
@@ -402,6 +417,28 @@ impl SeedManager {
             });
         }
         true
+    }
+
+    /// The `kasmina.seed.transition` event of one edge.
+    fn transition_event(
+        &self,
+        seed_id: &str,
+        from: SeedStage,
+        to: SeedStage,
+        step: Option<u64>,
+        reason: &str,
+    ) -> TelemetryEvent {
+        TelemetryEvent::new(
+            "kasmina.seed.transition",
+            TelemetryLevel::Info,
+            format!("{seed_id} {from} -> {to}: {reason}"),
+            self.clock.now_ms(),
+        )
+        .seed(seed_id)
+        .attr("from", from.as_str())
+        .attr("to", to.as_str())
+        .attr("reason", reason)
+        .attr("step", step_attr(step))
     }
 
     /// Evaluates `gate` and records the decision.
@@ -529,4 +566,9 @@ fn validate_registration(r: &HostRegistration) -> Result<(), String> {
         return Err(format!("{} checkpoints listed; at most {MAX_SLOTS}", r.checkpoints.len()));
     }
     Ok(())
+}
+
+/// A transition's step as an event attribute (-1: before the first step).
+fn step_attr(step: Option<u64>) -> AttrValue {
+    AttrValue::Int(step.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX)))
 }

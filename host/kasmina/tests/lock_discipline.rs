@@ -108,3 +108,37 @@ fn a_germination_staged_before_a_change_of_host_facts_is_judged_again() {
     assert!(outcome.accepted, "{outcome:?}");
     assert_eq!(calls(&h).1, before + 1, "a verdict staged for a 1-rank job was applied to a 2-rank one");
 }
+
+/// A GERMINATE taken as staged emits events built before the lock; the
+/// transition's step is the one thing read on apply. Here steps are
+/// reported between prepare and apply (the host facts stay the same: the
+/// metric does not move), so the staged seed is taken — no plugin call
+/// under the lock — and the event must carry the step at apply (5), not
+/// the one at prepare (2). Negative control: emitting the prebuilt event
+/// as built fails the step check.
+#[test]
+fn a_germination_taken_as_staged_reports_the_step_it_was_applied_at() {
+    let mut h = harness();
+    h.step();
+    h.step();
+    let cmd = h.seed_op("seed-b", SeedOperation::Germinate, MLP_ADAPTER_64, &[]);
+    let prepared = h.host.prepare_command(cmd);
+    for _ in 0..3 {
+        h.step();
+    }
+    h.events();
+    let (_, before) = calls(&h);
+    let outcome = h.host.apply_command(prepared);
+    assert!(outcome.accepted, "{outcome:?}");
+    assert_eq!(calls(&h).1, before, "the staged seed was not taken: this test checks nothing");
+    let events = h.events();
+    let transition = events
+        .iter()
+        .find(|e| e.name == "kasmina.seed.transition" && e.seed_id.as_deref() == Some("seed-b"))
+        .expect("a transition event for seed-b");
+    assert_eq!(transition.attributes.get("to").map(ToString::to_string).as_deref(), Some("GERMINATED"));
+    assert_eq!(transition.attributes.get("step").map(ToString::to_string).as_deref(), Some("5"), "{transition:?}");
+    let verdict = events.iter().position(|e| e.name == "kasmina.gate.verdict" && e.seed_id.as_deref() == Some("seed-b"));
+    let moved = events.iter().position(|e| std::ptr::eq(e, transition));
+    assert!(verdict.is_some() && verdict < moved, "G0's verdict is reported before the transition: {events:?}");
+}

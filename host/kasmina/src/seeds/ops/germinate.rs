@@ -9,7 +9,7 @@ use leyline::annotations as keys;
 use leyline::api::BlendSpec;
 use leyline::command::SeedCommand;
 use leyline::prefetch::PrefetchRequest;
-use leyline::{BlueprintDescriptor, GateId, ReasonCode, SeedStage};
+use leyline::{BlueprintDescriptor, GateId, ReasonCode, SeedStage, TelemetryEvent};
 
 use super::seed::SeedCall;
 use super::{Accepted, OpResult, Refusal};
@@ -43,9 +43,13 @@ pub(super) enum Staging {
     /// It is the seed as stored: stage it now and ask G0 about it.
     Now,
     /// It was staged before the lock for this very command (see
-    /// `StagedGermination`), with the G0 verdict finished on it if one was.
-    Done { g0: Option<FinishedVerdict> },
+    /// `StagedGermination`), with the G0 verdict finished on it if one was
+    /// and the DORMANT → GERMINATED event, unless G0 is known to fail.
+    Done { g0: Option<FinishedVerdict>, germinated: Option<TelemetryEvent> },
 }
+
+/// Why a seed leaves DORMANT.
+pub(super) const G0_PASSED: &str = "G0 passed";
 
 impl SeedManager {
     /// `entry`: the catalog's entry for the command's blueprint, if it has
@@ -74,11 +78,11 @@ impl SeedManager {
             .with(keys::BLEND_MODE_SOURCE, mode_source(parsed))
             .with("alpha_clamped", u64::from(parsed.alpha_clamped));
         // The seed takes its own copy of the descriptor.
-        let g0 = match staging {
-            Staging::Done { g0 } => g0,
+        let (g0, germinated) = match staging {
+            Staging::Done { g0, germinated } => (g0, germinated),
             Staging::Now => {
                 stage_germination(seed, sc, parsed, blend, entry.map(|e| &e.descriptor));
-                None
+                (None, None)
             }
         };
         if let Some(entry) = entry {
@@ -118,7 +122,7 @@ impl SeedManager {
             }
             return Err(refusal);
         }
-        self.transition(seed, SeedStage::Germinated, st.last_step, "G0 passed");
+        self.transition_with(seed, SeedStage::Germinated, st.last_step, G0_PASSED, germinated);
         seed.metric_baseline = st.latest_metric;
         let request = PrefetchRequest {
             request_id: command.command_id.clone(),

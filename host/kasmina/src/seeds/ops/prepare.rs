@@ -17,11 +17,13 @@ use kasmina_plugin_host::annotation::{AnnotationError, ParsedAnnotations};
 use kasmina_plugin_host::blueprint::AdmissionContext;
 use leyline::annotations as keys;
 use leyline::command::SeedCommand;
-use leyline::{AdaptationCommand, CommandPayload, GateId, Outcome, ReasonCode, SeedOperation, SeedStage};
+use leyline::{
+    AdaptationCommand, CommandPayload, GateId, Outcome, ReasonCode, SeedOperation, SeedStage, TelemetryEvent,
+};
 
 use super::super::{SeedContext, SeedManager};
 use super::Refusal;
-use super::germinate::stage_germination;
+use super::germinate::{G0_PASSED, stage_germination};
 use super::seed::expected_stage;
 use crate::gates::{FinishedVerdict, GateDecision, GateEnvironment};
 use crate::seeds::blend::blend_spec;
@@ -68,6 +70,9 @@ pub(super) struct StagedGermination {
     pub(super) staged: SeedContext,
     /// G0's verdict on `staged` with its event, if the plugin was asked.
     pub(super) g0: Option<FinishedVerdict>,
+    /// The DORMANT → GERMINATED event (its step set on apply), unless
+    /// `g0` failed.
+    pub(super) germinated: Option<TelemetryEvent>,
 }
 
 impl StagedGermination {
@@ -207,7 +212,11 @@ impl SeedManager {
             // takes the staged seed, and asks G0 again if it does not.
             let g0 = pre.gates.iter().position(|d| d.gate == GateId::G0Sanity);
             let g0 = g0.map(|i| self.gates.finish_precomputed(&staged, pre.gates.swap_remove(i)));
-            pre.germination = Some(Box::new(StagedGermination { read, env, entry, staged, g0 }));
+            let germinated = g0
+                .as_ref()
+                .is_none_or(|g0| g0.decision.passed)
+                .then(|| self.transition_event(&staged.seed_id, staged.stage, SeedStage::Germinated, None, G0_PASSED));
+            pre.germination = Some(Box::new(StagedGermination { read, env, entry, staged, g0, germinated }));
         }
         Ok(pre)
     }

@@ -85,7 +85,7 @@ impl SeedManager {
         let (mut seed, staging) = match prestaged {
             Some(s) => {
                 let s = *s;
-                (s.staged, Staging::Done { g0: s.g0 })
+                (s.staged, Staging::Done { g0: s.g0, germinated: s.germinated })
             }
             None => (current.clone(), Staging::Now),
         };
