@@ -41,7 +41,7 @@ mod step_prepare;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 use kasmina_core::{CircuitBreaker, Clock};
 use kasmina_kernels::{KernelLoadManager, PrefetchEvent, PrefetchEvents};
@@ -165,7 +165,7 @@ pub struct SeedManager {
     /// concluding a command does not take the state lock again.
     accepted: AtomicU64,
     rejected: AtomicU64,
-    state: Mutex<State>,
+    state: RwLock<State>,
 }
 
 impl std::fmt::Debug for SeedManager {
@@ -194,7 +194,7 @@ impl SeedManager {
             decisions: DecisionQueue::default(),
             accepted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
-            state: Mutex::new(State::default()),
+            state: RwLock::new(State::default()),
         }
     }
 
@@ -312,15 +312,17 @@ impl SeedManager {
     /// The state lock for a call that may change state; its decisions are
     /// written to the recorder when it is released.
     fn lock(&self) -> StateGuard<'_> {
-        StateGuard::new(self.read(), self)
-    }
-
-    /// The state lock for reading only (also what the journal's snapshot
-    /// callbacks use: they must never write decisions themselves).
-    fn read(&self) -> MutexGuard<'_, State> {
         // Every mutation is checked before it is applied; a panic cannot
         // leave a seed half-transitioned.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        StateGuard::new(self.state.write().unwrap_or_else(PoisonError::into_inner), self)
+    }
+
+    /// The state for reading only: shared with other readers (prepare's
+    /// brief read, `status`, `seed_states`), exclusive of `lock`. Also what
+    /// the journal's snapshot callbacks use: they must never write
+    /// decisions themselves.
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Writes the queued decisions (no state lock held).

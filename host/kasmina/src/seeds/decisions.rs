@@ -11,7 +11,7 @@
 //! `seed_states` or another seed's command.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLockWriteGuard};
 
 use leyline::SeedStage;
 
@@ -60,13 +60,13 @@ impl DecisionQueue {
 /// telemetry events emitted meanwhile are delivered and the decisions it
 /// queued are written (see the module docs and [`HeldEvents`]).
 pub(super) struct StateGuard<'a> {
-    guard: Option<MutexGuard<'a, State>>,
+    guard: Option<RwLockWriteGuard<'a, State>>,
     holding: Option<Holding>,
     manager: &'a SeedManager,
 }
 
 impl<'a> StateGuard<'a> {
-    pub(super) fn new(guard: MutexGuard<'a, State>, manager: &'a SeedManager) -> Self {
+    pub(super) fn new(guard: RwLockWriteGuard<'a, State>, manager: &'a SeedManager) -> Self {
         StateGuard { guard: Some(guard), holding: Some(HeldEvents::hold()), manager }
     }
 }
