@@ -138,7 +138,8 @@ fn a_germination_taken_as_staged_reports_the_step_it_was_applied_at() {
         .expect("a transition event for seed-b");
     assert_eq!(transition.attributes.get("to").map(ToString::to_string).as_deref(), Some("GERMINATED"));
     assert_eq!(transition.attributes.get("step").map(ToString::to_string).as_deref(), Some("5"), "{transition:?}");
-    let verdict = events.iter().position(|e| e.name == "kasmina.gate.verdict" && e.seed_id.as_deref() == Some("seed-b"));
+    let verdict =
+        events.iter().position(|e| e.name == "kasmina.gate.verdict" && e.seed_id.as_deref() == Some("seed-b"));
     let moved = events.iter().position(|e| std::ptr::eq(e, transition));
     assert!(verdict.is_some() && verdict < moved, "G0's verdict is reported before the transition: {events:?}");
 }
