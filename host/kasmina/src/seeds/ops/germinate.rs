@@ -13,7 +13,7 @@ use leyline::{BlueprintDescriptor, GateId, ReasonCode, SeedStage, TelemetryEvent
 
 use super::seed::SeedCall;
 use super::{Accepted, OpResult, Refusal};
-use crate::gates::FinishedVerdict;
+use crate::gates::{FinishedVerdict, GateDecision};
 use crate::seeds::blend::{blend_spec, mode_source};
 use crate::seeds::{SeedContext, SeedManager, State};
 
@@ -45,7 +45,21 @@ pub(super) enum Staging {
     /// It was staged before the lock for this very command (see
     /// `StagedGermination`), with the G0 verdict finished on it if one was
     /// and the DORMANT → GERMINATED event, unless G0 is known to fail.
-    Done { g0: Option<FinishedVerdict>, germinated: Option<TelemetryEvent> },
+    Done { g0: Option<FinishedVerdict>, germinated: Option<TelemetryEvent>, accepted: Accepted },
+}
+
+/// What an accepted GERMINATE reports (built before the lock for a staged
+/// one).
+pub(super) fn accepted_germination(
+    seed_id: &str,
+    sc: &SeedCommand,
+    parsed: &ParsedAnnotations,
+    blend: &BlendSpec,
+) -> Accepted {
+    Accepted::new(format!("germinated {seed_id} with {}", sc.blueprint_id))
+        .with(keys::BLEND_MODE, blend.mode.as_str())
+        .with(keys::BLEND_MODE_SOURCE, mode_source(parsed))
+        .with("alpha_clamped", u64::from(parsed.alpha_clamped))
 }
 
 /// Why a seed leaves DORMANT.
@@ -53,7 +67,8 @@ pub(super) const G0_PASSED: &str = "G0 passed";
 
 impl SeedManager {
     /// `entry`: the catalog's entry for the command's blueprint, if it has
-    /// one (looked up once by the caller).
+    /// one (looked up once by the caller). `spent`: receives G0's decision
+    /// once it is no longer needed, for the caller to free after the lock.
     pub(super) fn germinate(
         &self,
         st: &State,
@@ -61,6 +76,7 @@ impl SeedManager {
         seed: &mut SeedContext,
         entry: Option<&CatalogEntry>,
         staging: Staging,
+        spent: &mut Option<GateDecision>,
     ) -> OpResult {
         let (command, sc, parsed) = (call.command, call.sc, call.parsed);
         if seed.stage != SeedStage::Dormant {
@@ -70,19 +86,18 @@ impl SeedManager {
             }
             return Err(Refusal::new(ReasonCode::InvalidStage, detail));
         }
-        // Refused here, before any state changes, with the key named: a spec
-        // the trainer would refuse must never germinate a seed.
-        let blend = blend_spec(parsed).map_err(|r| Refusal::new(r.reason, r.detail).key(r.key))?;
-        let accepted = Accepted::new(format!("germinated {} with {}", seed.seed_id, sc.blueprint_id))
-            .with(keys::BLEND_MODE, blend.mode.as_str())
-            .with(keys::BLEND_MODE_SOURCE, mode_source(parsed))
-            .with("alpha_clamped", u64::from(parsed.alpha_clamped));
-        // The seed takes its own copy of the descriptor.
-        let (g0, germinated) = match staging {
-            Staging::Done { g0, germinated } => (g0, germinated),
+        let (g0, germinated, accepted) = match staging {
+            // Its blend spec passed the same check in prepare.
+            Staging::Done { g0, germinated, accepted } => (g0, germinated, accepted),
             Staging::Now => {
+                // Refused here, before any state changes, with the key
+                // named: a spec the trainer would refuse must never
+                // germinate a seed.
+                let blend = blend_spec(parsed).map_err(|r| Refusal::new(r.reason, r.detail).key(r.key))?;
+                let accepted = accepted_germination(&seed.seed_id, sc, parsed, &blend);
+                // The seed takes its own copy of the descriptor.
                 stage_germination(seed, sc, parsed, blend, entry.map(|e| &e.descriptor));
-                (None, None)
+                (None, None, accepted)
             }
         };
         if let Some(entry) = entry {
@@ -122,6 +137,7 @@ impl SeedManager {
             }
             return Err(refusal);
         }
+        *spent = Some(decision);
         self.transition_with(seed, SeedStage::Germinated, st.last_step, G0_PASSED, germinated);
         seed.metric_baseline = st.latest_metric;
         let request = PrefetchRequest {

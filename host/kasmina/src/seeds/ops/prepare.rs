@@ -22,9 +22,9 @@ use leyline::{
 };
 
 use super::super::{SeedContext, SeedManager};
-use super::Refusal;
-use super::germinate::{G0_PASSED, stage_germination};
+use super::germinate::{G0_PASSED, accepted_germination, stage_germination};
 use super::seed::expected_stage;
+use super::{Accepted, Refusal};
 use crate::gates::{FinishedVerdict, GateDecision, GateEnvironment};
 use crate::seeds::blend::blend_spec;
 
@@ -73,6 +73,8 @@ pub(super) struct StagedGermination {
     /// The DORMANT → GERMINATED event (its step set on apply), unless
     /// `g0` failed.
     pub(super) germinated: Option<TelemetryEvent>,
+    /// What the command reports if it is accepted.
+    pub(super) accepted: Accepted,
 }
 
 impl StagedGermination {
@@ -188,12 +190,13 @@ impl SeedManager {
         // Staging reads no state: done with no lock held.
         let admission = germination.map(|(blend, entry, run_id)| {
             let read = staged.clone();
+            let accepted = accepted_germination(&staged.seed_id, sc, &parsed, &blend);
             stage_germination(&mut staged, sc, &parsed, blend, Some(&entry.descriptor));
-            (read, entry, run_id)
+            (read, entry, run_id, accepted)
         });
         pre.parsed = Some(parsed);
         let mut read_and_entry = None;
-        if let Some((read, entry, run_id)) = admission {
+        if let Some((read, entry, run_id, accepted)) = admission {
             let context = AdmissionContext { training_run_id: run_id, quarantine: false, approved: false };
             let verdict = self.policies.blueprints.current().admit(&entry.descriptor, &sc.parameters, &context);
             let passed = verdict.passed;
@@ -201,13 +204,13 @@ impl SeedManager {
             if !passed {
                 return Ok(pre);
             }
-            read_and_entry = Some((read, entry));
+            read_and_entry = Some((read, entry, accepted));
         }
         let (from, _) = gate.edge();
         if staged.stage == from {
             pre.gates.extend(self.gates.precompute(gate, &staged, expected, &env));
         }
-        if let Some((read, entry)) = read_and_entry {
+        if let Some((read, entry, accepted)) = read_and_entry {
             // Finished here, event and all: apply emits it as it is if it
             // takes the staged seed, and asks G0 again if it does not.
             let g0 = pre.gates.iter().position(|d| d.gate == GateId::G0Sanity);
@@ -216,7 +219,7 @@ impl SeedManager {
                 .as_ref()
                 .is_none_or(|g0| g0.decision.passed)
                 .then(|| self.transition_event(&staged.seed_id, staged.stage, SeedStage::Germinated, None, G0_PASSED));
-            pre.germination = Some(Box::new(StagedGermination { read, env, entry, staged, g0, germinated }));
+            pre.germination = Some(Box::new(StagedGermination { read, env, entry, staged, g0, germinated, accepted }));
         }
         Ok(pre)
     }

@@ -85,14 +85,15 @@ impl SeedManager {
         let (mut seed, staging) = match prestaged {
             Some(s) => {
                 let s = *s;
-                (s.staged, Staging::Done { g0: s.g0, germinated: s.germinated })
+                (s.staged, Staging::Done { g0: s.g0, germinated: s.germinated, accepted: s.accepted })
             }
             None => (current.clone(), Staging::Now),
         };
         let mut directives = Vec::new();
+        let mut spent_g0 = None;
         st.gate_memo = memo;
         let result = match sc.operation {
-            SeedOperation::Germinate => self.germinate(st, &call, &mut seed, entry.as_deref(), staging),
+            SeedOperation::Germinate => self.germinate(st, &call, &mut seed, entry.as_deref(), staging, &mut spent_g0),
             SeedOperation::StartTraining => {
                 self.advance_now(st, &call, &mut seed, &mut directives, GateId::G1GradientHealth)
             }
@@ -115,7 +116,7 @@ impl SeedManager {
         // The lock is released before what the command no longer needs (the
         // memo, the state it replaced) is freed.
         drop(guard);
-        drop((spent_memo, replaced));
+        drop((spent_memo, replaced, spent_g0));
         result
     }
 }
