@@ -71,7 +71,8 @@ pub(super) struct StagedGermination {
     /// G0's verdict on `staged` with its event, if the plugin was asked.
     pub(super) g0: Option<FinishedVerdict>,
     /// The DORMANT → GERMINATED event (its step set on apply), unless
-    /// `g0` failed.
+    /// `g0` failed. Like `g0`'s event it carries the time it was built,
+    /// microseconds before the lock.
     pub(super) germinated: Option<TelemetryEvent>,
     /// What the command reports if it is accepted.
     pub(super) accepted: Accepted,
