@@ -63,12 +63,14 @@ limits_of() {
     esac
 }
 
-# Seeds kept in the repository for the host targets: the project's own fixtures.
+# Seeds kept in the repository for the host targets: the project's own fixtures
+# (tests/fuzz-checks/src/replay.rs, `checked_in`, replays the same list: keep them alike).
 host_seeds() {
     local dir="$1" t="$2"
     case "$t" in
         settings) cp examples/digits/daemon.toml "$dir/digits_daemon.toml"; : > "$dir/empty.toml" ;;
         torchscript) cp host/kernels/fixtures/*.pt "$dir/" ;;
+        annotations_wasm) cp fuzz/corpus/annotations/* "$dir/" ;;
     esac
 }
 
@@ -87,7 +89,8 @@ run() {
         host_seeds "$extra" "$target"
         seeds+=("$extra")
     fi
-    if [[ "$target" == torchscript || "$target" == settings || "$target" == urza_catalog ]]; then
+    # A host build links libtorch into every target (they share the checks crate), without an rpath.
+    if is_host "$target" || [[ -f "$(dirname "$(bin_of "$target")")/torchscript" ]]; then
         export LD_LIBRARY_PATH="$(sed -n 's/^LIBTORCH = "\(.*\)"$/\1/p' .cargo/config.toml)/lib:${LD_LIBRARY_PATH:-}"
     fi
     local rc=0

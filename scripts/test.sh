@@ -52,6 +52,7 @@ echo "[test] cargo test --workspace (first run compiles libtorch bindings and wa
 # --no-fail-fast: one run reports every failing test binary, not only the first.
 cargo test --workspace --locked --no-fail-fast "$@"
 # --- fuzz smoke: coverage-guided libFuzzer runs of the light targets (fuzz/, scripts/fuzz.sh) ---
+# (Every target, host ones included, is also replayed by `cargo test -p kasmina-fuzz-checks` above.)
 # Each target replays its seed corpus and regression inputs (fuzz/corpus, fuzz/regressions),
 # then fuzzes for KASMINA_FUZZ_SMOKE_SECONDS (default 5) seconds; a crash, hang or an
 # allocation over a cap fails the suite. Long campaigns and the host targets: scripts/fuzz.sh.

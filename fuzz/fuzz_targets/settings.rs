@@ -1,24 +1,11 @@
-//! The daemon's settings file (`kasmina::Settings::from_toml`): TOML parsing
-//! with `deny_unknown_fields`, then range validation.
-//!
-//! Input: the file's bytes (invalid UTF-8 replaced, as `from_file` would
-//! refuse it before parsing). An accepted file validates again; nothing
-//! allocates more than the settings file cap (1 MiB).
+//! libFuzzer target `settings`: the check in
+//! `tests/fuzz-checks/src/targets/settings.rs` (what it checks and how an
+//! input is read are documented there; the ordinary test build replays the
+//! same check on the checked-in inputs).
 //!
 //! Run: `scripts/fuzz.sh settings 60` (a host target: links wasmtime and libtorch).
 #![no_main]
 
-use kasmina::settings::Settings;
-use kasmina::settings::defaults::SETTINGS_FILE_BYTES_CAP;
-use kasmina_fuzz::with_alloc_cap;
-use libfuzzer_sys::fuzz_target;
+kasmina_fuzz_checks::capped_allocator!();
 
-kasmina_fuzz::capped_allocator!();
-
-fuzz_target!(|data: &[u8]| {
-    let text = String::from_utf8_lossy(data);
-    let parsed = with_alloc_cap(SETTINGS_FILE_BYTES_CAP as usize, "parsing settings", || Settings::from_toml(&text));
-    if let Ok(settings) = parsed {
-        settings.validate().expect("accepted settings validate again");
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| kasmina_fuzz_checks::targets::settings::check(data));

@@ -1,40 +1,11 @@
-//! Kernel artifacts handed to the TorchScript loader (`LoadedKernel::load`:
-//! libtorch's `torch::jit::load` from bytes, eval mode, prewarm on a probe
-//! input checked against the descriptor's interface).
+//! libFuzzer target `torchscript`: the check in
+//! `tests/fuzz-checks/src/targets/torchscript.rs` (what it checks and how an
+//! input is read are documented there; the ordinary test build replays the
+//! same check on the checked-in inputs).
 //!
-//! Input: the artifact's bytes; the descriptor is the `mlp_adapter`
-//! fixture's. In production only bytes whose SHA-256 matches the catalog
-//! reach this loader; the target asks what happens if a publisher's bytes
-//! are hostile anyway: a typed error, never a crash of the host.
-//! libtorch is not instrumented, so coverage counts the Rust side only.
-//!
-//! Run: `scripts/fuzz.sh torchscript 60` (a host target).
+//! Run: `scripts/fuzz.sh torchscript 60` (a host target: links wasmtime and libtorch).
 #![no_main]
 
-use std::sync::OnceLock;
+kasmina_fuzz_checks::capped_allocator!();
 
-use kasmina_kernels::{CatalogEntry, LoadedKernel, VerifiedArtifact, fixtures};
-use libfuzzer_sys::fuzz_target;
-use tch::Device;
-
-kasmina_fuzz::capped_allocator!();
-
-fn entry() -> &'static CatalogEntry {
-    static ENTRY: OnceLock<CatalogEntry> = OnceLock::new();
-    ENTRY.get_or_init(|| {
-        let fixture = fixtures::get("mlp_adapter").expect("the mlp_adapter fixture");
-        CatalogEntry {
-            descriptor: fixture.descriptor,
-            artifact_sha256: "0".repeat(64),
-            artifact_size: 1,
-            artifact_file: CatalogEntry::artifact_file_for(&"0".repeat(64)),
-            published_at_ms: 0,
-        }
-    })
-}
-
-fuzz_target!(|data: &[u8]| {
-    tch::set_num_threads(1);
-    let artifact = VerifiedArtifact { entry: entry().clone(), bytes: data.to_vec() };
-    let _ = LoadedKernel::load(artifact, Device::Cpu, 1, 0);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| kasmina_fuzz_checks::targets::torchscript::check(data));

@@ -10,6 +10,13 @@
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
+        // The fuzz checks link libtorch only with their `host` feature (the
+        // fuzz workspace's light build turns it off): nothing to do then.
+        if std::env::var("CARGO_PKG_NAME").as_deref() == Ok("kasmina-fuzz-checks")
+            && std::env::var_os("CARGO_FEATURE_HOST").is_none()
+        {
+            return;
+        }
         // Not reachable while torch-sys is a direct dependency; say so loudly.
         println!(
             "cargo:warning=DEP_TCH_LIBTORCH_LIB not set: this crate must depend on torch-sys directly for the libtorch rpath"

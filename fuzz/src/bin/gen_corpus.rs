@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use kasmina_client::codec::encode_frame;
 use kasmina_client::command::CommandBuilder;
 use kasmina_client::key::HmacKey;
-use kasmina_fuzz::{journal_config, piece};
+use kasmina_fuzz_checks::{journal_config, piece};
 use kasmina_journal::DecisionJournal;
 use kasmina_journal::recovery::segment_name;
 use leyline::api::{ApiError, ApiErrorCode, HostRegistration, SeedStepReport, SiteSpec, SlotSpec, StepReport};

@@ -1,14 +1,5 @@
-//! Shared pieces of the fuzz targets (`fuzz_targets/*.rs`, one per parser of
-//! outside input; see tests/README.md, "Fuzzing"):
-//!
-//! - [`CappedAlloc`]: the global allocator of every target. Inside
-//!   [`with_alloc_cap`] any single allocation larger than the cap aborts the
-//!   process with the size and the cap, so libFuzzer records the input as a
-//!   crash: "no allocation over the frame/annotation caps" is checked on
-//!   every execution, not sampled.
-//! - [`Input`]: splits one fuzz input into the pieces a target needs (a cap,
-//!   a chunking pattern, files), so one byte string drives a whole scenario.
-
+//! The pieces every check shares: a capped allocator, an input cursor,
+//! scratch directories and the journal settings of the `journal` target.
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -59,13 +50,19 @@ unsafe impl GlobalAlloc for CappedAlloc {
 /// Runs `f` with single allocations on this thread capped at `cap` bytes
 /// (`what` names the step in the abort message); restores the previous cap.
 pub fn with_alloc_cap<R>(cap: usize, what: &'static str, f: impl FnOnce() -> R) -> R {
-    let (old_cap, old_what) = (CAP.with(Cell::get), WHAT.with(Cell::get));
+    /// Puts the previous cap back on return and on unwind (the replay
+    /// catches a check's panic and goes on allocating on this thread).
+    struct Restore(usize, &'static str);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CAP.with(|c| c.set(self.0));
+            WHAT.with(|w| w.set(self.1));
+        }
+    }
+    let _restore = Restore(CAP.with(Cell::get), WHAT.with(Cell::get));
     CAP.with(|c| c.set(cap));
     WHAT.with(|w| w.set(what));
-    let out = f();
-    CAP.with(|c| c.set(old_cap));
-    WHAT.with(|w| w.set(old_what));
-    out
+    f()
 }
 
 /// Declares [`CappedAlloc`] as the global allocator of a target binary.
