@@ -164,6 +164,12 @@ impl CommandValidator {
         required_id("target_seed_id", &command.target_seed_id)?;
         required_id("blueprint_id", &seed.blueprint_id)?;
         required_annotation(command, TRAINING_RUN_ID)?;
+        // An id (SPEC.md §3's 256-byte cap), checked before the annotation
+        // parser runs: a parser returning a longer one fails the plugin host's
+        // output check as a plugin fault, not as this command's bad input.
+        if let Some(run_id) = command.annotations.get(TRAINING_RUN_ID) {
+            bounded_id(TRAINING_RUN_ID, run_id.trim(), true)?;
+        }
         if seed.operation.requires_mesh_layers() {
             required_annotation(command, MESH_LAYERS)?;
         }

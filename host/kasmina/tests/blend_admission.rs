@@ -166,7 +166,11 @@ fn clamped_alpha_values_are_counted_in_the_outcome_and_its_event() {
 #[test]
 fn mesh_layers_that_are_json_but_not_a_list_of_strings_are_refused() {
     let mut h = harness();
-    for value in [r#"{"hidden": 1}"#, r#""hidden""#, "{}"] {
+    // A layer name over 256 bytes, too (found by fuzzing: the parser returned
+    // it and the host's output check then refused the command as a plugin
+    // failure, blaming the plugin for the controller's input).
+    let long = format!("hidden,{}", "é".repeat(130));
+    for value in [r#"{"hidden": 1}"#, r#""hidden""#, "{}", long.as_str()] {
         let outcome = germinate(&mut h, &[(MESH_LAYERS, value)]);
         assert!(!outcome.accepted, "{value}: accepted {outcome:?}");
         assert_eq!(outcome.reason, Some(ReasonCode::InvalidMesh), "{value}: {outcome:?}");

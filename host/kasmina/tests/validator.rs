@@ -214,4 +214,12 @@ fn annotation_bytes_and_contract_version_are_capped() {
     c.target_seed_id = "s".repeat(300);
     let outcome = assert_rejected(&v, &sink, &c, ReasonCode::InvalidField, "target_seed_id");
     assert!(outcome.attributes["command_id"].len() <= 132);
+
+    // The run id is an id too (256 bytes), refused before the annotation
+    // parser sees it; 256 bytes, padded with spaces, is the negative control.
+    let mut c = germinate("c", T0);
+    c.annotations.insert("training_run_id".to_owned(), "r".repeat(257));
+    assert_rejected(&v, &sink, &c, ReasonCode::InvalidField, "training_run_id");
+    c.annotations.insert("training_run_id".to_owned(), format!("  {}  ", "r".repeat(256)));
+    assert!(v.validate(&c).accepted, "a 256-byte run id is within the cap");
 }

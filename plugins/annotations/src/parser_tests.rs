@@ -78,6 +78,15 @@ fn mesh_and_envelope_rules() {
         assert_eq!(code(&[("mesh_layers", value)]), ParseErrorCode::MalformedList, "{value}");
     }
     assert!(run(&[("mesh_layers", "hidden")]).is_ok(), "a one-name comma list stays valid");
+    // A layer name over 256 bytes (the host's cap on names it takes back) is
+    // a malformed list, in either syntax; 256 bytes is the negative control.
+    // Found by fuzzing the wasm parser against this one: 83 replacement
+    // characters (249 bytes) and 22 more bytes were returned, then failed the
+    // host's output check as a plugin fault.
+    let (long, longest) = (format!("{}é", "x".repeat(255)), "x".repeat(256));
+    assert_eq!(code(&[("mesh_layers", &long)]), ParseErrorCode::MalformedList);
+    assert_eq!(code(&[("mesh_layers", &format!(r#"["a", "{long}"]"#))]), ParseErrorCode::MalformedList);
+    assert_eq!(run(&[("mesh_layers", &longest)]).map(|p| p.mesh_layers).ok(), Some(vec![longest.clone()]));
     assert_eq!(code(&[("training_run_id", " ")]), ParseErrorCode::EmptyValue);
     assert_eq!(code(&[("training_run_id", "a"), ("training_run_id", "b")]), ParseErrorCode::DuplicateKey);
     let big = "x".repeat(5000);

@@ -3,6 +3,12 @@
 
 use std::collections::BTreeSet;
 
+/// Longest layer name a list may hold, in bytes: SPEC.md §3's cap on ids,
+/// and what the host accepts back from a parser (its `name_bytes` output
+/// cap). A longer name is refused here as a malformed list (`invalid_mesh`)
+/// rather than returned and failing the host's check as a plugin fault.
+pub const MAX_LAYER_NAME_BYTES: usize = 256;
+
 /// Why a scan failed (mapped to a parse-error code by the parser).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ScanError {
@@ -74,6 +80,12 @@ pub fn scan_name_list(text: &str, cap: usize) -> Result<NameList, ScanError> {
         let name = if json { unquote(token)? } else { token.trim() };
         if name.is_empty() {
             return Err(ScanError::MalformedList("empty layer name".into()));
+        }
+        if name.len() > MAX_LAYER_NAME_BYTES {
+            return Err(ScanError::MalformedList(format!(
+                "a layer name of {} bytes; at most {MAX_LAYER_NAME_BYTES}",
+                name.len()
+            )));
         }
         if !seen.insert(name) {
             list.duplicates = list.duplicates.saturating_add(1);
