@@ -26,6 +26,8 @@ use crate::telemetry::counters::{IntervalCounter, ReasonCounters};
 pub use leyline::annotations::MESH_LAYERS;
 /// Annotation naming the training run (required on seed commands).
 pub use leyline::annotations::TRAINING_RUN_ID;
+/// Annotations whose values are ids, held to [`MAX_ID_BYTES`] (trimmed).
+pub const ID_ANNOTATIONS: [&str; 2] = [TRAINING_RUN_ID, leyline::annotations::BLEND_MODE_SOURCE];
 /// Breakers a CIRCUIT_BREAKER command may name.
 pub const KNOWN_BREAKERS: [&str; 2] = ["fetch", "isolation"];
 /// Longest id (seed, blueprint, optimizer, rollback point) accepted.
@@ -148,6 +150,15 @@ impl CommandValidator {
                 format!("annotations total {annotation_bytes} bytes; the cap is {}", self.annotation_bytes_cap),
             ));
         }
+        // Annotations whose values are ids (SPEC.md §3's 256-byte cap), checked
+        // before the annotation parser runs: a parser that returned a longer one
+        // would fail the plugin host's output check, and the command would be
+        // refused as a plugin fault rather than as this command's bad input.
+        for key in ID_ANNOTATIONS {
+            if let Some(value) = command.annotations.get(key) {
+                bounded_id(key, value.trim(), false)?;
+            }
+        }
         bounded_id("issued_by", &command.issued_by, false)?;
         match &command.payload {
             CommandPayload::Seed(seed) => self.seed(command, seed),
@@ -164,12 +175,6 @@ impl CommandValidator {
         required_id("target_seed_id", &command.target_seed_id)?;
         required_id("blueprint_id", &seed.blueprint_id)?;
         required_annotation(command, TRAINING_RUN_ID)?;
-        // An id (SPEC.md §3's 256-byte cap), checked before the annotation
-        // parser runs: a parser returning a longer one fails the plugin host's
-        // output check as a plugin fault, not as this command's bad input.
-        if let Some(run_id) = command.annotations.get(TRAINING_RUN_ID) {
-            bounded_id(TRAINING_RUN_ID, run_id.trim(), true)?;
-        }
         if seed.operation.requires_mesh_layers() {
             required_annotation(command, MESH_LAYERS)?;
         }

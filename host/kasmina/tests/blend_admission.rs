@@ -177,6 +177,12 @@ fn mesh_layers_that_are_json_but_not_a_list_of_strings_are_refused() {
         assert_eq!(outcome.attributes.get("key").map(String::as_str), Some(MESH_LAYERS), "{value}: {outcome:?}");
         assert_eq!(h.state("seed-a").stage, SeedStage::Dormant, "{value}");
     }
+    // An over-long mode source is the command's bad input (an id over 256
+    // bytes), refused before the parser: not a plugin failure.
+    let source = "s".repeat(300);
+    let outcome = germinate(&mut h, &[(BLEND_MODE, "CONVEX"), (BLEND_MODE_SOURCE, source.as_str())]);
+    assert_eq!(outcome.reason, Some(ReasonCode::InvalidField), "{outcome:?}");
+    assert_eq!(outcome.attributes.get("field").map(String::as_str), Some(BLEND_MODE_SOURCE), "{outcome:?}");
     // Negative control: a malformed blend annotation is not a mesh error.
     let outcome = germinate(&mut h, &[(BLEND_MODE, "AVERAGE")]);
     assert_eq!(outcome.reason, Some(ReasonCode::InvalidField), "{outcome:?}");

@@ -222,4 +222,9 @@ fn annotation_bytes_and_contract_version_are_capped() {
     assert_rejected(&v, &sink, &c, ReasonCode::InvalidField, "training_run_id");
     c.annotations.insert("training_run_id".to_owned(), format!("  {}  ", "r".repeat(256)));
     assert!(v.validate(&c).accepted, "a 256-byte run id is within the cap");
+    // So is `blend_mode_source` (who chose the mode), which the parser echoes.
+    c.annotations.insert("blend_mode_source".to_owned(), "s".repeat(257));
+    assert_rejected(&v, &sink, &c, ReasonCode::InvalidField, "blend_mode_source");
+    c.annotations.insert("blend_mode_source".to_owned(), "s".repeat(256));
+    assert!(v.validate(&c).accepted, "a 256-byte source is within the cap");
 }

@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::{Input, annotation_pairs};
+use kasmina::validator::{ID_ANNOTATIONS, MAX_ID_BYTES};
 use kasmina_annotations_plugin::parser;
 use kasmina_plugin_host::annotation::{AnnotationError, AnnotationLimits, AnnotationPlugin};
 use kasmina_plugin_host::{Pin, PluginLimits, PluginRuntime, PluginSpec, RuntimeConfig};
@@ -60,9 +61,9 @@ pub fn check(data: &[u8]) {
         }
     };
     let map: BTreeMap<String, String> = annotation_pairs(input.rest()).into_iter().collect();
-    // The host's command validator refuses an over-long run id before any
-    // parser runs (`invalid_field`), so the plugin never sees one.
-    if map.get("training_run_id").is_some_and(|id| id.trim().len() > 256) {
+    // The host's command validator refuses an over-long id annotation (run
+    // id, mode source) before any parser runs, so the plugin never sees one.
+    if ID_ANNOTATIONS.iter().any(|key| map.get(*key).is_some_and(|v| v.trim().len() > MAX_ID_BYTES)) {
         return;
     }
     let wasm = plugin().parse(&map, &limits);
