@@ -89,10 +89,9 @@ run() {
         host_seeds "$extra" "$target"
         seeds+=("$extra")
     fi
-    # A host build links libtorch into every target (they share the checks crate), without an rpath.
-    if is_host "$target" || [[ -f "$(dirname "$(bin_of "$target")")/torchscript" ]]; then
-        export LD_LIBRARY_PATH="$(sed -n 's/^LIBTORCH = "\(.*\)"$/\1/p' .cargo/config.toml)/lib:${LD_LIBRARY_PATH:-}"
-    fi
+    # A host build links libtorch into every target (they share the checks crate) without an
+    # rpath; a light build links none, and the path is harmless there.
+    export LD_LIBRARY_PATH="$(sed -n 's/^LIBTORCH = "\(.*\)"$/\1/p' .cargo/config.toml)/lib:${LD_LIBRARY_PATH:-}"
     local rc=0
     "$(bin_of "$target")" -max_total_time="$seconds" -print_final_stats=1 -timeout="$timeout" \
         -rss_limit_mb=2048 -max_len="$max_len" -artifact_prefix="$artifacts/" "$@" \

@@ -13,8 +13,9 @@ use crate::{Input, annotation_pairs, with_alloc_cap};
 use kasmina_annotations_plugin::parser;
 use kasmina_plugin_sdk::annotation::{Annotation, ParseLimits, ParsedAnnotations};
 
-/// The caps a fuzz input asks for.
-fn limits(input: &mut Input<'_>) -> ParseLimits {
+/// The caps a fuzz input asks for (also read by `annotations_wasm`, whose
+/// input starts the same way).
+pub(crate) fn limits(input: &mut Input<'_>) -> ParseLimits {
     let default = input.byte() == 0;
     let (a, m, b) = (input.byte(), input.byte(), input.u16());
     if default {

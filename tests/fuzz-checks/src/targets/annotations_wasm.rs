@@ -19,7 +19,7 @@ use kasmina::validator::{ID_ANNOTATIONS, MAX_ID_BYTES};
 use kasmina_annotations_plugin::parser;
 use kasmina_plugin_host::annotation::{AnnotationError, AnnotationLimits, AnnotationPlugin};
 use kasmina_plugin_host::{Pin, PluginLimits, PluginRuntime, PluginSpec, RuntimeConfig};
-use kasmina_plugin_sdk::annotation::{Annotation, ParseLimits};
+use kasmina_plugin_sdk::annotation::Annotation;
 
 fn plugin() -> &'static AnnotationPlugin {
     static PLUGIN: OnceLock<AnnotationPlugin> = OnceLock::new();
@@ -49,16 +49,11 @@ fn variant_name(value: &impl std::fmt::Debug) -> String {
 /// Runs the check on one input; panics (or aborts, over an allocation cap) on a finding.
 pub fn check(data: &[u8]) {
     let mut input = Input::new(data);
-    let default = input.byte() == 0;
-    let (a, m, b) = (input.byte(), input.byte(), input.u16());
-    let limits = if default {
-        AnnotationLimits::default()
-    } else {
-        AnnotationLimits {
-            alpha_vec_cap: u32::from(a) % 65,
-            mesh_layers_cap: u32::from(m) % 129,
-            annotation_bytes_cap: 4096 + u32::from(b) % (12 * 1024 + 1),
-        }
+    let native_limits = super::annotations::limits(&mut input);
+    let limits = AnnotationLimits {
+        alpha_vec_cap: native_limits.alpha_vec_cap,
+        mesh_layers_cap: native_limits.mesh_layers_cap,
+        annotation_bytes_cap: native_limits.annotation_bytes_cap,
     };
     let map: BTreeMap<String, String> = annotation_pairs(input.rest()).into_iter().collect();
     // The host's command validator refuses an over-long id annotation (run
@@ -69,11 +64,6 @@ pub fn check(data: &[u8]) {
     let wasm = plugin().parse(&map, &limits);
 
     let list: Vec<Annotation> = map.iter().map(|(k, v)| Annotation { key: k.clone(), value: v.clone() }).collect();
-    let native_limits = ParseLimits {
-        alpha_vec_cap: limits.alpha_vec_cap,
-        mesh_layers_cap: limits.mesh_layers_cap,
-        annotation_bytes_cap: limits.annotation_bytes_cap,
-    };
     let native = parser::parse(&list, &native_limits);
     match (&wasm, &native) {
         (Ok(w), Ok(n)) => {
