@@ -5,8 +5,10 @@
 //! reported), builds the host with the [`JournalRecorder`], restores seed
 //! state from the records, and writes a snapshot of the restored state as
 //! the new base. State-changing calls (commands, registration, step
-//! reports) are serialised so each call's records form one group ending
-//! in a boundary record, and each returns only once that group is durable.
+//! reports) are applied one at a time so each call's records form one group
+//! ending in a boundary record, and each returns only once that group is
+//! durable; the wait for the fsync is outside that turn, so calls from
+//! several connections share fsyncs (group commit, see `recorder`).
 //!
 //! When the journal fails (a full disk, a failed write or fsync) the call
 //! it failed in is refused — a command with reason `journal_unavailable`,
@@ -239,37 +241,60 @@ impl DaemonHost {
         self.recorder.as_ref()
     }
 
-    /// Runs one state-changing call: serialised, and answered only after
-    /// its records are durable. `Err`: the journal is unavailable (see
+    /// Runs one state-changing call: applied in turn, and answered only
+    /// once its records are durable — the wait for the fsync is outside the
+    /// turn, so calls applied meanwhile share the next fsync (group commit,
+    /// see `recorder`). `Err`: the journal is unavailable (see
     /// [`JournalRefusal`]).
     fn mutate<T>(
         &self,
         step: Option<u64>,
         call: impl FnOnce(&EmbeddedHost) -> Result<T, ApiError>,
     ) -> Result<Result<T, ApiError>, JournalRefusal> {
-        let _serial = self.serial.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(recorder) = &self.recorder else { return Ok(call(&self.host)) };
-        if let Some(why) = recorder.failure() {
-            if !recorder.retry_due() {
-                return Err(JournalRefusal::NotApplied(why));
+        let Some(recorder) = &self.recorder else {
+            let _serial = self.serial.lock().unwrap_or_else(PoisonError::into_inner);
+            return Ok(call(&self.host));
+        };
+        let (result, ticket) = {
+            let _serial = self.serial.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(why) = recorder.failure() {
+                if !recorder.retry_due() {
+                    return Err(JournalRefusal::NotApplied(why));
+                }
+                // The call has not run: whatever the attempt gives, it is refused whole.
+                self.recover(recorder).map_err(|e| JournalRefusal::NotApplied(e.to_string()))?;
             }
-            // The call has not run: whatever the attempt gives, it is refused whole.
-            self.recover(recorder).map_err(|e| JournalRefusal::NotApplied(e.to_string()))?;
+            if let Some(step) = step {
+                recorder.set_step(step);
+            }
+            let result = call(&self.host);
+            match recorder.finish_call(|| self.host.manager().progress_state(), || snapshot_parts(&self.host)) {
+                Ok(ticket) => (result, ticket),
+                Err(why) => return Err(self.refuse(recorder, why)),
+            }
+        };
+        match recorder.wait_durable(ticket) {
+            Ok(()) => Ok(result),
+            Err(why) => {
+                let _serial = self.serial.lock().unwrap_or_else(PoisonError::into_inner);
+                if recorder.generation() != ticket.generation {
+                    // Another refused call's recovery already cut this one.
+                    return Err(JournalRefusal::NotApplied(why));
+                }
+                Err(self.refuse(recorder, why))
+            }
         }
-        if let Some(step) = step {
-            recorder.set_step(step);
+    }
+
+    /// Refuses a call whose records the journal failed to take: nothing of
+    /// it may stay visible or reach a later snapshot, so the seeds are
+    /// rewound now (reads and truncation work on a full disk); resuming may
+    /// have to wait for space. Called with the serial lock held.
+    fn refuse(&self, recorder: &JournalRecorder, why: String) -> JournalRefusal {
+        match self.recover(recorder) {
+            Ok(()) | Err(RecoverError::Resume(_)) => JournalRefusal::NotApplied(why),
+            Err(RecoverError::Rewind(still)) => JournalRefusal::Unknown(format!("{why}; {still}")),
         }
-        let result = call(&self.host);
-        if let Err(why) = recorder.finish_call(|| self.host.manager().progress_state(), || snapshot_parts(&self.host)) {
-            // Nothing of the refused call may stay visible or reach a later
-            // snapshot: rewind now (reads and truncation work on a full
-            // disk); resuming may have to wait for space.
-            return Err(match self.recover(recorder) {
-                Ok(()) | Err(RecoverError::Resume(_)) => JournalRefusal::NotApplied(why),
-                Err(RecoverError::Rewind(still)) => JournalRefusal::Unknown(format!("{why}; {still}")),
-            });
-        }
-        Ok(result)
     }
 
     /// One recovery attempt (see the module docs): reopen through the last
@@ -353,8 +378,9 @@ fn snapshot_parts(host: &EmbeddedHost) -> SnapshotParts {
 
 impl KasminaApi for DaemonHost {
     fn submit_command(&self, command: AdaptationCommand) -> Result<Outcome, ApiError> {
-        // Plugins are asked before the call's turn: only applying the
-        // decision and journaling it are serialised.
+        // Plugins are asked before the call's turn and the fsync is waited
+        // for after it: only applying the decision and appending its
+        // records are serialised.
         let id = command.command_id.clone();
         let prepared = self.host.prepare_command(command);
         match self.mutate(None, |h| Ok(h.apply_command(prepared))) {

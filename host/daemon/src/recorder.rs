@@ -1,24 +1,36 @@
 //! The journal recorder: the seed manager's [`DecisionRecorder`] writing
 //! every decision to the [`DecisionJournal`].
 //!
-//! Durability rule: an accepted command is appended **and fsynced** inside
-//! `command_accepted`, which the manager calls before it returns the
-//! outcome, so nothing is acknowledged before it is on disk. Transitions
-//! and gate verdicts are appended as they happen (ordered, not yet
-//! synced); [`JournalRecorder::finish_call`] closes every state-changing
-//! call that did not end with an accepted command (a step report that moved
-//! a seed, a gate failure that culled one, a rollback that replaced state)
-//! with a durable snapshot. A call that moved no seed to another stage but
-//! changed in-stage progress (α, steps, windows) or a breaker ends with a
-//! `Progress` record instead: appended without an fsync (one per training
-//! step would cost the trainer an fsync per step), it reaches the kernel
-//! before the call returns, so it survives a SIGKILL of the daemon, and the
-//! next fsync makes it durable against power loss too. Those three record
-//! kinds are the boundaries `SeedManager::restore` trusts.
+//! Durability rule: nothing is answered before what it rests on is on
+//! disk. An accepted command's record is appended inside
+//! `command_accepted`; transitions and gate verdicts are appended as they
+//! happen; [`JournalRecorder::finish_call`] closes every state-changing call
+//! that did not end with an accepted command (a step report that moved a
+//! seed, a gate failure that culled one, a rollback that replaced state)
+//! with a snapshot. The call's answer then waits in
+//! [`JournalRecorder::wait_durable`] for an fsync covering its records.
+//! A call that moved no seed to another stage but changed in-stage progress
+//! (α, steps, windows) or a breaker ends with a `Progress` record instead,
+//! which needs no fsync of its own (one per training step would cost the
+//! trainer an fsync per step): it reaches the kernel before the call
+//! returns, so it survives a SIGKILL of the daemon, and the next fsync makes
+//! it durable against power loss too. Those three record kinds are the
+//! boundaries `SeedManager::restore` trusts.
+//!
+//! Group commit: the daemon applies calls one at a time (their records
+//! must be ordered) but waits for durability outside that turn. The first
+//! waiter takes the fsync turn and syncs through the last finished call —
+//! without holding the journal, so later calls append meanwhile — and
+//! every call finished by then is answered by that one fsync; the others
+//! queue for the next. A call whose answer was computed on top of records
+//! not yet durable (any call after an accepted command still waiting) waits
+//! for the same fsync, even when it wrote nothing itself: it must not be
+//! answered from state a failed fsync could still take back.
 //!
 //! A journal failure cannot be returned through the recorder trait; it is
-//! kept, logged, and reported by `finish_call`, which the daemon turns into
-//! a `journal_unavailable` refusal of that call. Recovery (driven by the
+//! kept, logged, and reported by `finish_call` or `wait_durable`, which the
+//! daemon turns into a `journal_unavailable` refusal of that call (and of
+//! every call waiting on the same failed fsync). Recovery (driven by the
 //! daemon, see `daemon_host`) is bounded and keeps one rule: nothing a
 //! refused call wrote may outlive it. [`JournalRecorder::reopen`] reopens
 //! the journal through the last record of the last acknowledged call
@@ -82,8 +94,21 @@ struct Inner {
     /// is written.
     failure: Option<String>,
     /// Sequence number of the last record of the last call that was
-    /// answered (0: none yet).
+    /// answered, or can be (0: none yet). Always a call boundary.
     acknowledged: u64,
+    /// The last record of the last call that finished (a call boundary):
+    /// what the next group fsync covers.
+    finished: u64,
+    /// Records up to here were fsynced.
+    durable: u64,
+    /// The last record a finished call needs durable before it, or any call
+    /// after it, is answered (an accepted command, a snapshot).
+    needs_sync: u64,
+    /// Bumped when a recovery cuts the journal back to `acknowledged`: a
+    /// call finished in an older generation was cut, whatever it waited for.
+    generation: u64,
+    /// Why the last cut happened (for the calls it cut).
+    last_cut: String,
     /// No recovery attempt before this time (clock ms).
     retry_at_ms: u64,
     /// The progress the last boundary recorded (a Progress record is
@@ -109,6 +134,9 @@ pub struct SnapshotParts {
 /// Writes decisions to the journal; see the module docs for the rules.
 pub struct JournalRecorder {
     inner: Mutex<Inner>,
+    /// Held by the waiter running a group fsync (never with `inner`
+    /// held): the others queue here for the next one.
+    sync_turn: Mutex<()>,
     clock: std::sync::Arc<dyn Clock>,
     stats: JournalStats,
     /// The training step decisions are taken at (set by the daemon from
@@ -130,9 +158,15 @@ impl JournalRecorder {
         for record in history {
             remember_germination(&mut germinations, record);
         }
+        let last = journal.next_seq().0 - 1;
         JournalRecorder {
             inner: Mutex::new(Inner {
-                acknowledged: journal.next_seq().0 - 1,
+                acknowledged: last,
+                finished: last,
+                durable: last,
+                needs_sync: last,
+                generation: 0,
+                last_cut: String::new(),
                 journal,
                 dirty: false,
                 failure: None,
@@ -140,6 +174,7 @@ impl JournalRecorder {
                 last_progress: None,
                 germinations,
             }),
+            sync_turn: Mutex::new(()),
             clock,
             stats: JournalStats::default(),
             step: AtomicU64::new(0),
@@ -164,13 +199,14 @@ impl JournalRecorder {
     /// Ends a host call: if it moved a seed without a durable boundary,
     /// writes a durable snapshot of `state()`; if only in-stage progress or
     /// a breaker changed, a `Progress` record of `progress()`; compacts when
-    /// the journal has grown past its bound. `Err` means the call's effects
-    /// are not recorded.
+    /// the journal has grown past its bound. `Ok`: the ticket the call's
+    /// answer waits on ([`wait_durable`](Self::wait_durable)); `Err` means
+    /// the call's effects are not recorded.
     pub fn finish_call(
         &self,
         progress: impl FnOnce() -> ProgressState,
         state: impl FnOnce() -> SnapshotParts,
-    ) -> Result<(), String> {
+    ) -> Result<Ticket, String> {
         let mut inner = self.lock();
         if let Some(why) = &inner.failure {
             return Err(why.clone());
@@ -178,7 +214,7 @@ impl JournalRecorder {
         let result = if inner.journal.needs_compaction() {
             self.compact(&mut inner, state())
         } else if inner.dirty {
-            self.write_snapshot(&mut inner, state())
+            self.write_snapshot(&mut inner, state(), false)
         } else {
             let now = progress();
             if inner.last_progress.as_ref() == Some(&now) { Ok(()) } else { self.write_progress(&mut inner, now) }
@@ -194,8 +230,66 @@ impl JournalRecorder {
         if let Some(why) = &inner.failure {
             return Err(why.clone());
         }
-        let result = self.write_snapshot(&mut inner, state);
-        self.conclude(&mut inner, result)
+        let result = self.write_snapshot(&mut inner, state, true);
+        self.conclude(&mut inner, result).map(|_| ())
+    }
+
+    /// Returns once the records `ticket`'s call rests on are durable: at
+    /// once when nothing of it waits for an fsync, else after the group
+    /// fsync that covers it — run here when no other waiter runs one (see
+    /// the module docs). `Err`: that fsync failed, or a recovery cut the
+    /// call; the call must be refused, and recovered from unless the
+    /// journal's [`generation`](Self::generation) moved past the ticket's.
+    pub fn wait_durable(&self, ticket: Ticket) -> Result<(), String> {
+        if !ticket.waits {
+            return Ok(());
+        }
+        loop {
+            let _turn = self.sync_turn.lock().unwrap_or_else(PoisonError::into_inner);
+            let (sync, target) = {
+                let mut inner = self.lock();
+                if inner.generation != ticket.generation {
+                    return Err(inner.last_cut.clone());
+                }
+                if inner.acknowledged >= ticket.last {
+                    return Ok(());
+                }
+                if let Some(why) = &inner.failure {
+                    return Err(why.clone());
+                }
+                match inner.journal.detached_sync() {
+                    Ok(sync) => (sync, inner.finished),
+                    Err(err) => return Err(self.fail(&mut inner, err)),
+                }
+            };
+            // The fsync runs without the journal: the calls applied
+            // meanwhile append, and wait for the next one.
+            let started = Instant::now();
+            let result = sync.run();
+            let mut inner = self.lock();
+            if inner.generation != ticket.generation {
+                continue;
+            }
+            match result {
+                Ok(()) => {
+                    self.count_sync(started);
+                    inner.durable = inner.durable.max(target);
+                    inner.acknowledged = inner.acknowledged.max(target);
+                }
+                // A compaction meanwhile made them durable in a fresh
+                // segment; this synced a removed one.
+                Err(_) if inner.durable >= target => {}
+                Err(err) => {
+                    let why = self.fail(&mut inner, err);
+                    inner.journal.poison(why);
+                }
+            }
+        }
+    }
+
+    /// Bumped by every recovery that cut the journal (see [`Ticket`]).
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
     }
 
     /// The last record of the last answered call: what a recovery keeps.
@@ -233,6 +327,14 @@ impl JournalRecorder {
         inner.journal = journal;
         inner.dirty = false;
         inner.last_progress = None;
+        // The cut is durable; calls still waiting were cut with it.
+        let kept = inner.acknowledged;
+        (inner.finished, inner.durable, inner.needs_sync) = (kept, kept, kept);
+        inner.generation += 1;
+        inner.last_cut = format!(
+            "{}; the journal was cut back to the last acknowledged call before this call's records were durable",
+            inner.failure.as_deref().unwrap_or("decision journal failed")
+        );
         self.stats.discarded_records.fetch_add(report.discarded, Ordering::Relaxed);
         tracing::warn!(records = records.len(), discarded = report.discarded, "kasmina.journal.reopened");
         Ok((records, report))
@@ -252,19 +354,26 @@ impl JournalRecorder {
             return Err(why);
         }
         inner.failure = None;
-        inner.acknowledged = inner.journal.next_seq().0 - 1;
+        let last = inner.journal.next_seq().0 - 1;
+        (inner.acknowledged, inner.finished) = (last, last);
         self.stats.recoveries.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(bytes = inner.journal.total_bytes(), "kasmina.journal.recovered");
         Ok(())
     }
 
-    /// Ends a call: on success its records become the acknowledged ones;
-    /// on failure the journal stops taking records until a recovery.
-    fn conclude(&self, inner: &mut Inner, result: Result<(), JournalError>) -> Result<(), String> {
+    /// Ends a call: on success its records are finished, and acknowledged
+    /// at once unless they or what came before wait for an fsync; on
+    /// failure the journal stops taking records until a recovery.
+    fn conclude(&self, inner: &mut Inner, result: Result<(), JournalError>) -> Result<Ticket, String> {
         match result {
             Ok(()) if inner.failure.is_none() => {
-                inner.acknowledged = inner.journal.next_seq().0 - 1;
-                Ok(())
+                let last = inner.journal.next_seq().0 - 1;
+                inner.finished = last;
+                let waits = inner.needs_sync > inner.durable;
+                if !waits {
+                    inner.acknowledged = last;
+                }
+                Ok(Ticket { last, generation: inner.generation, waits })
             }
             // A decision appended during the call failed (see `record`).
             Ok(()) => Err(inner.failure.clone().unwrap_or_default()),
@@ -272,11 +381,14 @@ impl JournalRecorder {
         }
     }
 
-    fn write_snapshot(&self, inner: &mut Inner, state: SnapshotParts) -> Result<(), JournalError> {
+    /// A snapshot: fsynced now (`sync_now`: start-up, shutdown) or by the
+    /// group fsync the call's answer waits for.
+    fn write_snapshot(&self, inner: &mut Inner, state: SnapshotParts, sync_now: bool) -> Result<(), JournalError> {
         let SnapshotParts { seeds, progress, nonces } = state;
         let record =
             JournalRecord::Snapshot { seeds, progress: progress.clone(), nonces, recorded_at_ms: self.clock.now_ms() };
-        self.append(inner, &record, true)?;
+        let seq = self.append(inner, &record, sync_now)?;
+        inner.needs_sync = inner.needs_sync.max(seq);
         self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
         inner.dirty = false;
         inner.last_progress = Some(progress);
@@ -314,6 +426,8 @@ impl JournalRecorder {
         let started = Instant::now();
         inner.journal.compact_with(&keep, &record)?;
         self.count_sync(started);
+        // Everything before the snapshot is in it or was synced by the rotation.
+        inner.durable = inner.journal.next_seq().0 - 1;
         self.stats.appends.fetch_add(keep.len() as u64 + 1, Ordering::Relaxed);
         self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
         self.stats.compactions.fetch_add(1, Ordering::Relaxed);
@@ -323,15 +437,17 @@ impl JournalRecorder {
         Ok(())
     }
 
-    fn append(&self, inner: &mut Inner, record: &JournalRecord, durable: bool) -> Result<(), JournalError> {
-        inner.journal.append(record)?;
+    /// Appends; with `sync_now`, fsyncs too (everything up to it is durable).
+    fn append(&self, inner: &mut Inner, record: &JournalRecord, sync_now: bool) -> Result<u64, JournalError> {
+        let seq = inner.journal.append(record)?.0;
         self.stats.appends.fetch_add(1, Ordering::Relaxed);
-        if durable {
+        if sync_now {
             let started = Instant::now();
             inner.journal.sync()?;
             self.count_sync(started);
+            inner.durable = seq;
         }
-        Ok(())
+        Ok(seq)
     }
 
     fn count_sync(&self, started: Instant) {
@@ -341,17 +457,19 @@ impl JournalRecorder {
             .fetch_add(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
-    /// Appends unless an earlier failure stopped the journal.
-    fn record(&self, record: JournalRecord, durable: bool) {
+    /// Appends unless an earlier failure stopped the journal; an accepted
+    /// command must be durable before its call is answered.
+    fn record(&self, record: JournalRecord) {
         let mut inner = self.lock();
         if inner.failure.is_some() {
             return;
         }
         let boundary = matches!(record, JournalRecord::CommandAccepted { .. });
         let transition = matches!(record, JournalRecord::Transition { .. });
-        match self.append(&mut inner, &record, durable) {
-            Ok(()) => {
+        match self.append(&mut inner, &record, false) {
+            Ok(seq) => {
                 if boundary {
+                    inner.needs_sync = seq;
                     inner.dirty = false;
                     remember_germination(&mut inner.germinations, &record);
                 } else if transition {
@@ -381,6 +499,19 @@ impl JournalRecorder {
     }
 }
 
+/// What a finished call's answer waits on (see
+/// [`JournalRecorder::wait_durable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "the call may be answered only once its ticket is durable"]
+pub struct Ticket {
+    /// The call's last record.
+    pub last: u64,
+    /// The journal's generation when the call finished.
+    pub generation: u64,
+    /// Whether anything the answer rests on still waits for an fsync.
+    pub waits: bool,
+}
+
 fn remember_germination(germinations: &mut BTreeMap<String, JournalRecord>, record: &JournalRecord) {
     if let JournalRecord::CommandAccepted { command, .. } = record
         && let CommandPayload::Seed(sc) = &command.payload
@@ -397,7 +528,7 @@ impl DecisionRecorder for JournalRecorder {
             outcome: outcome.clone(),
             recorded_at_ms: self.clock.now_ms(),
         };
-        self.record(record, true);
+        self.record(record);
     }
 
     fn transition(&self, seed_id: &str, from: SeedStage, to: SeedStage, step: Option<u64>, reason: &str) {
@@ -409,7 +540,7 @@ impl DecisionRecorder for JournalRecorder {
             reason: reason.to_owned(),
             recorded_at_ms: self.clock.now_ms(),
         };
-        self.record(record, false);
+        self.record(record);
     }
 
     fn gate(&self, seed_id: &str, decision: &GateDecision) {
@@ -425,7 +556,7 @@ impl DecisionRecorder for JournalRecorder {
             step: self.step.load(Ordering::Relaxed),
             recorded_at_ms: self.clock.now_ms(),
         };
-        self.record(record, false);
+        self.record(record);
     }
 
     fn state_replaced(&self, why: &str) {

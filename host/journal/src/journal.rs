@@ -12,7 +12,7 @@ use crate::config::{Entry, JournalConfig, Seq};
 use crate::error::{JournalError, RecoveryReport};
 use crate::format::{self, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader};
 use crate::recovery::{self, ScanOptions, SegmentFile};
-use crate::storage::{FsStorage, Storage, StorageFile};
+use crate::storage::{DataSync, FsStorage, Storage, StorageFile};
 
 /// An open journal of records of type `R`. Not internally synchronised:
 /// the owner serialises appends (they must be ordered anyway).
@@ -178,6 +178,27 @@ impl<R: Serialize + DeserializeOwned> Journal<R> {
         Ok(())
     }
 
+    /// Group commit: a handle that fsyncs the active segment without the
+    /// journal, so that appends go on while it runs. Every record appended
+    /// before this call is durable once [`DetachedSync::run`] returns `Ok`
+    /// (older segments were synced when they were rotated out); records
+    /// appended meanwhile may or may not be. The handle cannot poison the
+    /// journal it does not hold: after a failed run the owner calls
+    /// [`Journal::poison`].
+    pub fn detached_sync(&self) -> Result<DetachedSync, JournalError> {
+        if let Some(why) = &self.poisoned {
+            return Err(JournalError::Poisoned(why.clone()));
+        }
+        Ok(DetachedSync { file: self.file.data_sync(), path: self.active().path.clone() })
+    }
+
+    /// Stops every later append and sync with `why` (a [`DetachedSync`]
+    /// failed: the kernel may have dropped the dirty pages, as for
+    /// [`Journal::sync`]).
+    pub fn poison(&mut self, why: String) {
+        self.poisoned.get_or_insert(why);
+    }
+
     /// Appends and fsyncs: when this returns `Ok`, the record survives a
     /// crash. The daemon acknowledges a command only after this.
     pub fn append_durable(&mut self, record: &R) -> Result<Seq, JournalError> {
@@ -288,6 +309,26 @@ impl<R: Serialize + DeserializeOwned> Journal<R> {
     fn active_mut(&mut self) -> &mut SegmentFile {
         let last = self.segments.len() - 1;
         &mut self.segments[last]
+    }
+}
+
+/// An fsync of the journal's active segment that runs without the journal
+/// (see [`Journal::detached_sync`]).
+#[derive(Debug)]
+pub struct DetachedSync {
+    file: Arc<dyn DataSync>,
+    path: PathBuf,
+}
+
+impl DetachedSync {
+    /// Makes the records appended before the handle was taken durable.
+    pub fn run(&self) -> Result<(), JournalError> {
+        self.file.sync_data().map_err(|e| JournalError::io(&self.path, e))
+    }
+
+    /// The segment it syncs.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 

@@ -3,7 +3,8 @@
 //! Module map, in the order a record meets them:
 //! - [`journal`]: [`Journal::append`] frames a record and writes it to the
 //!   newest segment, [`Journal::sync`] fsyncs, [`Journal::append_durable`]
-//!   does both (the daemon acknowledges a command only after it); segments
+//!   does both; [`Journal::detached_sync`] fsyncs without holding the
+//!   journal, so appends go on meanwhile (the daemon's group commit); segments
 //!   rotate by size and [`Journal::compact`] replaces history by a snapshot;
 //! - [`format`](mod@format): the byte layout (segment header, length-prefixed CRC32
 //!   record frames carrying a sequence number) and why CRC32;
@@ -33,8 +34,8 @@ pub use config::{
     DEFAULT_COMPACT_AFTER_BYTES, DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_BYTES, Entry, JournalConfig, Seq,
 };
 pub use error::{JournalError, RecoveryReport, TailDefect, TornTail};
-pub use journal::Journal;
-pub use storage::{FsStorage, Storage, StorageFile};
+pub use journal::{DetachedSync, Journal};
+pub use storage::{DataSync, FsStorage, Storage, StorageFile};
 
 /// The daemon's journal of accepted commands, transitions, gate verdicts and
 /// snapshots.

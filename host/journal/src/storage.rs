@@ -18,6 +18,7 @@ pub mod sim;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 /// A file opened for appending.
 pub trait StorageFile: Send + std::fmt::Debug {
@@ -28,6 +29,18 @@ pub trait StorageFile: Send + std::fmt::Debug {
     fn sync_data(&mut self) -> io::Result<()>;
     /// Makes the file's data and metadata durable (`fsync`).
     fn sync_all(&mut self) -> io::Result<()>;
+    /// A handle that makes this file's data durable from another thread
+    /// while appends go on (group commit): every byte appended before
+    /// [`DataSync::sync_data`] is called is durable once it returns `Ok`;
+    /// bytes appended meanwhile may or may not be.
+    fn data_sync(&self) -> Arc<dyn DataSync>;
+}
+
+/// `fdatasync` of one file, callable without the file's appender (see
+/// [`StorageFile::data_sync`]).
+pub trait DataSync: Send + Sync + std::fmt::Debug {
+    /// Makes the file's data durable.
+    fn sync_data(&self) -> io::Result<()>;
 }
 
 /// The file-system calls the journal makes. Names are durable only after
@@ -57,18 +70,33 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FsStorage;
 
+/// A real file; shared so that a [`DataSync`] handle can fsync it while
+/// the appender writes (`write` and `fdatasync` on one descriptor from two
+/// threads is what POSIX allows).
 #[derive(Debug)]
-struct FsFile(File);
+struct FsFile(Arc<File>);
 
 impl StorageFile for FsFile {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.0.write_all(bytes)
+        (&*self.0).write_all(bytes)
     }
     fn sync_data(&mut self) -> io::Result<()> {
         self.0.sync_data()
     }
     fn sync_all(&mut self) -> io::Result<()> {
         self.0.sync_all()
+    }
+    fn data_sync(&self) -> Arc<dyn DataSync> {
+        Arc::new(FsDataSync(Arc::clone(&self.0)))
+    }
+}
+
+#[derive(Debug)]
+struct FsDataSync(Arc<File>);
+
+impl DataSync for FsDataSync {
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
     }
 }
 
@@ -98,11 +126,11 @@ impl Storage for FsStorage {
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        Ok(Box::new(FsFile(OpenOptions::new().create_new(true).append(true).open(path)?)))
+        Ok(Box::new(FsFile(Arc::new(OpenOptions::new().create_new(true).append(true).open(path)?))))
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        Ok(Box::new(FsFile(OpenOptions::new().append(true).open(path)?)))
+        Ok(Box::new(FsFile(Arc::new(OpenOptions::new().append(true).open(path)?))))
     }
 
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {

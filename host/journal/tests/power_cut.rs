@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kasmina_journal::storage::sim::{PowerCut, SimStorage};
-use kasmina_journal::{Journal, JournalConfig, Storage, StorageFile};
+use kasmina_journal::{DataSync, Journal, JournalConfig, Storage, StorageFile};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -262,6 +262,18 @@ impl StorageFile for ForgetfulFile {
     fn sync_all(&mut self) -> io::Result<()> {
         if self.skip_sync { Ok(()) } else { self.inner.sync_all() }
     }
+    fn data_sync(&self) -> Arc<dyn DataSync> {
+        if self.skip_sync { Arc::new(NoSync) } else { self.inner.data_sync() }
+    }
+}
+
+#[derive(Debug)]
+struct NoSync;
+
+impl DataSync for NoSync {
+    fn sync_data(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Storage for Forgetful {
@@ -336,4 +348,37 @@ fn unacknowledged_records_are_cut_by_open_through() {
     let (_, entries, report) = Journal::<Op>::open_on(disk.shared(), dir(), config()).unwrap();
     assert_eq!(entries.len() as u64, acked + 1, "the cut is durable: the discarded records stay gone");
     assert_eq!(report.torn_tail, None);
+}
+
+#[test]
+fn a_detached_sync_makes_earlier_appends_durable_while_the_journal_goes_on() {
+    let disk = SimStorage::new();
+    let (mut journal, _, _) = Journal::<Op>::open_on(disk.shared(), dir(), config()).unwrap();
+    let set = |v: u64| Op::Set { key: 1, value: v, pad: vec![1; 20] };
+    journal.append(&set(1)).unwrap();
+    journal.append(&set(2)).unwrap();
+    let sync = journal.detached_sync().unwrap();
+    // The group commit's leader runs it on another thread, without the journal.
+    std::thread::scope(|s| s.spawn(|| sync.run()).join().unwrap()).unwrap();
+    journal.append(&set(3)).unwrap();
+    drop(journal);
+    disk.power_cut(PowerCut::DropUnsynced);
+    let (_, entries, _) = Journal::<Op>::open_on(disk.shared(), dir(), config()).unwrap();
+    // Negative control: the record appended after the sync is gone.
+    assert_eq!(fold(entries.iter().map(|e| &e.record)), BTreeMap::from([(1, 2)]), "{entries:?}");
+    assert_eq!(entries.len(), 2);
+}
+
+#[test]
+fn a_failed_detached_sync_poisons_the_journal_through_its_owner() {
+    let disk = SimStorage::new();
+    let (mut journal, _, _) = Journal::<Op>::open_on(disk.shared(), dir(), config()).unwrap();
+    journal.append(&Op::Set { key: 1, value: 1, pad: Vec::new() }).unwrap();
+    let sync = journal.detached_sync().unwrap();
+    disk.set_faults(kasmina_journal::storage::sim::Faults { fail_syncs: true, ..disk.faults() });
+    let err = sync.run().unwrap_err().to_string();
+    assert!(err.contains("journal") || err.contains("fsync"), "{err}");
+    journal.poison(format!("fsync failed: {err}"));
+    assert!(journal.append(&Op::Set { key: 1, value: 2, pad: Vec::new() }).is_err());
+    assert!(journal.detached_sync().is_err());
 }

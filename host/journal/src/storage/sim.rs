@@ -28,7 +28,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::{Storage, StorageFile};
+use super::{DataSync, Storage, StorageFile};
 
 /// What survives a power cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -425,7 +425,9 @@ impl SimFile {
         st.inodes.get_mut(&self.inode).ok_or_else(|| injected(io::ErrorKind::NotFound, "lost inode"))
     }
 
-    fn sync(&mut self) -> io::Result<()> {
+    /// Everything written so far becomes durable, atomically under the
+    /// disk's lock (a concurrent append lands wholly before or after).
+    fn sync(&self) -> io::Result<()> {
         let mut st = lock(&self.state);
         st.op()?;
         if st.faults.fail_syncs {
@@ -463,6 +465,16 @@ impl StorageFile for SimFile {
     }
 
     fn sync_all(&mut self) -> io::Result<()> {
+        self.sync()
+    }
+
+    fn data_sync(&self) -> Arc<dyn DataSync> {
+        Arc::new(SimFile { state: Arc::clone(&self.state), inode: self.inode, generation: self.generation })
+    }
+}
+
+impl DataSync for SimFile {
+    fn sync_data(&self) -> io::Result<()> {
         self.sync()
     }
 }

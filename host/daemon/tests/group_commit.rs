@@ -1,0 +1,282 @@
+//! Group commit in the daemon's journal: calls applied while another
+//! call's fsync runs share the next fsync instead of queueing one each, and
+//! a failed shared fsync refuses every call that waited on it — none is
+//! acknowledged, none stays visible, none survives a restart.
+//!
+//! The journal is on the simulated disk (`SimStorage`) behind a gate that
+//! holds the detached fsyncs the group commit runs, so the test decides
+//! which calls are in flight while one runs. Everything else is real.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod support;
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use kasmina_daemon::{DaemonHost, StartOptions};
+use kasmina_journal::storage::sim::{PowerCut, SimStorage};
+use kasmina_journal::{DataSync, Storage, StorageFile, decision_journal_config};
+use leyline::api::{HostRegistration, KasminaApi, SiteSpec, SlotSpec};
+use leyline::{Dim, ReasonCode, SeedOperation, SeedStage};
+use support::command;
+
+/// Holds detached fsyncs while closed; can fail the next one.
+#[derive(Debug, Default)]
+struct Gate {
+    /// (closed, fsyncs that reached the gate)
+    state: Mutex<(bool, u32)>,
+    changed: Condvar,
+    fail_next: AtomicBool,
+}
+
+impl Gate {
+    fn set_closed(&self, closed: bool) {
+        self.state.lock().unwrap().0 = closed;
+        self.changed.notify_all();
+    }
+
+    fn wait_entered(&self, n: u32) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut state = self.state.lock().unwrap();
+        while state.1 < n {
+            assert!(Instant::now() < deadline, "no fsync reached the gate");
+            state = self.changed.wait_timeout(state, Duration::from_millis(50)).unwrap().0;
+        }
+    }
+
+    fn pass(&self) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        state.1 += 1;
+        self.changed.notify_all();
+        while state.0 {
+            state = self.changed.wait(state).unwrap();
+        }
+        if self.fail_next.swap(false, Ordering::SeqCst) {
+            return Err(io::Error::other("injected: fsync failed"));
+        }
+        Ok(())
+    }
+}
+
+/// The simulated disk with its files' detached fsyncs behind the gate.
+#[derive(Debug)]
+struct Gated {
+    disk: SimStorage,
+    gate: Arc<Gate>,
+}
+
+#[derive(Debug)]
+struct GatedFile {
+    inner: Box<dyn StorageFile>,
+    gate: Arc<Gate>,
+}
+
+#[derive(Debug)]
+struct GatedSync {
+    inner: Arc<dyn DataSync>,
+    gate: Arc<Gate>,
+}
+
+impl DataSync for GatedSync {
+    fn sync_data(&self) -> io::Result<()> {
+        self.gate.pass()?;
+        self.inner.sync_data()
+    }
+}
+
+impl StorageFile for GatedFile {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.inner.append(bytes)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn sync_all(&mut self) -> io::Result<()> {
+        self.inner.sync_all()
+    }
+    fn data_sync(&self) -> Arc<dyn DataSync> {
+        Arc::new(GatedSync { inner: self.inner.data_sync(), gate: Arc::clone(&self.gate) })
+    }
+}
+
+impl Storage for Gated {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.disk.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<(String, u64)>> {
+        self.disk.list(dir)
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.disk.read(path)
+    }
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        Ok(Box::new(GatedFile { inner: self.disk.create_new(path)?, gate: Arc::clone(&self.gate) }))
+    }
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        Ok(Box::new(GatedFile { inner: self.disk.open_append(path)?, gate: Arc::clone(&self.gate) }))
+    }
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        self.disk.truncate(path, len)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.disk.remove(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.disk.sync_dir(dir)
+    }
+}
+
+const SEEDS: usize = 8;
+
+struct Setup {
+    disk: SimStorage,
+    gate: Arc<Gate>,
+    urza: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let urza = support::urza(dir.path());
+        Setup { disk: SimStorage::new(), gate: Arc::default(), urza, _dir: dir }
+    }
+
+    fn start(&self) -> DaemonHost {
+        let mut settings = support::test_settings("");
+        settings.plugins.deadline_ms = 2_000;
+        let mut options = StartOptions::new(settings);
+        options.key = Some(support::key());
+        options.urza_dir = Some(self.urza.clone());
+        options.journal_dir = Some(support::sim_disk::journal_dir());
+        options.journal_config = decision_journal_config();
+        options.journal_storage = Arc::new(Gated { disk: self.disk.clone(), gate: Arc::clone(&self.gate) });
+        DaemonHost::start(options).unwrap().0
+    }
+}
+
+fn registration() -> HostRegistration {
+    HostRegistration::new(
+        support::RUN,
+        vec![SiteSpec { name: "hidden".to_owned(), feature_shape: vec![Dim::Batch, Dim::Fixed(64)] }],
+        (0..SEEDS).map(|i| SlotSpec { seed_id: format!("hidden-{i}"), site: "hidden".to_owned() }).collect(),
+    )
+}
+
+fn germinate(tag: &str, seed: usize) -> leyline::AdaptationCommand {
+    command(&format!("{tag}-{seed}"), &format!("hidden-{seed}"), SeedOperation::Germinate, true)
+}
+
+fn syncs(host: &DaemonHost) -> u64 {
+    host.recorder().unwrap().stats().syncs.load(Ordering::Relaxed)
+}
+
+fn appends(host: &DaemonHost) -> u64 {
+    host.recorder().unwrap().stats().appends.load(Ordering::Relaxed)
+}
+
+fn stages(host: &DaemonHost) -> Vec<SeedStage> {
+    let mut states = host.seed_states().unwrap();
+    states.sort_by(|a, b| a.seed_id.cmp(&b.seed_id));
+    states.into_iter().map(|s| s.stage).collect()
+}
+
+/// Holds call A's fsync at the gate, then applies B and C on other
+/// threads and waits until both have appended their records (and had
+/// time to finish their calls), so they wait for a later fsync.
+fn hold_a_then_apply_b_and_c<'s>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    setup: &Setup,
+    host: &'s DaemonHost,
+) -> Vec<std::thread::ScopedJoinHandle<'s, Result<leyline::Outcome, leyline::api::ApiError>>> {
+    setup.gate.set_closed(true);
+    let entered = setup.gate.state.lock().unwrap().1;
+    let before = appends(host);
+    let a = scope.spawn(move || host.submit_command(germinate("a", 0)));
+    setup.gate.wait_entered(entered + 1);
+    let b = scope.spawn(move || host.submit_command(germinate("b", 1)));
+    let c = scope.spawn(move || host.submit_command(germinate("c", 2)));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while appends(host) < before + 3 {
+        assert!(Instant::now() < deadline, "B and C never appended their records");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // From their last append to the end of their calls is a few
+    // instructions; on two loaded cores give it time.
+    std::thread::sleep(Duration::from_millis(300));
+    vec![a, b, c]
+}
+
+#[test]
+fn calls_applied_during_an_fsync_share_the_next_one() {
+    let setup = Setup::new();
+    let host = setup.start();
+    host.register_host(registration()).unwrap();
+
+    // Control: one caller at a time costs one fsync per command (what the
+    // shared count below is compared with).
+    let before = syncs(&host);
+    for seed in 5..SEEDS {
+        assert!(host.submit_command(germinate("solo", seed)).unwrap().accepted);
+    }
+    assert_eq!(syncs(&host) - before, 3, "one caller: one fsync per acknowledged command");
+
+    let before = syncs(&host);
+    let outcomes: Vec<_> = std::thread::scope(|s| {
+        let calls = hold_a_then_apply_b_and_c(s, &setup, &host);
+        setup.gate.set_closed(false);
+        calls.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+    });
+    for o in &outcomes {
+        assert!(o.accepted, "{o:?}");
+    }
+    // A's fsync was taken before B and C finished; the next covered both.
+    assert_eq!(syncs(&host) - before, 2, "B and C shared one fsync");
+    drop(host);
+
+    // What was acknowledged is durable: a power cut keeps all six.
+    setup.disk.power_cut(PowerCut::DropUnsynced);
+    setup.disk.restart();
+    let host = setup.start();
+    let germinated = stages(&host).iter().filter(|s| **s == SeedStage::Germinated).count();
+    assert_eq!(germinated, 6, "{:?}", stages(&host));
+}
+
+#[test]
+fn a_failed_shared_fsync_refuses_every_call_that_waited_on_it() {
+    let setup = Setup::new();
+    let host = setup.start();
+    host.register_host(registration()).unwrap();
+    assert!(host.submit_command(germinate("ok", 7)).unwrap().accepted);
+
+    setup.gate.fail_next.store(true, Ordering::SeqCst);
+    let outcomes: Vec<_> = std::thread::scope(|s| {
+        let calls = hold_a_then_apply_b_and_c(s, &setup, &host);
+        setup.gate.set_closed(false);
+        calls.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+    });
+    for o in &outcomes {
+        assert!(!o.accepted, "{o:?}");
+        assert_eq!(o.reason, Some(ReasonCode::JournalUnavailable), "{o:?}");
+        let detail = o.attributes.get("detail").map(String::as_str).unwrap_or_default();
+        assert!(detail.contains("nothing of this call was applied"), "{o:?}");
+    }
+    // Rewound at once: only the command acknowledged before.
+    let expect: Vec<SeedStage> =
+        (0..SEEDS).map(|i| if i == 7 { SeedStage::Germinated } else { SeedStage::Dormant }).collect();
+    assert_eq!(stages(&host), expect);
+    // The journal recovered with the refusal: the next command is taken.
+    assert!(host.submit_command(germinate("after", 3)).unwrap().accepted);
+    drop(host);
+
+    setup.disk.power_cut(PowerCut::DropUnsynced);
+    setup.disk.restart();
+    let host = setup.start();
+    let mut expect = expect;
+    expect[3] = SeedStage::Germinated;
+    assert_eq!(stages(&host), expect, "exactly the acknowledged commands after a restart");
+}
