@@ -22,6 +22,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -110,14 +112,19 @@ fn run(env: &Env, threads: usize, count: u64, round: &mut usize) -> Duration {
         });
         total += started.elapsed();
         let stats = host.recorder().unwrap().stats();
-        let syncs = stats.syncs.load(std::sync::atomic::Ordering::Relaxed);
-        SYNCS.fetch_add(syncs, std::sync::atomic::Ordering::Relaxed);
+        SYNCS.fetch_add(stats.syncs.load(Relaxed), Relaxed);
+        SYNC_US.fetch_add(stats.sync_us.load(Relaxed), Relaxed);
+        COMMANDS.fetch_add(batch as u64 + 1, Relaxed);
         host.host().shutdown();
     }
     total
 }
 
-static SYNCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+// Journal counters over every host of a row (warm-ups and start-up
+// snapshots included), printed after it.
+static SYNCS: AtomicU64 = AtomicU64::new(0);
+static SYNC_US: AtomicU64 = AtomicU64::new(0);
+static COMMANDS: AtomicU64 = AtomicU64::new(0);
 
 fn bench(c: &mut Criterion) {
     let env = env();
@@ -125,12 +132,18 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("journaled_germinate_threads");
     group.throughput(Throughput::Elements(1)).sample_size(10);
     for threads in [1usize, 4] {
-        let before = (SYNCS.load(std::sync::atomic::Ordering::Relaxed), round);
+        let before = [SYNCS.load(Relaxed), SYNC_US.load(Relaxed), COMMANDS.load(Relaxed)];
         group.bench_with_input(BenchmarkId::from_parameter(threads), &threads, |b, &threads| {
             b.iter_custom(|iters| run(&env, threads, iters, &mut round));
         });
-        let syncs = SYNCS.load(std::sync::atomic::Ordering::Relaxed) - before.0;
-        println!("{threads} threads: {syncs} fsyncs over {} hosts", round - before.1);
+        let syncs = SYNCS.load(Relaxed) - before[0];
+        let sync_us = SYNC_US.load(Relaxed) - before[1];
+        let commands = COMMANDS.load(Relaxed) - before[2];
+        println!(
+            "{threads} threads: {commands} commands, {syncs} fsyncs ({:.2} per command, {:.0} µs each on average)",
+            syncs as f64 / commands.max(1) as f64,
+            sync_us as f64 / syncs.max(1) as f64
+        );
     }
     group.finish();
 }
