@@ -7,7 +7,8 @@
 //! `LD_LIBRARY_PATH`. Each such crate depends on `torch-sys` directly; torch-sys
 //! declares `links = "tch"`, which hands us `DEP_TCH_LIBTORCH_LIB`.
 
-fn main() {
+/// Adds the libtorch rpath (and, with a CUDA libtorch, keeps libtorch.so).
+pub fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         // The fuzz checks link libtorch only with their `host` feature (the

@@ -244,6 +244,9 @@ pub struct KernelSettings {
     pub prefetch_timeout_ms: u64,
     /// Bound on background shutdown, ms.
     pub shutdown_timeout_ms: u64,
+    /// CPU memory one prewarm forward pass of a kernel's own code may ask
+    /// for, bytes; a kernel that asks for more fails its load.
+    pub prewarm_memory_bytes: u64,
 }
 
 impl Default for KernelSettings {
@@ -255,6 +258,7 @@ impl Default for KernelSettings {
             cache_ttl_s: d::CACHE_TTL_S,
             prefetch_timeout_ms: d::PREFETCH_TIMEOUT_MS,
             shutdown_timeout_ms: d::SHUTDOWN_TIMEOUT_MS,
+            prewarm_memory_bytes: d::PREWARM_MEMORY_BYTES,
         }
     }
 }
@@ -410,6 +414,16 @@ impl Settings {
         nonzero("kernels.cache_ttl_s", k.cache_ttl_s)?;
         nonzero("kernels.prefetch_timeout_ms", k.prefetch_timeout_ms)?;
         nonzero("kernels.shutdown_timeout_ms", k.shutdown_timeout_ms)?;
+        if k.prewarm_memory_bytes < kasmina_kernels::manager::MIN_PREWARM_MEMORY_BYTES {
+            return invalid(
+                "kernels.prewarm_memory_bytes",
+                format!(
+                    "{} is under the minimum {} (1 MiB)",
+                    k.prewarm_memory_bytes,
+                    kasmina_kernels::manager::MIN_PREWARM_MEMORY_BYTES
+                ),
+            );
+        }
         let p = &self.plugins;
         nonzero("plugins.deadline_ms", p.deadline_ms)?;
         nonzero("plugins.shadow_deadline_ms", p.shadow_deadline_ms)?;
@@ -530,6 +544,7 @@ mod tests {
             ("[annotations]\nalpha_vec_cap = 0", "annotations.alpha_vec_cap"),
             ("[security]\nnonce_capacity = 0", "security.nonce_capacity"),
             ("[kernels]\ncache_max_bytes = 0", "kernels.cache_max_bytes"),
+            ("[kernels]\nprewarm_memory_bytes = 65536", "kernels.prewarm_memory_bytes"),
             ("[plugins]\ndeadline_ms = 0", "plugins.deadline_ms"),
             ("[distillation]\nweight = 1.5", "distillation.weight"),
             ("[isolation]\ncosine_threshold = -0.1", "isolation.cosine_threshold"),

@@ -6,7 +6,7 @@
 
 mod harness;
 
-use harness::{Harness, SITE, harness, harness_with};
+use harness::{Harness, SETTINGS, SITE, harness, harness_with, harness_with_library};
 use kasmina_kernels::fixtures::{MLP_ADAPTER_64, WRONG_IFACE_64};
 use leyline::api::{GraftDirective, KasminaApi};
 use leyline::command::{CommandPayload, EmergencyCommand, PauseCommand};
@@ -301,4 +301,45 @@ fn a_corrupted_artifact_never_reaches_the_trainer_and_the_seed_is_culled() {
     // The corrupt file was quarantined, and no kernel is served for it.
     assert!(!path.exists(), "corrupt artifact still in place");
     assert!(h.host.fetch_kernel(MLP_ADAPTER_64).is_err());
+}
+
+/// A kernel whose code asks for 256 MiB in each forward pass
+/// (`fixtures/hostile/memory_hog.pt`, published under the 64-wide
+/// adapter's interface, which it honours): with `kernels.prewarm_memory_bytes`
+/// at 64 MiB its load fails before the memory is taken and G1 culls the
+/// seed, saying why; with the default cap (1 GiB) the same kernel attaches
+/// (the control: it is the setting that refused it).
+#[test]
+fn a_kernel_over_the_prewarm_memory_cap_fails_g1_and_never_reaches_the_trainer() {
+    let publish_hog = |urza: &kasmina_kernels::UrzaLibrary| {
+        let mut descriptor = kasmina_kernels::fixtures::get(MLP_ADAPTER_64).expect("fixture").descriptor;
+        descriptor.blueprint_id = "memory_hog".to_owned();
+        descriptor.name = "memory hog".to_owned();
+        let path = std::path::Path::new(kasmina_kernels::fixtures::FIXTURES_DIR).join("hostile/memory_hog.pt");
+        urza.publish(descriptor, path).expect("publish memory_hog");
+    };
+    let capped = format!("{SETTINGS}\n[kernels]\nprewarm_memory_bytes = {}\n", 64 << 20);
+    let mut h = harness_with_library(&capped, publish_hog);
+    assert!(h.germinate("seed-a", "memory_hog").accepted);
+    let mut attached = false;
+    for _ in 0..5 {
+        attached |= h.step().iter().any(|d| matches!(d, GraftDirective::Attach { .. }));
+    }
+    assert!(!attached, "a kernel over the cap was handed to the trainer");
+    assert_eq!(h.state("seed-a").stage, SeedStage::Embargoed);
+    let events = h.events();
+    assert_eq!(gate_failure(&h, &events, "seed-a").map(|g| g.0), Some("G1".to_owned()));
+    let named = events.iter().any(|e| {
+        e.name == "kasmina.kernel.unavailable"
+            && format!("{} {:?}", e.message, e.attributes).contains("kernels.prewarm_memory_bytes")
+    });
+    assert!(named, "no event names the cap: {events:?}");
+
+    let mut h = harness_with_library(SETTINGS, publish_hog);
+    assert!(h.germinate("seed-a", "memory_hog").accepted);
+    let mut attached = false;
+    for _ in 0..5 {
+        attached |= h.step().iter().any(|d| matches!(d, GraftDirective::Attach { .. }));
+    }
+    assert!(attached, "under the default cap the same kernel attaches");
 }

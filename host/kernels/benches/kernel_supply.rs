@@ -37,6 +37,7 @@ fn config() -> KernelManagerConfig {
         prefetch_max_in_flight: 8,
         shutdown_timeout_ms: 2_000,
         prewarm_runs: 3,
+        prewarm_memory_bytes: 1 << 30,
         device: Device::Cpu,
     }
 }

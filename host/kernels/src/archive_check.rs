@@ -17,7 +17,9 @@
 //! must be a record holding at least the elements it declares: libtorch
 //! trusts the declared count and read past a shortened record (a fuzz
 //! finding: a SIGSEGV). What it does not bound: the prewarm forward runs
-//! the artifact's own code.
+//! the artifact's own code — under a memory cap (`alloc_cap`), which work
+//! forked onto another thread would escape, so source that calls `fork` is
+//! refused here.
 
 use std::io::{Cursor, Read};
 
@@ -53,6 +55,12 @@ pub fn check_archive(bytes: &[u8]) -> Result<(), String> {
                 bytes.len()
             ));
         }
+        if is_code_record(&name) {
+            let mut code = Vec::new();
+            (&mut record).take(bound).read_to_end(&mut code).map_err(|e| format!("record {name} is corrupt: {e}"))?;
+            check_code(&code).map_err(|why| format!("record {name}: {why}"))?;
+            continue;
+        }
         if !name.ends_with(".pkl") && !name.ends_with(".debug_pkl") {
             continue;
         }
@@ -82,6 +90,44 @@ pub fn check_archive(bytes: &[u8]) -> Result<(), String> {
                  holds {size} bytes: libtorch would read past it",
                 storage.numel, storage.kind, storage.bytes
             ));
+        }
+    }
+    Ok(())
+}
+
+/// A record of TorchScript source (`<archive>/code/…/*.py`), the code
+/// libtorch compiles and runs.
+fn is_code_record(name: &str) -> bool {
+    name.ends_with(".py") && (name.starts_with("code/") || name.contains("/code/"))
+}
+
+/// Refuses source that calls `fork`: TorchScript runs a forked call on
+/// libtorch's inter-op thread pool, outside the per-thread memory cap
+/// prewarm runs the kernel's code under (`alloc_cap`). A seed kernel has no
+/// need of it. Any identifier `fork` or `_fork` followed by `(` counts,
+/// whatever it is qualified with.
+fn check_code(code: &[u8]) -> Result<(), String> {
+    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut i = 0;
+    while i < code.len() {
+        if !is_ident(code[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < code.len() && is_ident(code[i]) {
+            i += 1;
+        }
+        let ident = &code[start..i];
+        if ident == b"fork" || ident == b"_fork" {
+            let next = code[i..].iter().find(|b| !b.is_ascii_whitespace());
+            if next == Some(&b'(') {
+                return Err(format!(
+                    "the kernel's code calls `{}(` at byte {start}: work forked onto another thread would run \
+                     outside the prewarm memory cap; kernels must run on the calling thread",
+                    String::from_utf8_lossy(ident)
+                ));
+            }
         }
     }
     Ok(())
@@ -291,6 +337,23 @@ mod tests {
         std::fs::read(path).unwrap()
     }
 
+    /// Calls of `fork`/`_fork` are refused however they are qualified or
+    /// spaced; identifiers that merely contain the word are not.
+    #[test]
+    fn code_that_forks_is_refused_and_lookalikes_are_not() {
+        for code in ["fut = fork(__forked_function)", "f = torch.jit._fork (self.half, x)", "x=fork\n(y)"] {
+            let why = check_code(code.as_bytes()).unwrap_err();
+            assert!(why.contains("fork(") && why.contains("prewarm memory cap"), "{code}: {why}");
+        }
+        for code in ["forked = fork_width(x)", "y = x.fork", "def prefork(x): return x", "# fork"] {
+            check_code(code.as_bytes()).unwrap();
+        }
+        assert!(is_code_record("mlp/code/__torch__.py") && is_code_record("code/__torch__/m.py"));
+        assert!(!is_code_record("mlp/code/__torch__.py.debug_pkl") && !is_code_record("mlp/data.pkl"));
+        // Negative control: the committed fixtures' code passes.
+        check_archive(&fixture("mlp_adapter.pt")).unwrap();
+    }
+
     /// The second finding: the classic end record zeroed (the zip crate saw
     /// no records at all) while the ZIP64 one, which libtorch reads, listed
     /// a pickle declaring 3 GiB. Each of its two defects is refused alone,
@@ -384,7 +447,12 @@ mod tests {
                 artifact_file: crate::CatalogEntry::artifact_file_for(&"0".repeat(64)),
                 published_at_ms: 0,
             };
-            crate::LoadedKernel::load(crate::VerifiedArtifact { entry, bytes }, tch::Device::Cpu, 1, 0)
+            crate::LoadedKernel::load(
+                crate::VerifiedArtifact { entry, bytes },
+                tch::Device::Cpu,
+                crate::PrewarmLimits { runs: 1, memory_bytes: 1 << 30 },
+                0,
+            )
         };
         let flipped = bottleneck_with(|p| p[465] = 0x80);
         match load(flipped) {

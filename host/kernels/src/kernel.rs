@@ -22,6 +22,16 @@ use crate::urza::VerifiedArtifact;
 /// one, so a kernel that silently squeezes the batch dimension is caught.
 pub const PROBE_BATCH: i64 = 2;
 
+/// How a load prewarms: timed runs, and the CPU memory each probe forward
+/// pass of the kernel's code may ask for (see [`crate::alloc_cap`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrewarmLimits {
+    /// Timed runs after the untimed first one.
+    pub runs: u32,
+    /// Bytes of CPU tensor memory one forward pass may request in all.
+    pub memory_bytes: u64,
+}
+
 /// What prewarm measured (feeds gates G2 latency and G3 interface).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrewarmReport {
@@ -67,11 +77,12 @@ impl std::fmt::Debug for LoadedKernel {
 
 impl LoadedKernel {
     /// Loads verified bytes with libtorch, switches to eval mode and prewarms
-    /// with `prewarm_runs` timed runs on a probe input.
+    /// with `limits.runs` timed runs on a probe input, each forward pass
+    /// under the memory cap.
     pub fn load(
         artifact: VerifiedArtifact,
         device: Device,
-        prewarm_runs: u32,
+        limits: PrewarmLimits,
         now_ms: u64,
     ) -> Result<Self, KernelError> {
         let started = Instant::now();
@@ -84,7 +95,7 @@ impl LoadedKernel {
         let mut module = CModule::load_data_on_device(&mut bytes.as_slice(), device)
             .map_err(|e| KernelError::LoadFailed { blueprint_id: id.clone(), detail: e.to_string() })?;
         module.f_set_eval().map_err(|e| KernelError::LoadFailed { blueprint_id: id.clone(), detail: e.to_string() })?;
-        let prewarm = prewarm(&module, &entry.descriptor, device, prewarm_runs)?;
+        let prewarm = prewarm(&module, &entry.descriptor, device, limits)?;
         let load_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         Ok(LoadedKernel {
             descriptor: entry.descriptor,
@@ -220,9 +231,22 @@ fn outputs_of(value: IValue) -> Result<Vec<Tensor>, String> {
 }
 
 /// Runs the kernel on a probe built from its declared inputs and checks the
-/// outputs against its declared outputs; times `runs` forward passes.
-fn prewarm(module: &CModule, d: &BlueprintDescriptor, device: Device, runs: u32) -> Result<PrewarmReport, KernelError> {
+/// outputs against its declared outputs; times `limits.runs` forward
+/// passes. Every pass runs under the memory cap: a refused allocation fails
+/// the load (`LoadFailed`), whatever else the pass would have shown.
+fn prewarm(
+    module: &CModule,
+    d: &BlueprintDescriptor,
+    device: Device,
+    limits: PrewarmLimits,
+) -> Result<PrewarmReport, KernelError> {
     let mismatch = |detail: String| KernelError::InterfaceMismatch { blueprint_id: d.blueprint_id.clone(), detail };
+    let load_failed = |detail: String| KernelError::LoadFailed { blueprint_id: d.blueprint_id.clone(), detail };
+    crate::alloc_cap::install().map_err(load_failed)?;
+    let capped_forward = |inputs: &[IValue]| {
+        crate::alloc_cap::capped(limits.memory_bytes, || module.forward_is(inputs))
+            .map_err(|over| load_failed(format!("prewarm refused: {over}")))
+    };
     let _no_grad = tch::no_grad_guard();
     let inputs: Vec<IValue> = d
         .interface
@@ -235,7 +259,7 @@ fn prewarm(module: &CModule, d: &BlueprintDescriptor, device: Device, runs: u32)
             detail: format!("probe input: {e}"),
         })?;
     // The first call runs TorchScript's profiling pass; it is the warm-up, untimed.
-    let first = module.forward_is(&inputs).map_err(|e| mismatch(format!("declared inputs rejected: {e}")))?;
+    let first = capped_forward(&inputs)?.map_err(|e| mismatch(format!("declared inputs rejected: {e}")))?;
     let outputs = outputs_of(first).map_err(mismatch)?;
     if outputs.len() != d.interface.outputs.len() {
         return Err(mismatch(format!("{} outputs, {} declared", outputs.len(), d.interface.outputs.len())));
@@ -256,16 +280,16 @@ fn prewarm(module: &CModule, d: &BlueprintDescriptor, device: Device, runs: u32)
         }
         output_shapes.push(shape);
     }
-    let mut samples = Vec::with_capacity(runs as usize);
-    for _ in 0..runs {
+    let mut samples = Vec::with_capacity(limits.runs as usize);
+    for _ in 0..limits.runs {
         let t0 = Instant::now();
-        module.forward_is(&inputs).map_err(|e| mismatch(format!("probe run failed: {e}")))?;
+        capped_forward(&inputs)?.map_err(|e| mismatch(format!("probe run failed: {e}")))?;
         samples.push(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
     }
     samples.sort_unstable();
     Ok(PrewarmReport {
         probe_batch: PROBE_BATCH,
-        runs,
+        runs: limits.runs,
         p50_us: percentile(&samples, 50),
         p95_us: percentile(&samples, 95),
         output_shapes,

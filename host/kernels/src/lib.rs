@@ -13,6 +13,8 @@
 //! - [`kernel`]: verified bytes → `tch::CModule` (inference, shared) or a
 //!   per-seed `TrainableCModule`, and the prewarm probe that checks the
 //!   declared interface and measures p50/p95 latency (gates G2/G3);
+//! - [`alloc_cap`]: the CPU memory cap each prewarm forward pass of the
+//!   kernel's own code runs under (a libtorch allocator wrapper in C++);
 //! - [`manager`]: the [`KernelLoadManager`] — moka cache (entries + bytes +
 //!   TTL, one load per kernel however many callers), fetch breaker,
 //!   telemetry, quarantine, cumulative/interval [`manager::stats`], and
@@ -21,6 +23,7 @@
 //! - [`error`]: [`KernelError`], the one error a caller of the manager sees;
 //! - [`fixtures`]: the committed TorchScript blueprints for tests and demos.
 
+pub mod alloc_cap;
 pub mod archive_check;
 pub mod archive_storage;
 pub mod error;
@@ -30,7 +33,7 @@ pub mod manager;
 pub mod urza;
 
 pub use error::KernelError;
-pub use kernel::{LoadedKernel, PROBE_BATCH, PrewarmReport};
+pub use kernel::{LoadedKernel, PROBE_BATCH, PrewarmLimits, PrewarmReport};
 pub use manager::{
     CacheStats, KernelLoadManager, KernelManagerConfig, PrefetchEvent, PrefetchEvents, RecvError, ShutdownReport,
     StatsSnapshot,

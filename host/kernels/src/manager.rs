@@ -30,7 +30,7 @@ use moka::sync::Cache;
 use tch::Device;
 
 use crate::KernelError;
-use crate::kernel::LoadedKernel;
+use crate::kernel::{LoadedKernel, PrewarmLimits};
 use crate::urza::{CatalogEntry, FetchError, UrzaLibrary};
 
 pub use prefetch::{PrefetchEvent, PrefetchEvents, RecvError, ShutdownReport};
@@ -40,6 +40,9 @@ pub use stats::{CacheStats, StatsSnapshot};
 /// Longest TTL accepted (moka refuses durations near 1000 years; a week is
 /// already far past any training job's need to re-verify).
 pub const MAX_CACHE_TTL_MS: u64 = 7 * 24 * 3_600 * 1_000;
+
+/// Smallest prewarm memory cap accepted: below it hardly a kernel loads.
+pub const MIN_PREWARM_MEMORY_BYTES: u64 = 1 << 20;
 
 /// Everything the manager needs to know. There is no `Default`: the control
 /// plane fills it from its settings (`KernelSettings`), where the defaults live.
@@ -59,6 +62,9 @@ pub struct KernelManagerConfig {
     pub shutdown_timeout_ms: u64,
     /// Timed prewarm runs per load.
     pub prewarm_runs: u32,
+    /// CPU memory one prewarm forward pass of a kernel's code may ask for
+    /// (see [`crate::alloc_cap`]).
+    pub prewarm_memory_bytes: u64,
     /// Where kernels are loaded.
     pub device: Device,
 }
@@ -81,6 +87,9 @@ impl KernelManagerConfig {
         }
         if self.prewarm_runs == 0 || self.prewarm_runs > 1_000 {
             return bad("prewarm_runs must be in 1..=1000");
+        }
+        if self.prewarm_memory_bytes < MIN_PREWARM_MEMORY_BYTES {
+            return bad("prewarm_memory_bytes must be >= 1 MiB (1048576)");
         }
         Ok(())
     }
@@ -242,7 +251,12 @@ impl Core {
         }
         let started = Instant::now();
         let loaded = self.urza.fetch_entry(entry).map_err(KernelError::from).and_then(|artifact| {
-            LoadedKernel::load(artifact, self.config.device, self.config.prewarm_runs, self.clock.now_ms())
+            LoadedKernel::load(
+                artifact,
+                self.config.device,
+                PrewarmLimits { runs: self.config.prewarm_runs, memory_bytes: self.config.prewarm_memory_bytes },
+                self.clock.now_ms(),
+            )
         });
         match loaded {
             Ok(kernel) => {

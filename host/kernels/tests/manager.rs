@@ -293,6 +293,7 @@ fn invalid_configs_are_refused() {
         (|c: &mut kasmina_kernels::KernelManagerConfig| c.cache_max_entries = 0) as fn(&mut _),
         |c| c.cache_ttl_ms = 0,
         |c| c.prewarm_runs = 0,
+        |c| c.prewarm_memory_bytes = 1 << 19,
         |c| c.prefetch_max_in_flight = 0,
     ] {
         let mut cfg = common::config();

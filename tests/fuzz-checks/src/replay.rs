@@ -160,7 +160,7 @@ pub fn mutate(rng: &mut SplitMix, base: &[u8], other: &[u8], max_len: usize) -> 
             4 => {
                 let at = rng.below(len + 1);
                 let n = 1 + rng.below(16);
-                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
                 out.splice(at..at, bytes);
             }
             5 if len > 0 => out.truncate(rng.below(len)),
@@ -188,7 +188,7 @@ impl SplitMix {
     }
 
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -198,6 +198,6 @@ impl SplitMix {
 
     /// Uniform-enough in `0..n` (`n` > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 }

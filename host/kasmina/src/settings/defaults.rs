@@ -51,6 +51,9 @@ pub const CACHE_TTL_S: u64 = 3_600;
 pub const PREFETCH_TIMEOUT_MS: u64 = 30_000;
 /// Background loops must stop within this after shutdown is signalled.
 pub const SHUTDOWN_TIMEOUT_MS: u64 = 2_000;
+/// `kernels.prewarm_memory_bytes`: 1 GiB per probe forward pass (a seed
+/// kernel's probe batch of 2 needs a few MiB at most).
+pub const PREWARM_MEMORY_BYTES: u64 = 1 << 30;
 /// Plugin call deadline (epoch interruption).
 pub const PLUGIN_DEADLINE_MS: u64 = 10;
 /// Plugin linear-memory cap.

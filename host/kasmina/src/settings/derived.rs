@@ -38,6 +38,7 @@ impl Settings {
             prefetch_max_in_flight: 256,
             shutdown_timeout_ms: k.shutdown_timeout_ms,
             prewarm_runs: 5,
+            prewarm_memory_bytes: k.prewarm_memory_bytes,
             device,
         }
     }

@@ -55,10 +55,17 @@ pub fn harness() -> Harness {
 }
 
 pub fn harness_with(settings_toml: &str) -> Harness {
+    harness_with_library(settings_toml, |_| {})
+}
+
+/// Like [`harness_with`], with `publish` adding blueprints to the library
+/// (after the fixtures) before the host opens it.
+pub fn harness_with_library(settings_toml: &str, publish: impl FnOnce(&kasmina_kernels::UrzaLibrary)) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let urza_dir = dir.path().join("urza");
     let urza = kasmina_kernels::UrzaLibrary::open(&urza_dir).expect("urza");
     kasmina_kernels::fixtures::publish_all(&urza).expect("publish fixtures");
+    publish(&urza);
     let mut settings = Settings::from_toml(settings_toml).expect("settings");
     // Compiled plugin artifacts are shared by every test run (content-keyed).
     settings.plugins.cache_dir = Some(std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"));

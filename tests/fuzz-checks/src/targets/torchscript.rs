@@ -12,8 +12,12 @@
 
 use std::sync::OnceLock;
 
-use kasmina_kernels::{CatalogEntry, LoadedKernel, VerifiedArtifact, fixtures};
+use kasmina_kernels::{CatalogEntry, LoadedKernel, PrewarmLimits, VerifiedArtifact, fixtures};
 use tch::Device;
+
+/// The prewarm memory cap the loads run under: far above what the
+/// `mlp_adapter` probe needs, far below what would hurt the fuzzer.
+const PREWARM_MEMORY_BYTES: u64 = 64 << 20;
 
 fn entry() -> &'static CatalogEntry {
     static ENTRY: OnceLock<CatalogEntry> = OnceLock::new();
@@ -33,5 +37,5 @@ fn entry() -> &'static CatalogEntry {
 pub fn check(data: &[u8]) {
     tch::set_num_threads(1);
     let artifact = VerifiedArtifact { entry: entry().clone(), bytes: data.to_vec() };
-    let _ = LoadedKernel::load(artifact, Device::Cpu, 1, 0);
+    let _ = LoadedKernel::load(artifact, Device::Cpu, PrewarmLimits { runs: 1, memory_bytes: PREWARM_MEMORY_BYTES }, 0);
 }
