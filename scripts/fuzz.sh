@@ -69,7 +69,7 @@ host_seeds() {
     local dir="$1" t="$2"
     case "$t" in
         settings) cp examples/digits/daemon.toml "$dir/digits_daemon.toml"; : > "$dir/empty.toml" ;;
-        torchscript) cp host/kernels/fixtures/*.pt "$dir/" ;;
+        torchscript) cp host/kernels/fixtures/*.pt host/kernels/fixtures/hostile/*.pt "$dir/" ;;
         annotations_wasm) cp fuzz/corpus/annotations/* "$dir/" ;;
     esac
 }

@@ -19,14 +19,14 @@
 mod support;
 
 use std::io;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use kasmina_daemon::{DaemonHost, StartOptions};
 use kasmina_journal::storage::sim::{PowerCut, SimStorage};
-use kasmina_journal::{DataSync, Storage, StorageFile, decision_journal_config};
+use kasmina_journal::storage::wrap::WrapFiles;
+use kasmina_journal::{DataSync, StorageFile, decision_journal_config};
 use leyline::api::{HostRegistration, KasminaApi, SiteSpec, SlotSpec};
 use leyline::{Dim, ReasonCode, SeedOperation, SeedStage};
 use support::command;
@@ -69,13 +69,7 @@ impl Gate {
     }
 }
 
-/// The simulated disk with its files' detached fsyncs behind the gate.
-#[derive(Debug)]
-struct Gated {
-    disk: SimStorage,
-    gate: Arc<Gate>,
-}
-
+/// A file of the simulated disk with its detached fsyncs behind the gate.
 #[derive(Debug)]
 struct GatedFile {
     inner: Box<dyn StorageFile>,
@@ -110,33 +104,6 @@ impl StorageFile for GatedFile {
     }
 }
 
-impl Storage for Gated {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.disk.create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<(String, u64)>> {
-        self.disk.list(dir)
-    }
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.disk.read(path)
-    }
-    fn create_new(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        Ok(Box::new(GatedFile { inner: self.disk.create_new(path)?, gate: Arc::clone(&self.gate) }))
-    }
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        Ok(Box::new(GatedFile { inner: self.disk.open_append(path)?, gate: Arc::clone(&self.gate) }))
-    }
-    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
-        self.disk.truncate(path, len)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.disk.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.disk.sync_dir(dir)
-    }
-}
-
 const SEEDS: usize = THREADS * SEEDS_PER_THREAD;
 
 struct Setup {
@@ -168,7 +135,10 @@ impl Setup {
         options.urza_dir = Some(self.urza.clone());
         options.journal_dir = Some(support::sim_disk::journal_dir());
         options.journal_config = decision_journal_config();
-        options.journal_storage = Arc::new(Gated { disk: self.disk.clone(), gate: Arc::clone(&self.gate) });
+        let gate = Arc::clone(&self.gate);
+        options.journal_storage = Arc::new(WrapFiles::new(self.disk.shared(), move |inner| {
+            Box::new(GatedFile { inner, gate: Arc::clone(&gate) })
+        }));
         Ok(DaemonHost::start(options)?.0)
     }
 }

@@ -18,7 +18,9 @@
 //! - [`storage`]: the seam every file-system call goes through —
 //!   [`FsStorage`] (real files) and [`storage::sim::SimStorage`], a
 //!   simulated disk that loses unsynced bytes at a power cut, fills up
-//!   and fails writes or fsyncs, for durability tests.
+//!   and fails writes or fsyncs, for durability tests;
+//!   [`storage::wrap::WrapFiles`] changes what a storage's files do (a test
+//!   holds, fails or skips their syncs) and delegates everything else.
 //!
 //! The journal is generic over its record type; the daemon uses
 //! [`DecisionJournal`] with [`leyline::journal::JournalRecord`].

@@ -14,6 +14,7 @@
 //! simulated disk has to keep the way a real one does.
 
 pub mod sim;
+pub mod wrap;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

@@ -19,10 +19,11 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use kasmina_journal::storage::sim::{PowerCut, SimStorage};
+use kasmina_journal::storage::wrap::WrapFiles;
 use kasmina_journal::{DataSync, Journal, JournalConfig, Storage, StorageFile};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -237,19 +238,11 @@ fn a_power_cut_at_every_op_loses_no_acknowledged_record() {
     }
 }
 
-/// A storage with one of its durability calls turned into a no-op: the
-/// journal bug the simulated disk must be able to see.
-#[derive(Debug)]
-struct Forgetful {
-    disk: SimStorage,
-    skip_file_sync: bool,
-    skip_dir_sync: bool,
-}
-
+/// A file whose syncs do nothing: the journal bug the simulated disk must
+/// be able to see (the directory-sync twin is `WrapFiles::skipping_dir_syncs`).
 #[derive(Debug)]
 struct ForgetfulFile {
     inner: Box<dyn StorageFile>,
-    skip_sync: bool,
 }
 
 impl StorageFile for ForgetfulFile {
@@ -257,13 +250,13 @@ impl StorageFile for ForgetfulFile {
         self.inner.append(bytes)
     }
     fn sync_data(&mut self) -> io::Result<()> {
-        if self.skip_sync { Ok(()) } else { self.inner.sync_data() }
+        Ok(())
     }
     fn sync_all(&mut self) -> io::Result<()> {
-        if self.skip_sync { Ok(()) } else { self.inner.sync_all() }
+        Ok(())
     }
     fn data_sync(&self) -> Arc<dyn DataSync> {
-        if self.skip_sync { Arc::new(NoSync) } else { self.inner.data_sync() }
+        Arc::new(NoSync)
     }
 }
 
@@ -276,37 +269,10 @@ impl DataSync for NoSync {
     }
 }
 
-impl Storage for Forgetful {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.disk.create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<(String, u64)>> {
-        self.disk.list(dir)
-    }
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.disk.read(path)
-    }
-    fn create_new(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        Ok(Box::new(ForgetfulFile { inner: self.disk.create_new(path)?, skip_sync: self.skip_file_sync }))
-    }
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        Ok(Box::new(ForgetfulFile { inner: self.disk.open_append(path)?, skip_sync: self.skip_file_sync }))
-    }
-    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
-        self.disk.truncate(path, len)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.disk.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if self.skip_dir_sync { Ok(()) } else { self.disk.sync_dir(dir) }
-    }
-}
-
 #[test]
 fn negative_control_a_journal_without_file_fsync_is_caught() {
     let err = campaign(7, 30, |disk| {
-        Arc::new(Forgetful { disk: disk.clone(), skip_file_sync: true, skip_dir_sync: false }) as Arc<dyn Storage>
+        Arc::new(WrapFiles::new(disk.shared(), |inner| Box::new(ForgetfulFile { inner }))) as Arc<dyn Storage>
     })
     .expect_err("skipping fsync must lose an acknowledged record at some cut");
     assert!(err.contains("acknowledged records lost") || err.contains("does not reopen"), "{err}");
@@ -315,7 +281,7 @@ fn negative_control_a_journal_without_file_fsync_is_caught() {
 #[test]
 fn negative_control_a_journal_without_directory_fsync_is_caught() {
     let err = campaign(7, 30, |disk| {
-        Arc::new(Forgetful { disk: disk.clone(), skip_file_sync: false, skip_dir_sync: true }) as Arc<dyn Storage>
+        Arc::new(WrapFiles::new(disk.shared(), |file| file).skipping_dir_syncs()) as Arc<dyn Storage>
     })
     .expect_err("skipping the directory fsync must lose a segment at some cut");
     assert!(err.contains("acknowledged records lost") || err.contains("does not reopen"), "{err}");

@@ -72,7 +72,11 @@ pub fn checked_in(repo: &Path, target: &str) -> io::Result<Vec<(PathBuf, Vec<u8>
     let mut files = Vec::new();
     match target {
         "settings" => files.push(repo.join("examples/digits/daemon.toml")),
-        "torchscript" => dirs.push(repo.join("host/kernels/fixtures")),
+        // The blueprints, and the hostile kernels the prewarm limits refuse.
+        "torchscript" => {
+            dirs.push(repo.join("host/kernels/fixtures"));
+            dirs.push(repo.join("host/kernels/fixtures/hostile"));
+        }
         // Same input format as the native parser's target.
         "annotations_wasm" => dirs.push(repo.join("fuzz/corpus/annotations")),
         _ => {}
@@ -80,8 +84,9 @@ pub fn checked_in(repo: &Path, target: &str) -> io::Result<Vec<(PathBuf, Vec<u8>
     for dir in dirs.iter().filter(|d| d.is_dir()) {
         for entry in fs::read_dir(dir)? {
             let path = entry?.path();
-            let wanted =
-                target != "torchscript" || !dir.ends_with("fixtures") || path.extension() == Some("pt".as_ref());
+            let wanted = target != "torchscript"
+                || dir.starts_with(repo.join("fuzz"))
+                || path.extension() == Some("pt".as_ref());
             if path.is_file() && wanted {
                 files.push(path);
             }
