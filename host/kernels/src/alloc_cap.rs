@@ -70,31 +70,22 @@ pub fn install() -> Result<(), String> {
 /// request (whatever `f` returned: its error is the cap's exception);
 /// otherwise `f`'s own result. [`install`] must have succeeded.
 pub fn capped<T>(budget: u64, f: impl FnOnce() -> T) -> Result<T, CapExceeded> {
-    /// Ends the cap even if `f` panics, so the thread is not left capped.
-    struct End {
-        used: u64,
-        refused: u64,
-    }
-    impl End {
-        fn end(&mut self) {
-            // SAFETY: a valid pointer to a u64 we own.
-            self.used = unsafe { kasmina_alloc_cap_end(&mut self.refused) };
-        }
-    }
-    impl Drop for End {
+    /// Ends the cap if `f` unwinds, so the thread is not left capped.
+    struct EndOnUnwind;
+    impl Drop for EndOnUnwind {
         fn drop(&mut self) {
-            self.end();
+            // SAFETY: a null pointer is allowed (nothing is written).
+            unsafe { kasmina_alloc_cap_end(std::ptr::null_mut()) };
         }
     }
     // SAFETY: plain value; sets a thread-local on the C++ side.
     unsafe { kasmina_alloc_cap_begin(budget) };
-    let mut guard = End { used: 0, refused: 0 };
+    let unwinding = EndOnUnwind;
     let out = f();
-    guard.end();
-    let (used, refused) = (guard.used, guard.refused);
-    // Ending twice (here and at drop) is harmless: the second end reads an
-    // inactive cap.
-    drop(guard);
+    std::mem::forget(unwinding);
+    let mut refused = 0u64;
+    // SAFETY: a valid pointer to a local u64.
+    let used = unsafe { kasmina_alloc_cap_end(&mut refused) };
     if refused > 0 {
         return Err(CapExceeded { requested: refused, used, budget });
     }

@@ -24,12 +24,14 @@ pub enum KernelError {
         /// What differed.
         detail: String,
     },
-    /// libtorch refused the verified bytes (not TorchScript, wrong version …).
-    #[error("kernel {blueprint_id}: libtorch could not load it: {detail}")]
+    /// The verified bytes could not be loaded: refused by the archive
+    /// check or by libtorch (not TorchScript, wrong version …), or the
+    /// kernel's code passed the prewarm memory cap.
+    #[error("kernel {blueprint_id} could not be loaded: {detail}")]
     LoadFailed {
         /// The blueprint.
         blueprint_id: String,
-        /// libtorch's message.
+        /// What refused it, and why.
         detail: String,
     },
     /// The fetch circuit breaker is open: recent fetches kept failing.
