@@ -325,11 +325,6 @@ impl DetachedSync {
     pub fn run(&self) -> Result<(), JournalError> {
         self.file.sync_data().map_err(|e| JournalError::io(&self.path, e))
     }
-
-    /// The segment it syncs.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// Creates a segment with its header written and synced, and the directory

@@ -55,18 +55,18 @@ pub fn check_archive(bytes: &[u8]) -> Result<(), String> {
                 bytes.len()
             ));
         }
-        if is_code_record(&name) {
-            let mut code = Vec::new();
-            (&mut record).take(bound).read_to_end(&mut code).map_err(|e| format!("record {name} is corrupt: {e}"))?;
-            check_code(&code).map_err(|why| format!("record {name}: {why}"))?;
+        let code = is_code_record(&name);
+        if !code && !name.ends_with(".pkl") && !name.ends_with(".debug_pkl") {
             continue;
         }
-        if !name.ends_with(".pkl") && !name.ends_with(".debug_pkl") {
-            continue;
-        }
-        let mut pickle = Vec::new();
+        let mut content = Vec::new();
         // `size()` was bounded above; `take` holds even if it lied.
-        (&mut record).take(bound).read_to_end(&mut pickle).map_err(|e| format!("record {name} is corrupt: {e}"))?;
+        (&mut record).take(bound).read_to_end(&mut content).map_err(|e| format!("record {name} is corrupt: {e}"))?;
+        if code {
+            check_code(&content).map_err(|why| format!("record {name}: {why}"))?;
+            continue;
+        }
+        let pickle = content;
         check_pickle(&pickle).map_err(|why| format!("record {name}: {why}"))?;
         // The tensors a pickle rebuilds: their storage records must hold them.
         let dir = match name.rsplit_once('/') {

@@ -254,10 +254,7 @@ fn prewarm(
         .iter()
         .map(|s| probe_input(s, device).map(IValue::Tensor))
         .collect::<Result<_, _>>()
-        .map_err(|e| KernelError::LoadFailed {
-            blueprint_id: d.blueprint_id.clone(),
-            detail: format!("probe input: {e}"),
-        })?;
+        .map_err(|e| load_failed(format!("probe input: {e}")))?;
     // The first call runs TorchScript's profiling pass; it is the warm-up, untimed.
     let first = capped_forward(&inputs)?.map_err(|e| mismatch(format!("declared inputs rejected: {e}")))?;
     let outputs = outputs_of(first).map_err(mismatch)?;
