@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kasmina::Settings;
-use kasmina_client::CommandBuilder;
 use kasmina_daemon::{DaemonHost, StartOptions};
 use leyline::api::{HostRegistration, KasminaApi, SiteSpec, SlotSpec};
 use leyline::{AdaptationCommand, Dim, SeedOperation};
@@ -77,11 +76,7 @@ fn registration() -> HostRegistration {
 }
 
 fn germinate(n: usize, round: usize) -> AdaptationCommand {
-    CommandBuilder::seed(format!("seed-{n}"), SeedOperation::Germinate, support::BLUEPRINT)
-        .command_id(format!("bench-{round}-{n}"))
-        .issued_by("bench")
-        .annotations([("training_run_id", support::RUN), ("mesh_layers", "hidden"), ("blend_mode", "RESIDUAL")])
-        .sign(&support::key())
+    support::command(&format!("bench-{round}-{n}"), &format!("seed-{n}"), SeedOperation::Germinate, true)
 }
 
 /// Submits `count` commands over `threads` threads to fresh hosts; returns

@@ -288,10 +288,7 @@ fn a_corrupted_artifact_never_reaches_the_trainer_and_the_seed_is_culled() {
     std::fs::write(&path, bytes).expect("corrupt");
 
     assert!(h.germinate("seed-a", MLP_ADAPTER_64).accepted);
-    let mut attached = false;
-    for _ in 0..5 {
-        attached |= h.step().iter().any(|d| matches!(d, GraftDirective::Attach { .. }));
-    }
+    let attached = h.any_attach_in(5);
     assert!(!attached, "a corrupted kernel was handed to the trainer");
     assert!(h.trainer.seeds.is_empty(), "the trainer holds a kernel");
     assert_eq!(h.state("seed-a").stage, SeedStage::Embargoed);
@@ -321,10 +318,7 @@ fn a_kernel_over_the_prewarm_memory_cap_fails_g1_and_never_reaches_the_trainer()
     let capped = format!("{SETTINGS}\n[kernels]\nprewarm_memory_bytes = {}\n", 64 << 20);
     let mut h = harness_with_library(&capped, publish_hog);
     assert!(h.germinate("seed-a", "memory_hog").accepted);
-    let mut attached = false;
-    for _ in 0..5 {
-        attached |= h.step().iter().any(|d| matches!(d, GraftDirective::Attach { .. }));
-    }
+    let attached = h.any_attach_in(5);
     assert!(!attached, "a kernel over the cap was handed to the trainer");
     assert_eq!(h.state("seed-a").stage, SeedStage::Embargoed);
     let events = h.events();
@@ -337,9 +331,6 @@ fn a_kernel_over_the_prewarm_memory_cap_fails_g1_and_never_reaches_the_trainer()
 
     let mut h = harness_with_library(SETTINGS, publish_hog);
     assert!(h.germinate("seed-a", "memory_hog").accepted);
-    let mut attached = false;
-    for _ in 0..5 {
-        attached |= h.step().iter().any(|d| matches!(d, GraftDirective::Attach { .. }));
-    }
+    let attached = h.any_attach_in(5);
     assert!(attached, "under the default cap the same kernel attaches");
 }

@@ -159,6 +159,16 @@ impl Harness {
         directives
     }
 
+    /// Runs `steps` training steps; whether any of them told the trainer to
+    /// attach a kernel.
+    pub fn any_attach_in(&mut self, steps: usize) -> bool {
+        let mut attached = false;
+        for _ in 0..steps {
+            attached |= self.step().iter().any(|d| matches!(d, GraftDirective::Attach { .. }));
+        }
+        attached
+    }
+
     /// Steps until `seed` reaches `stage` (or `limit` steps pass).
     pub fn run_until(&mut self, seed: &str, stage: SeedStage, limit: u64) -> bool {
         for _ in 0..limit {
