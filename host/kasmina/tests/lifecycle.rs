@@ -7,7 +7,7 @@
 mod harness;
 
 use harness::{Harness, SETTINGS, SITE, harness, harness_with, harness_with_library};
-use kasmina_kernels::fixtures::{MLP_ADAPTER_64, WRONG_IFACE_64};
+use kasmina_kernels::fixtures::{MEMORY_HOG, MLP_ADAPTER_64, WRONG_IFACE_64};
 use leyline::api::{GraftDirective, KasminaApi};
 use leyline::command::{CommandPayload, EmergencyCommand, PauseCommand};
 use leyline::{ReasonCode, SeedOperation, SeedStage, TelemetryLevel};
@@ -309,15 +309,11 @@ fn a_corrupted_artifact_never_reaches_the_trainer_and_the_seed_is_culled() {
 #[test]
 fn a_kernel_over_the_prewarm_memory_cap_fails_g1_and_never_reaches_the_trainer() {
     let publish_hog = |urza: &kasmina_kernels::UrzaLibrary| {
-        let mut descriptor = kasmina_kernels::fixtures::get(MLP_ADAPTER_64).expect("fixture").descriptor;
-        descriptor.blueprint_id = "memory_hog".to_owned();
-        descriptor.name = "memory hog".to_owned();
-        let path = std::path::Path::new(kasmina_kernels::fixtures::FIXTURES_DIR).join("hostile/memory_hog.pt");
-        urza.publish(descriptor, path).expect("publish memory_hog");
+        kasmina_kernels::fixtures::publish_hostile(urza, MEMORY_HOG, MLP_ADAPTER_64).expect("publish memory_hog");
     };
     let capped = format!("{SETTINGS}\n[kernels]\nprewarm_memory_bytes = {}\n", 64 << 20);
     let mut h = harness_with_library(&capped, publish_hog);
-    assert!(h.germinate("seed-a", "memory_hog").accepted);
+    assert!(h.germinate("seed-a", MEMORY_HOG).accepted);
     let attached = h.any_attach_in(5);
     assert!(!attached, "a kernel over the cap was handed to the trainer");
     assert_eq!(h.state("seed-a").stage, SeedStage::Embargoed);
@@ -330,7 +326,7 @@ fn a_kernel_over_the_prewarm_memory_cap_fails_g1_and_never_reaches_the_trainer()
     assert!(named, "no event names the cap: {events:?}");
 
     let mut h = harness_with_library(SETTINGS, publish_hog);
-    assert!(h.germinate("seed-a", "memory_hog").accepted);
+    assert!(h.germinate("seed-a", MEMORY_HOG).accepted);
     let attached = h.any_attach_in(5);
     assert!(attached, "under the default cap the same kernel attaches");
 }

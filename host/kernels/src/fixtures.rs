@@ -11,6 +11,15 @@
 //! | `wrong_iface` | `[B,32] → [B,16]` | honest descriptor; does not fit a 32-wide site (fails G3) |
 //! | `mlp_adapter_64` | `[B,64] → [B,64]` | for the digits demo's 64-wide hidden layer |
 //! | `wrong_iface_64` | `[B,64] → [B,32]` | the demo's bad seed (fails G3) |
+//!
+//! The hostile kernels (`fixtures/hostile/`, from `make_hostile.py`) are
+//! not in the manifest: [`publish_hostile`] publishes one under the
+//! interface of a blueprint above (they keep any shape).
+//!
+//! | id | note |
+//! |---|---|
+//! | `memory_hog` | allocates 256 MiB in every forward pass (the prewarm memory cap refuses it) |
+//! | `forks` | runs part of its work with `torch.jit.fork` (the archive check refuses it) |
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +43,10 @@ pub const WRONG_IFACE: &str = "wrong_iface";
 pub const MLP_ADAPTER_64: &str = "mlp_adapter_64";
 /// `[B,64] → [B,32]`: does not fit a 64-wide site.
 pub const WRONG_IFACE_64: &str = "wrong_iface_64";
+/// Hostile: 256 MiB per forward pass.
+pub const MEMORY_HOG: &str = "memory_hog";
+/// Hostile: forks work onto another thread.
+pub const FORKS: &str = "forks";
 
 /// One fixture: its descriptor and its `.pt` file.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +122,20 @@ pub fn get(blueprint_id: &str) -> Result<Fixture, FixtureError> {
         .into_iter()
         .find(|f| f.descriptor.blueprint_id == blueprint_id)
         .ok_or_else(|| FixtureError::Unknown(blueprint_id.to_owned()))
+}
+
+/// Publishes the hostile kernel `name` ([`MEMORY_HOG`], [`FORKS`]) into
+/// `urza` under the descriptor of the fixture `like` (its interface, which
+/// the hostile kernel honours), with `name` as its id.
+pub fn publish_hostile(urza: &UrzaLibrary, name: &str, like: &str) -> Result<CatalogEntry, FixtureError> {
+    if ![MEMORY_HOG, FORKS].contains(&name) {
+        return Err(FixtureError::Unknown(name.to_owned()));
+    }
+    let mut descriptor = get(like)?.descriptor;
+    descriptor.blueprint_id = name.to_owned();
+    descriptor.name = format!("hostile {name}");
+    let path = Path::new(FIXTURES_DIR).join("hostile").join(format!("{name}.pt"));
+    Ok(urza.publish(descriptor, path)?)
 }
 
 /// Publishes every fixture into `urza`; returns the catalog entries.

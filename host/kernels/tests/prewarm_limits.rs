@@ -9,24 +9,10 @@
 mod common;
 
 use kasmina_kernels::{KernelError, KernelManagerConfig, fixtures};
-use leyline::BlueprintDescriptor;
 
 const MIB: u64 = 1 << 20;
 /// What `memory_hog.pt` allocates in each forward pass.
 const HOG_BYTES: u64 = 256 * MIB;
-
-fn hostile_path(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(fixtures::FIXTURES_DIR).join("hostile").join(format!("{name}.pt"))
-}
-
-/// Publishes a hostile kernel under `mlp_adapter`'s interface ([B,32] →
-/// [B,32], which it honours).
-fn publish(env: &common::Env, name: &str) {
-    let mut descriptor: BlueprintDescriptor = fixtures::get(fixtures::MLP_ADAPTER).unwrap().descriptor;
-    descriptor.blueprint_id = name.to_owned();
-    descriptor.name = format!("hostile {name}");
-    env.urza.publish(descriptor, hostile_path(name)).unwrap();
-}
 
 fn config(prewarm_memory_bytes: u64) -> KernelManagerConfig {
     KernelManagerConfig { prewarm_runs: 2, prewarm_memory_bytes, ..common::config() }
@@ -44,11 +30,11 @@ fn peak_rss() -> u64 {
 #[test]
 fn a_kernel_asking_for_more_than_the_cap_fails_its_load_before_taking_the_memory() {
     let env = common::Env::new(100);
-    publish(&env, "memory_hog");
+    fixtures::publish_hostile(&env.urza, fixtures::MEMORY_HOG, fixtures::MLP_ADAPTER).unwrap();
 
     let (capped, _events) = env.manager(config(64 * MIB));
     let before = peak_rss();
-    let err = capped.get("memory_hog", None).unwrap_err();
+    let err = capped.get(fixtures::MEMORY_HOG, None).unwrap_err();
     let grew = peak_rss().saturating_sub(before);
     eprintln!("capped at 64 MiB: peak RSS +{} KiB; {err}", grew / 1024);
     let KernelError::LoadFailed { blueprint_id, detail } = &err else { panic!("{err:?}") };
@@ -70,7 +56,7 @@ fn a_kernel_asking_for_more_than_the_cap_fails_its_load_before_taking_the_memory
     // allocation the cap prevented above.
     let (generous, _events) = env.manager(config(1024 * MIB));
     let before = peak_rss();
-    let kernel = generous.get("memory_hog", None).unwrap();
+    let kernel = generous.get(fixtures::MEMORY_HOG, None).unwrap();
     assert_eq!(kernel.prewarm().output_shapes, vec![vec![2, 32]]);
     let grew = peak_rss().saturating_sub(before);
     eprintln!("capped at 1 GiB: loaded, peak RSS +{} KiB", grew / 1024);
@@ -80,9 +66,9 @@ fn a_kernel_asking_for_more_than_the_cap_fails_its_load_before_taking_the_memory
 #[test]
 fn a_kernel_whose_code_forks_is_refused_before_it_runs() {
     let env = common::Env::new(100);
-    publish(&env, "forks");
+    fixtures::publish_hostile(&env.urza, fixtures::FORKS, fixtures::MLP_ADAPTER).unwrap();
     let (manager, _events) = env.manager(config(1024 * MIB));
-    let err = manager.get("forks", None).unwrap_err();
+    let err = manager.get(fixtures::FORKS, None).unwrap_err();
     let KernelError::LoadFailed { detail, .. } = &err else { panic!("{err:?}") };
     assert!(detail.contains("calls `fork(`") && detail.contains("forks/code/__torch__.py"), "{detail}");
     assert_eq!(manager.stats().cumulative.loads, 0);
