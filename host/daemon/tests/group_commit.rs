@@ -23,13 +23,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use kasmina_daemon::{DaemonHost, StartOptions};
+use kasmina_daemon::DaemonHost;
 use kasmina_journal::storage::sim::{PowerCut, SimStorage};
 use kasmina_journal::storage::wrap::WrapFiles;
 use kasmina_journal::{DataSync, StorageFile, decision_journal_config};
 use leyline::api::{HostRegistration, KasminaApi, SiteSpec, SlotSpec};
 use leyline::{Dim, ReasonCode, SeedOperation, SeedStage};
 use support::command;
+use support::sim_disk::SimDaemon;
 
 /// Holds detached fsyncs while closed; can fail the next one.
 #[derive(Debug, Default)]
@@ -107,10 +108,8 @@ impl StorageFile for GatedFile {
 const SEEDS: usize = THREADS * SEEDS_PER_THREAD;
 
 struct Setup {
-    disk: SimStorage,
+    sim: SimDaemon,
     gate: Arc<Gate>,
-    urza: std::path::PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 const SEEDS_PER_THREAD: usize = 6;
@@ -118,28 +117,20 @@ const THREADS: usize = 4;
 
 impl Setup {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let urza = support::urza(dir.path());
-        Setup { disk: SimStorage::new(), gate: Arc::default(), urza, _dir: dir }
+        Setup { sim: SimDaemon::new(decision_journal_config()), gate: Arc::default() }
     }
 
     fn start(&self) -> DaemonHost {
         self.try_start().unwrap()
     }
 
+    /// The daemon on the simulated disk, its files' detached fsyncs behind
+    /// the gate.
     fn try_start(&self) -> Result<DaemonHost, kasmina_daemon::StartError> {
-        let mut settings = support::test_settings("");
-        settings.plugins.deadline_ms = 2_000;
-        let mut options = StartOptions::new(settings);
-        options.key = Some(support::key());
-        options.urza_dir = Some(self.urza.clone());
-        options.journal_dir = Some(support::sim_disk::journal_dir());
-        options.journal_config = decision_journal_config();
         let gate = Arc::clone(&self.gate);
-        options.journal_storage = Arc::new(WrapFiles::new(self.disk.shared(), move |inner| {
-            Box::new(GatedFile { inner, gate: Arc::clone(&gate) })
-        }));
-        Ok(DaemonHost::start(options)?.0)
+        let storage =
+            WrapFiles::new(self.sim.disk.shared(), move |inner| Box::new(GatedFile { inner, gate: Arc::clone(&gate) }));
+        Ok(self.sim.try_start_on(Arc::new(storage))?.0)
     }
 }
 
@@ -223,8 +214,8 @@ fn calls_applied_during_an_fsync_share_the_next_one() {
     drop(host);
 
     // What was acknowledged is durable: a power cut keeps all six.
-    setup.disk.power_cut(PowerCut::DropUnsynced);
-    setup.disk.restart();
+    setup.sim.disk.power_cut(PowerCut::DropUnsynced);
+    setup.sim.disk.restart();
     let host = setup.start();
     let germinated = stages(&host).iter().filter(|s| **s == SeedStage::Germinated).count();
     assert_eq!(germinated, 6, "{:?}", stages(&host));
@@ -257,8 +248,8 @@ fn a_failed_shared_fsync_refuses_every_call_that_waited_on_it() {
     assert!(host.submit_command(germinate("after", 3)).unwrap().accepted);
     drop(host);
 
-    setup.disk.power_cut(PowerCut::DropUnsynced);
-    setup.disk.restart();
+    setup.sim.disk.power_cut(PowerCut::DropUnsynced);
+    setup.sim.disk.restart();
     let host = setup.start();
     let mut expect = expect;
     expect[3] = SeedStage::Germinated;
@@ -326,27 +317,27 @@ fn power_cuts_during_concurrent_commands_lose_no_acknowledged_one() {
     // Dry run: how many disk operations the workload makes.
     let host = setup.start();
     host.register_host(registration()).unwrap();
-    let base = setup.disk.stats().ops;
+    let base = setup.sim.disk.stats().ops;
     let seen = concurrent_workload(&host, "dry");
     assert_eq!(seen.iter().map(|s| s.acked.len()).sum::<usize>(), 2 * SEEDS, "{seen:?}");
-    let span = setup.disk.stats().ops - base;
+    let span = setup.sim.disk.stats().ops - base;
     drop(host);
 
     let (mut acked_total, mut shared) = (0, 0);
     for round in 0..cuts {
-        setup.disk = SimStorage::new();
+        setup.sim.disk = SimStorage::new();
         let host = setup.start();
         host.register_host(registration()).unwrap();
-        let (syncs_before, base) = (syncs(&host), setup.disk.stats().ops);
+        let (syncs_before, base) = (syncs(&host), setup.sim.disk.stats().ops);
         let at = base + rng.gen_range(1..=span);
         let how = if round % 2 == 0 { PowerCut::DropUnsynced } else { PowerCut::Torn { seed: round } };
-        setup.disk.cut_at_op(at, how);
+        setup.sim.disk.cut_at_op(at, how);
         let seen = concurrent_workload(&host, &format!("r{round}"));
         let acked: Vec<_> = seen.iter().flat_map(|s| s.acked.iter()).collect();
         acked_total += acked.len();
         shared += acked.len().saturating_sub(usize::try_from(syncs(&host) - syncs_before).unwrap());
         drop(host);
-        setup.disk.restart();
+        setup.sim.disk.restart();
         let context = format!("round {round}: cut at op {at} ({how:?}), {} acknowledged", acked.len());
         let host = setup.try_start().unwrap_or_else(|e| panic!("{context}: restart failed: {e}"));
         let states: std::collections::BTreeMap<String, leyline::SeedState> =

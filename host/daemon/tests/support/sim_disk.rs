@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use kasmina_core::ManualClock;
 use kasmina_daemon::{DaemonHost, StartOptions, StartReport};
-use kasmina_journal::JournalConfig;
 use kasmina_journal::storage::sim::SimStorage;
+use kasmina_journal::{JournalConfig, Storage};
 use leyline::api::KasminaApi;
 use leyline::{BlendMode, SeedStage};
 
@@ -53,6 +53,15 @@ impl SimDaemon {
 
     /// Like [`SimDaemon::start`]; fails when the disk does.
     pub fn try_start(&self) -> Result<(DaemonHost, StartReport), kasmina_daemon::StartError> {
+        self.try_start_on(self.disk.shared())
+    }
+
+    /// Like [`SimDaemon::try_start`], with the journal on `storage` (the
+    /// disk wrapped, e.g. by `kasmina_journal::storage::wrap::WrapFiles`).
+    pub fn try_start_on(
+        &self,
+        storage: Arc<dyn Storage>,
+    ) -> Result<(DaemonHost, StartReport), kasmina_daemon::StartError> {
         let mut settings = super::test_settings("");
         // Dozens of starts per test on two shared cores: the start-up canary
         // must not time out for the machine's sake.
@@ -62,7 +71,7 @@ impl SimDaemon {
         options.urza_dir = Some(self.urza.clone());
         options.journal_dir = Some(journal_dir());
         options.journal_config = self.config.clone();
-        options.journal_storage = self.disk.shared();
+        options.journal_storage = storage;
         options.clock = self.clock.clone();
         let (host, report) = DaemonHost::start(options)?;
         Ok((host, report.expect("journaled")))
